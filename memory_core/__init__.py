@@ -1,0 +1,1 @@
+"""Memory service core: the domain, its services and the adapters behind its ports."""

@@ -1,0 +1,147 @@
+"""Domain model: what the service remembers, independent of API schemas and of stored-document shapes.
+
+Every class is a frozen pydantic model so it crosses Durable boundaries as plain JSON
+(``model_dump(mode="json")`` out, ``model_validate`` in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JsonDict = dict[str, Any]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MemoryKind(str, Enum):
+    """What a searchable memory item is."""
+
+    TURN = "turn"
+    CHUNK = "chunk"
+    SUMMARY = "summary"
+    INSIGHT = "insight"
+
+
+class SessionStatus(str, Enum):
+    """Lifecycle of a session as the store knows it."""
+
+    ACTIVE = "active"  # hot: its state lives in the session entity
+    IDLE = "idle"  # evicted from the hot pool; cold-restorable
+    ENDED = "ended"  # reflection started or done; never restored
+
+
+class Turn(_Frozen):
+    """One exchange: a user message and the agent's reply. Never split."""
+
+    user_id: str
+    session_id: str
+    seq: int = Field(ge=1, description="1-based position of the turn in its session")
+    turn_id: str
+    user_message: str
+    agent_message: str
+    timestamp: datetime
+    metadata: JsonDict = Field(default_factory=dict)
+
+    def text(self) -> str:
+        """The turn as one searchable text."""
+        return f"User: {self.user_message}\nAssistant: {self.agent_message}"
+
+
+class Chunk(_Frozen):
+    """L consecutive turns compacted into a summary (the unit that feeds the cumulative summary)."""
+
+    user_id: str
+    session_id: str
+    index: int = Field(ge=0)
+    first_seq: int = Field(ge=1)
+    last_seq: int = Field(ge=1)
+    summary: str
+    timestamp: datetime
+
+    @property
+    def id(self) -> str:
+        """Deterministic id: one chunk per (user, session, index)."""
+        return stable_id("chunk", self.user_id, self.session_id, str(self.index))
+
+
+class SessionRecord(_Frozen):
+    """What the store keeps about a session, enough to restore it cold."""
+
+    user_id: str
+    session_id: str
+    status: SessionStatus
+    started_at: datetime
+    last_activity: datetime
+    turn_count: int = Field(default=0, ge=0)
+    compacted_through: int = Field(default=0, ge=0, description="last seq folded into cumulative_summary")
+    cumulative_summary: str = ""
+    chunk_count: int = Field(default=0, ge=0)
+    ended_at: datetime | None = None
+
+
+class SessionSummary(_Frozen):
+    """The reflection's summary of one whole session."""
+
+    user_id: str
+    session_id: str
+    summary: str
+    turn_count: int = Field(ge=0)
+    first_seq: int = Field(ge=0)
+    last_seq: int = Field(ge=0)
+    created_at: datetime
+
+    @property
+    def id(self) -> str:
+        """Deterministic id: one summary per session."""
+        return stable_id("summary", self.user_id, self.session_id)
+
+
+InsightStatus = Literal["active", "superseded"]
+
+
+class Insight(_Frozen):
+    """A long-term fact about the user, with its provenance and validity interval."""
+
+    id: str
+    user_id: str
+    key: str = Field(description="what the insight is about, e.g. 'location' or 'preference:coffee'")
+    category: str
+    text: str
+    source_session_id: str
+    source_turns: tuple[int, ...] = ()
+    status: InsightStatus = "active"
+    valid_from: datetime
+    valid_to: datetime | None = None
+    superseded_by: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SearchHit(_Frozen):
+    """One ranked memory item with its provenance."""
+
+    kind: MemoryKind
+    id: str
+    text: str
+    score: float
+    session_id: str | None = None
+    seqs: tuple[int, ...] = ()
+    timestamp: datetime | None = None
+
+
+def stable_id(*parts: str) -> str:
+    """A deterministic id from its parts, so replays and retries write the same documents."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return f"{parts[0]}-{digest[:32]}"
+
+
+def turn_doc_id(user_id: str, session_id: str, seq: int) -> str:
+    """Deterministic id of a stored turn."""
+    return stable_id("turn", user_id, session_id, str(seq))

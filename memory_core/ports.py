@@ -1,0 +1,166 @@
+"""The ports memory_core depends on; adapters in ``memory_core.adapters`` implement them.
+
+Every method is scoped to one user: no port method can read or write across users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from memory_core.domain import (
+    Chunk,
+    Insight,
+    MemoryKind,
+    SearchHit,
+    SessionRecord,
+    SessionStatus,
+    SessionSummary,
+    Turn,
+)
+
+Vector = Sequence[float]
+
+
+class UserDeletion(BaseModel):
+    """How many documents of each kind a forget removed."""
+
+    sessions: int = 0
+    turns: int = 0
+    chunks: int = 0
+    summaries: int = 0
+    insights: int = 0
+
+
+class UserExport(BaseModel):
+    """Everything stored about one user."""
+
+    user_id: str
+    sessions: list[SessionRecord] = Field(default_factory=list)
+    turns: list[Turn] = Field(default_factory=list)
+    chunks: list[Chunk] = Field(default_factory=list)
+    summaries: list[SessionSummary] = Field(default_factory=list)
+    insights: list[Insight] = Field(default_factory=list)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable memory of every user: sessions, turns, chunks, summaries and insights.
+
+    Writes are idempotent upserts keyed by deterministic ids, so a retried activity writes nothing twice.
+    """
+
+    async def open(self, embedding_model: str | None, dimensions: int | None) -> None:
+        """Create what is missing and check the store's embedding identity.
+
+        Raises ``EmbeddingDimensionMismatchError`` when the store holds vectors of another model or dimension.
+        """
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    # sessions
+    async def put_session(self, record: SessionRecord) -> None:
+        """Insert or replace a session record."""
+
+    async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
+        """One session record, or None."""
+
+    async def list_sessions(
+        self, user_id: str, status: SessionStatus | None = None, limit: int = 100
+    ) -> list[SessionRecord]:
+        """The user's sessions, most recently active first."""
+
+    # turns
+    async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
+        """Upsert turns by (user, session, seq); an embedding (when given) is stored with its turn."""
+
+    async def get_turns(
+        self, user_id: str, session_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Turn]:
+        """The session's turns with seq > after_seq, in seq order."""
+
+    # chunks
+    async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
+        """Upsert a chunk by (user, session, index)."""
+
+    async def get_chunks(self, user_id: str, session_id: str) -> list[Chunk]:
+        """The session's chunks in order."""
+
+    # summaries
+    async def put_summary(self, summary: SessionSummary, embedding: Vector | None = None) -> None:
+        """Upsert the one summary of a session."""
+
+    async def get_summaries(self, user_id: str, limit: int = 5) -> list[SessionSummary]:
+        """The user's session summaries, newest first."""
+
+    # insights
+    async def put_insights(
+        self, insights: Sequence[Insight], embeddings: Sequence[Vector | None] | None = None
+    ) -> None:
+        """Upsert insights by id."""
+
+    async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
+        """The user's insights, most recently updated first."""
+
+    # search
+    async def search_text(
+        self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int
+    ) -> list[SearchHit]:
+        """Full-text (BM25) search over the user's memory; best first, score higher is better."""
+
+    async def search_vector(
+        self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int
+    ) -> list[SearchHit]:
+        """Vector similarity search over the user's memory; best first, score higher is better."""
+
+    # users
+    async def delete_user(self, user_id: str) -> UserDeletion:
+        """Remove everything stored about the user."""
+
+    async def export_user(self, user_id: str) -> UserExport:
+        """Everything stored about the user."""
+
+
+class InsightCandidate(BaseModel):
+    """An insight as a chat model extracts it, before consolidation."""
+
+    key: str = Field(min_length=1, max_length=200)
+    category: str = Field(min_length=1, max_length=64)
+    text: str = Field(min_length=1, max_length=1000)
+    source_turns: list[int] = Field(default_factory=list)
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """The language model behind compaction and reflection. Never called on a request path."""
+
+    name: str
+
+    async def summarize(self, turns: Sequence[Turn], previous_summary: str = "", max_words: int = 200) -> str:
+        """A summary of the turns that continues ``previous_summary`` (the cumulative summary so far)."""
+
+    async def summarize_session(self, chunks: Sequence[Chunk], turns: Sequence[Turn], max_words: int = 200) -> str:
+        """A summary of one whole session from its chunk summaries and the turns not yet in a chunk."""
+
+    async def extract_insights(self, turns: Sequence[Turn]) -> list[InsightCandidate]:
+        """Long-term facts the user stated about themselves, each with the turns it comes from."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Text to vectors. ``model`` and ``dimensions`` are part of a store's identity."""
+
+    model: str
+    dimensions: int
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length vector per text, in order."""
+
+    async def close(self) -> None:
+        """Release connections."""
