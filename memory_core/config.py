@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Store
     STORE: StoreKind = "sqlite"
     SQLITE_PATH: Path = Field(Path(".memory/memory.sqlite3"), description="SQLite database file (STORE=sqlite)")
+    SQLITE_SYNCHRONOUS: Literal["NORMAL", "FULL"] = Field(
+        "FULL", description="FULL survives power loss; NORMAL only process crashes, and writes faster"
+    )
     COSMOS_ENDPOINT: str | None = None
     COSMOS_KEY: str | None = Field(None, description="Account key; leave unset to use Entra ID")
     COSMOS_DATABASE_NAME: str = "agent_memory"

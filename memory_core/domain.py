@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +20,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class MemoryKind(str, Enum):
+class MemoryKind(StrEnum):
     """What a searchable memory item is."""
 
     TURN = "turn"
@@ -29,7 +29,7 @@ class MemoryKind(str, Enum):
     INSIGHT = "insight"
 
 
-class SessionStatus(str, Enum):
+class SessionStatus(StrEnum):
     """Lifecycle of a session as the store knows it."""
 
     ACTIVE = "active"  # hot: its state lives in the session entity

@@ -106,9 +106,7 @@ class Store(Protocol):
         """The user's insights, most recently updated first."""
 
     # search
-    async def search_text(
-        self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int
-    ) -> list[SearchHit]:
+    async def search_text(self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int) -> list[SearchHit]:
         """Full-text (BM25) search over the user's memory; best first, score higher is better."""
 
     async def search_vector(
