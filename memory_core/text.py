@@ -1,0 +1,28 @@
+"""Small text helpers shared by the full-text paths: query terms without stop words."""
+
+from __future__ import annotations
+
+import re
+
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
+
+# Function words that carry no topic; removing them keeps OR-queries selective and fast.
+STOP_WORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he her here
+    hers herself him himself his how i i'm i've i'd i'll if in into is it it's its itself just let's me more most
+    my myself no nor not now of off on once only or other ought our ours ourselves out over own same she should
+    so some such than that that's the their theirs them themselves then there these they this those through to
+    too under until up very was we were what what's when where which while who whom why will with would you
+    your yours yourself yourselves tell told know say said ok okay yes yeah""".split()
+)
+
+
+def query_terms(text: str, limit: int = 32) -> list[str]:
+    """Distinct lower-case words of ``text`` minus stop words, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for match in _WORD.finditer(text.lower()):
+        word = match.group(0)
+        if word not in STOP_WORDS and word not in seen:
+            seen[word] = None
+    return list(seen)[:limit]
