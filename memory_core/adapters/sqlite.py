@@ -1,0 +1,552 @@
+"""The embedded store: one SQLite file with WAL, FTS5 (porter) for full text and float32 vectors in the same rows.
+
+Every searchable memory item (turn, chunk, session summary, insight) is a row of ``items``; the domain object is kept
+as JSON in ``doc`` (with a schema version) next to the columns queries need. All work runs on one dedicated thread
+that owns the connection, so the event loop never blocks on disk and writes are serialised without locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from memory_core.domain import (
+    Chunk,
+    Insight,
+    MemoryKind,
+    SearchHit,
+    SessionRecord,
+    SessionStatus,
+    SessionSummary,
+    Turn,
+    turn_doc_id,
+)
+from memory_core.errors import EmbeddingDimensionMismatchError
+from memory_core.ports import UserDeletion, UserExport, Vector
+from memory_core.text import query_terms
+
+logger = logging.getLogger(__name__)
+
+DOC_SCHEMA_VERSION = 1
+_T = TypeVar("_T")
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    user_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    last_activity TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (user_id, session_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (user_id, last_activity);
+CREATE TABLE IF NOT EXISTS items (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    session_id TEXT,
+    first_seq INTEGER,
+    last_seq INTEGER,
+    turn_id TEXT,
+    active INTEGER NOT NULL DEFAULT 1,
+    ts TEXT NOT NULL,
+    text TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    embedding BLOB
+);
+CREATE INDEX IF NOT EXISTS items_by_session ON items (user_id, kind, session_id, first_seq);
+CREATE INDEX IF NOT EXISTS items_by_time ON items (user_id, kind, ts);
+CREATE UNIQUE INDEX IF NOT EXISTS turns_by_turn_id ON items (user_id, session_id, turn_id) WHERE kind = 'turn';
+CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
+    scope, text, content='items', content_rowid='rowid', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS items_ai AFTER INSERT ON items BEGIN
+    INSERT INTO items_fts (rowid, scope, text) VALUES (new.rowid, new.scope, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS items_ad AFTER DELETE ON items BEGIN
+    INSERT INTO items_fts (items_fts, rowid, scope, text) VALUES ('delete', old.rowid, old.scope, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS items_au AFTER UPDATE OF text, scope ON items BEGIN
+    INSERT INTO items_fts (items_fts, rowid, scope, text) VALUES ('delete', old.rowid, old.scope, old.text);
+    INSERT INTO items_fts (rowid, scope, text) VALUES (new.rowid, new.scope, new.text);
+END;
+"""
+
+_UPSERT_ITEM = """
+INSERT INTO items (id, user_id, kind, session_id, first_seq, last_seq, turn_id, active, ts, text, scope, doc,
+                   embedding)
+VALUES (:id, :user_id, :kind, :session_id, :first_seq, :last_seq, :turn_id, :active, :ts, :text, :scope, :doc,
+        :embedding)
+ON CONFLICT (id) DO UPDATE SET
+    session_id = excluded.session_id, first_seq = excluded.first_seq, last_seq = excluded.last_seq,
+    turn_id = excluded.turn_id, active = excluded.active, ts = excluded.ts,
+    text = excluded.text, scope = excluded.scope,
+    doc = excluded.doc,
+    embedding = COALESCE(excluded.embedding, items.embedding)
+"""
+
+
+def _iso(value: datetime) -> str:
+    """UTC ISO-8601 with a fixed width, so text order is time order."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _user_token(user_id: str) -> str:
+    return "u" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:24]
+
+
+def _scope(user_id: str, kind: MemoryKind, active: bool = True) -> str:
+    # FTS5 ranks before it can join, so the filters live inside the index: each row's ``scope`` column holds a
+    # word for its user, its kind and whether it is current. A query ``scope:<user> AND ... AND (<terms>)`` ranks
+    # only that user's rows and the join touches just the top hits (3x faster than filtering after the join).
+    return f"{_user_token(user_id)} k{kind.value} {'current' if active else 'retired'}"
+
+
+def _doc(model: Any) -> str:
+    payload = model.model_dump(mode="json")
+    payload["schema_version"] = DOC_SCHEMA_VERSION
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def _load(raw: str) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(raw)
+    payload.pop("schema_version", None)
+    return payload
+
+
+def _blob(vector: Vector | None) -> bytes | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
+
+
+class _VectorCache:
+    """Per-user matrices of unit vectors, rebuilt after the user's rows change."""
+
+    def __init__(self, max_users: int = 64) -> None:
+        self._entries: dict[str, tuple[list[int], npt.NDArray[np.float32]]] = {}
+        self._max_users = max_users
+
+    def invalidate(self, user_id: str) -> None:
+        self._entries.pop(user_id, None)
+
+    def get(
+        self, user_id: str, load: Callable[[], list[tuple[int, bytes]]]
+    ) -> tuple[list[int], npt.NDArray[np.float32]]:
+        entry = self._entries.pop(user_id, None)
+        if entry is None:
+            rows = load()
+            rowids = [r[0] for r in rows]
+            matrix = (
+                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+                if rows
+                else np.zeros((0, 0), dtype=np.float32)
+            )
+            entry = (rowids, matrix)
+        self._entries[user_id] = entry  # most recently used last
+        while len(self._entries) > self._max_users:
+            self._entries.pop(next(iter(self._entries)))
+        return entry
+
+
+class SqliteStore:
+    """The ``Store`` port on one SQLite database file."""
+
+    def __init__(self, path: Path | str, *, synchronous: Synchronous = "FULL") -> None:
+        self._path = str(path)
+        self._synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._conn: sqlite3.Connection | None = None
+        self._vectors = _VectorCache()
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("SqliteStore.open() was not called")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    async def open(self, embedding_model: str | None, dimensions: int | None) -> None:
+        """Create the file and schema if missing, and check the embedding identity."""
+
+        def connect() -> sqlite3.Connection:
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            with conn:
+                conn.executescript(_SCHEMA)
+            return conn
+
+        if self._conn is None:
+            self._conn = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        if embedding_model is None or dimensions is None:
+            return
+
+        def check_identity(conn: sqlite3.Connection) -> None:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            stored_model, stored_dims = meta.get("embedding_model"), meta.get("embedding_dimensions")
+            if stored_model is None:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [("embedding_model", embedding_model), ("embedding_dimensions", str(dimensions))],
+                )
+                conn.execute("COMMIT")
+            elif stored_model != embedding_model or stored_dims != str(dimensions):
+                raise EmbeddingDimensionMismatchError(
+                    f"The store at {self._path} holds embeddings of model {stored_model!r} with {stored_dims} "
+                    f"dimensions, but the configured embedder is {embedding_model!r} with {dimensions}. "
+                    "Use the same embedder, or a new SQLITE_PATH."
+                )
+
+        await self._run(check_identity)
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread."""
+        if self._conn is not None:
+            await self._run(lambda conn: conn.close())
+            self._conn = None
+        self._executor.shutdown(wait=True)
+
+    # -- sessions ---------------------------------------------------------------------------------------------
+    async def put_session(self, record: SessionRecord) -> None:
+        """Insert or replace a session record."""
+        row = (record.user_id, record.session_id, record.status.value, _iso(record.last_activity), _doc(record))
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO sessions (user_id, session_id, status, last_activity, doc) VALUES (?,?,?,?,?)",
+                row,
+            )
+        )
+
+    async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
+        """One session record, or None."""
+        row = await self._run(
+            lambda conn: conn.execute(
+                "SELECT doc FROM sessions WHERE user_id = ? AND session_id = ?", (user_id, session_id)
+            ).fetchone()
+        )
+        return None if row is None else SessionRecord.model_validate(_load(row[0]))
+
+    async def list_sessions(
+        self, user_id: str, status: SessionStatus | None = None, limit: int = 100
+    ) -> list[SessionRecord]:
+        """The user's sessions, most recently active first."""
+        sql = "SELECT doc FROM sessions WHERE user_id = ?"
+        params: list[Any] = [user_id]
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status.value)
+        sql += " ORDER BY last_activity DESC LIMIT ?"
+        params.append(limit)
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return [SessionRecord.model_validate(_load(r[0])) for r in rows]
+
+    # -- items ------------------------------------------------------------------------------------------------
+    async def _upsert(self, user_id: str, rows: list[dict[str, Any]]) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(_UPSERT_ITEM, rows)
+
+        await self._run(write)
+        self._vectors.invalidate(user_id)
+
+    async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
+        """Upsert turns by (user, session, seq); an embedding (when given) is stored with its turn."""
+        if not turns:
+            return
+        vectors = list(embeddings) if embeddings is not None else [None] * len(turns)
+        for user_id in {t.user_id for t in turns}:
+            rows = [
+                {
+                    "id": turn_doc_id(t.user_id, t.session_id, t.seq),
+                    "user_id": t.user_id,
+                    "kind": MemoryKind.TURN.value,
+                    "session_id": t.session_id,
+                    "first_seq": t.seq,
+                    "last_seq": t.seq,
+                    "turn_id": t.turn_id,
+                    "active": 1,
+                    "ts": _iso(t.timestamp),
+                    "text": t.text(),
+                    "scope": _scope(t.user_id, MemoryKind.TURN),
+                    "doc": _doc(t),
+                    "embedding": _blob(v),
+                }
+                for t, v in zip(turns, vectors, strict=True)
+                if t.user_id == user_id
+            ]
+            await self._upsert(user_id, rows)
+
+    async def _docs(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return [_load(r[0]) for r in rows]
+
+    async def get_turns(
+        self, user_id: str, session_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Turn]:
+        """The session's turns with seq > after_seq, in seq order."""
+        docs = await self._docs(
+            "SELECT doc FROM items WHERE user_id = ? AND kind = 'turn' AND session_id = ? AND first_seq > ? "
+            "ORDER BY first_seq LIMIT ?",
+            (user_id, session_id, after_seq, -1 if limit is None else limit),
+        )
+        return [Turn.model_validate(d) for d in docs]
+
+    async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
+        """Upsert a chunk by (user, session, index)."""
+        row = {
+            "id": chunk.id,
+            "user_id": chunk.user_id,
+            "kind": MemoryKind.CHUNK.value,
+            "session_id": chunk.session_id,
+            "first_seq": chunk.first_seq,
+            "last_seq": chunk.last_seq,
+            "turn_id": None,
+            "active": 1,
+            "ts": _iso(chunk.timestamp),
+            "text": chunk.summary,
+            "scope": _scope(chunk.user_id, MemoryKind.CHUNK),
+            "doc": _doc(chunk),
+            "embedding": _blob(embedding),
+        }
+        await self._upsert(chunk.user_id, [row])
+
+    async def get_chunks(self, user_id: str, session_id: str) -> list[Chunk]:
+        """The session's chunks in order."""
+        docs = await self._docs(
+            "SELECT doc FROM items WHERE user_id = ? AND kind = 'chunk' AND session_id = ? ORDER BY first_seq",
+            (user_id, session_id),
+        )
+        return [Chunk.model_validate(d) for d in docs]
+
+    async def put_summary(self, summary: SessionSummary, embedding: Vector | None = None) -> None:
+        """Upsert the one summary of a session."""
+        row = {
+            "id": summary.id,
+            "user_id": summary.user_id,
+            "kind": MemoryKind.SUMMARY.value,
+            "session_id": summary.session_id,
+            "first_seq": summary.first_seq,
+            "last_seq": summary.last_seq,
+            "turn_id": None,
+            "active": 1,
+            "ts": _iso(summary.created_at),
+            "text": summary.summary,
+            "scope": _scope(summary.user_id, MemoryKind.SUMMARY),
+            "doc": _doc(summary),
+            "embedding": _blob(embedding),
+        }
+        await self._upsert(summary.user_id, [row])
+
+    async def get_summaries(self, user_id: str, limit: int = 5) -> list[SessionSummary]:
+        """The user's session summaries, newest first."""
+        docs = await self._docs(
+            "SELECT doc FROM items WHERE user_id = ? AND kind = 'summary' ORDER BY ts DESC, id LIMIT ?",
+            (user_id, limit),
+        )
+        return [SessionSummary.model_validate(d) for d in docs]
+
+    async def put_insights(
+        self, insights: Sequence[Insight], embeddings: Sequence[Vector | None] | None = None
+    ) -> None:
+        """Upsert insights by id."""
+        if not insights:
+            return
+        vectors = list(embeddings) if embeddings is not None else [None] * len(insights)
+        for user_id in {i.user_id for i in insights}:
+            rows = [
+                {
+                    "id": i.id,
+                    "user_id": i.user_id,
+                    "kind": MemoryKind.INSIGHT.value,
+                    "session_id": i.source_session_id,
+                    "first_seq": min(i.source_turns, default=None),
+                    "last_seq": max(i.source_turns, default=None),
+                    "turn_id": None,
+                    "active": int(i.status == "active"),
+                    "ts": _iso(i.updated_at),
+                    "text": i.text,
+                    "scope": _scope(i.user_id, MemoryKind.INSIGHT, i.status == "active"),
+                    "doc": _doc(i),
+                    "embedding": _blob(v),
+                }
+                for i, v in zip(insights, vectors, strict=True)
+                if i.user_id == user_id
+            ]
+            await self._upsert(user_id, rows)
+
+    async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
+        """The user's insights, most recently updated first."""
+        docs = await self._docs(
+            "SELECT doc FROM items WHERE user_id = ? AND kind = 'insight' AND (active = 1 OR ?) "
+            "ORDER BY ts DESC, id LIMIT ?",
+            (user_id, int(include_superseded), limit),
+        )
+        return [Insight.model_validate(d) for d in docs]
+
+    # -- search -----------------------------------------------------------------------------------------------
+    async def search_text(self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int) -> list[SearchHit]:
+        """BM25 over FTS5 (porter stemming), scoped to the user; superseded insights are left out."""
+        terms = query_terms(query)
+        if not terms or not kinds or limit <= 0:
+            return []
+        # Every term is quoted, so nothing the caller typed is read as FTS5 query syntax.
+        words = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        filters = [f'scope:"{_user_token(user_id)}"', 'scope:"current"']
+        if set(kinds) != set(MemoryKind):
+            filters.append("(" + " OR ".join(f'scope:"k{k.value}"' for k in kinds) + ")")
+        match = " AND ".join([*filters, f"({words})"])
+
+        def query(conn: sqlite3.Connection) -> list[SearchHit]:
+            ranked = conn.execute(
+                "SELECT rowid, bm25(items_fts, 0.0, 1.0) FROM items_fts WHERE items_fts MATCH ? "
+                "ORDER BY bm25(items_fts, 0.0, 1.0) LIMIT ?",
+                (match, limit),
+            ).fetchall()
+            if not ranked:
+                return []
+            marks = ",".join("?" * len(ranked))
+            rows = conn.execute(
+                "SELECT rowid, id, kind, text, session_id, first_seq, last_seq, ts FROM items "  # noqa: S608
+                f"WHERE rowid IN ({marks}) AND user_id = ?",
+                [*(r[0] for r in ranked), user_id],
+            ).fetchall()
+            by_rowid = {r[0]: r[1:] for r in rows}
+            return [_hit(by_rowid[rowid], -float(rank)) for rowid, rank in ranked if rowid in by_rowid]
+
+        return await self._run(query)
+
+    async def search_vector(
+        self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int
+    ) -> list[SearchHit]:
+        """Cosine similarity against the user's stored vectors (all unit length), scoped to the user."""
+        if not kinds or limit <= 0:
+            return []
+        wanted = {k.value for k in kinds}
+
+        def load(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+            return conn.execute(
+                "SELECT rowid, embedding FROM items WHERE user_id = ? AND active = 1 AND embedding IS NOT NULL",
+                (user_id,),
+            ).fetchall()
+
+        def search(conn: sqlite3.Connection) -> list[SearchHit]:
+            rowids, matrix = self._vectors.get(user_id, lambda: load(conn))
+            if not rowids:
+                return []
+            query = np.asarray(vector, dtype=np.float32)
+            if matrix.shape[1] != query.shape[0]:
+                raise EmbeddingDimensionMismatchError(
+                    f"Query vector has {query.shape[0]} dimensions; stored vectors have {matrix.shape[1]}"
+                )
+            scores = matrix @ query
+            # Over-fetch so that filtering by kind still leaves ``limit`` hits.
+            take = min(len(rowids), limit * 4 if len(wanted) < len(MemoryKind) else limit)
+            hits: list[SearchHit] = []
+            while True:
+                top = np.argpartition(-scores, take - 1)[:take] if take < len(rowids) else np.arange(len(rowids))
+                top = top[np.argsort(-scores[top], kind="stable")]
+                picked = [rowids[i] for i in top]
+                marks = ",".join("?" * len(picked))
+                rows = conn.execute(
+                    "SELECT rowid, id, kind, text, session_id, first_seq, last_seq, ts FROM items "  # noqa: S608
+                    f"WHERE rowid IN ({marks})",
+                    picked,
+                ).fetchall()
+                by_rowid = {r[0]: r[1:] for r in rows}
+                hits = [
+                    _hit(by_rowid[rid], float(scores[i]))
+                    for rid, i in zip(picked, top, strict=True)
+                    if rid in by_rowid and by_rowid[rid][1] in wanted
+                ]
+                if len(hits) >= limit or take >= len(rowids):
+                    return hits[:limit]
+                take = min(len(rowids), take * 4)
+
+        return await self._run(search)
+
+    # -- users ------------------------------------------------------------------------------------------------
+    async def delete_user(self, user_id: str) -> UserDeletion:
+        """Remove everything stored about the user, in one transaction."""
+
+        def delete(conn: sqlite3.Connection) -> UserDeletion:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                counts = dict(
+                    conn.execute("SELECT kind, COUNT(*) FROM items WHERE user_id = ? GROUP BY kind", (user_id,))
+                )
+                conn.execute("DELETE FROM items WHERE user_id = ?", (user_id,))
+                sessions = conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount
+            return UserDeletion(
+                sessions=sessions,
+                turns=counts.get("turn", 0),
+                chunks=counts.get("chunk", 0),
+                summaries=counts.get("summary", 0),
+                insights=counts.get("insight", 0),
+            )
+
+        result = await self._run(delete)
+        self._vectors.invalidate(user_id)
+        return result
+
+    async def export_user(self, user_id: str) -> UserExport:
+        """Everything stored about the user (without vectors)."""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            sessions = conn.execute(
+                "SELECT doc FROM sessions WHERE user_id = ? ORDER BY last_activity", (user_id,)
+            ).fetchall()
+            items = conn.execute(
+                "SELECT kind, doc FROM items WHERE user_id = ? ORDER BY kind, session_id, first_seq, ts", (user_id,)
+            ).fetchall()
+            return sessions, items
+
+        sessions, items = await self._run(read)
+        export = UserExport(user_id=user_id, sessions=[SessionRecord.model_validate(_load(r[0])) for r in sessions])
+        parsers: dict[str, tuple[Callable[[Any], Any], list[Any]]] = {
+            "turn": (Turn.model_validate, export.turns),
+            "chunk": (Chunk.model_validate, export.chunks),
+            "summary": (SessionSummary.model_validate, export.summaries),
+            "insight": (Insight.model_validate, export.insights),
+        }
+        for kind, raw in items:
+            parse, target = parsers[kind]
+            target.append(parse(_load(raw)))
+        return export
+
+
+def _hit(row: Sequence[Any], score: float) -> SearchHit:
+    item_id, kind, text, session_id, first_seq, last_seq, ts = row
+    seqs: tuple[int, ...] = ()
+    if first_seq is not None:
+        seqs = (first_seq,) if last_seq in (None, first_seq) else (first_seq, last_seq)
+    return SearchHit(
+        kind=MemoryKind(kind),
+        id=item_id,
+        text=text,
+        score=score,
+        session_id=session_id,
+        seqs=seqs,
+        timestamp=datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
+    )

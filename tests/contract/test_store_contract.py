@@ -1,0 +1,339 @@
+"""Every behaviour of the Store port, run against each adapter (see conftest.py for the legs)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from memory_core.domain import (
+    Chunk,
+    Insight,
+    MemoryKind,
+    SessionRecord,
+    SessionStatus,
+    SessionSummary,
+    Turn,
+    stable_id,
+)
+from memory_core.errors import EmbeddingDimensionMismatchError
+from memory_core.ports import Store
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ALL_KINDS = list(MemoryKind)
+
+
+def unit(*values: float) -> list[float]:
+    norm = sum(v * v for v in values) ** 0.5
+    return [v / norm for v in values]
+
+
+def make_turn(user: str, session: str, seq: int, text: str = "", minutes: int = 0) -> Turn:
+    return Turn(
+        user_id=user,
+        session_id=session,
+        seq=seq,
+        turn_id=f"{session}-t{seq}",
+        user_message=text or f"message number {seq}",
+        agent_message="noted",
+        timestamp=T0 + timedelta(minutes=minutes or seq),
+        metadata={"channel": "test"},
+    )
+
+
+def make_session(user: str, session: str, minutes: int, status: SessionStatus = SessionStatus.ACTIVE) -> SessionRecord:
+    return SessionRecord(
+        user_id=user,
+        session_id=session,
+        status=status,
+        started_at=T0,
+        last_activity=T0 + timedelta(minutes=minutes),
+        turn_count=3,
+        compacted_through=1,
+        cumulative_summary="so far",
+        chunk_count=1,
+    )
+
+
+def make_insight(user: str, key: str, text: str, *, status: str = "active", minutes: int = 0) -> Insight:
+    return Insight(
+        id=stable_id("insight", user, key, text),
+        user_id=user,
+        key=key,
+        category="test",
+        text=text,
+        source_session_id="s1",
+        source_turns=(1, 2),
+        status=status,  # type: ignore[arg-type]
+        valid_from=T0,
+        valid_to=T0 + timedelta(days=1) if status == "superseded" else None,
+        created_at=T0,
+        updated_at=T0 + timedelta(minutes=minutes),
+    )
+
+
+# -- sessions ---------------------------------------------------------------------------------------------------
+
+
+async def test_session_record_round_trips_and_missing_is_none(store: Store):
+    record = make_session("alice", "s1", 5)
+    await store.put_session(record)
+    assert await store.get_session("alice", "s1") == record
+    assert await store.get_session("alice", "nope") is None
+    assert await store.get_session("bob", "s1") is None
+
+
+async def test_put_session_replaces_the_record(store: Store):
+    await store.put_session(make_session("alice", "s1", 5))
+    ended = make_session("alice", "s1", 9, SessionStatus.ENDED)
+    await store.put_session(ended)
+    assert await store.get_session("alice", "s1") == ended
+
+
+async def test_list_sessions_is_most_recent_first_filtered_and_limited(store: Store):
+    for i, status in enumerate([SessionStatus.ACTIVE, SessionStatus.IDLE, SessionStatus.ACTIVE, SessionStatus.ENDED]):
+        await store.put_session(make_session("alice", f"s{i}", minutes=i, status=status))
+    await store.put_session(make_session("bob", "b1", minutes=99))
+    assert [r.session_id for r in await store.list_sessions("alice")] == ["s3", "s2", "s1", "s0"]
+    assert [r.session_id for r in await store.list_sessions("alice", SessionStatus.ACTIVE)] == ["s2", "s0"]
+    assert [r.session_id for r in await store.list_sessions("alice", limit=2)] == ["s3", "s2"]
+
+
+# -- turns ------------------------------------------------------------------------------------------------------
+
+
+async def test_turns_come_back_in_sequence_order_with_all_fields(store: Store):
+    turns = [make_turn("alice", "s1", seq) for seq in (3, 1, 2)]
+    await store.put_turns(turns)
+    got = await store.get_turns("alice", "s1")
+    assert got == sorted(turns, key=lambda t: t.seq)
+    assert got[0].metadata == {"channel": "test"} and got[0].timestamp == T0 + timedelta(minutes=1)
+
+
+async def test_get_turns_after_and_limit(store: Store):
+    await store.put_turns([make_turn("alice", "s1", seq) for seq in range(1, 8)])
+    assert [t.seq for t in await store.get_turns("alice", "s1", after_seq=4)] == [5, 6, 7]
+    assert [t.seq for t in await store.get_turns("alice", "s1", after_seq=1, limit=2)] == [2, 3]
+
+
+async def test_writing_a_turn_twice_keeps_one_copy(store: Store):
+    turn = make_turn("alice", "s1", 1)
+    await store.put_turns([turn])
+    await store.put_turns([turn])
+    assert await store.get_turns("alice", "s1") == [turn]
+
+
+async def test_turns_are_scoped_to_user_and_session(store: Store):
+    await store.put_turns([make_turn("alice", "s1", 1), make_turn("alice", "s2", 1), make_turn("bob", "s1", 1)])
+    assert [(t.user_id, t.session_id) for t in await store.get_turns("alice", "s1")] == [("alice", "s1")]
+    assert [(t.user_id, t.session_id) for t in await store.get_turns("bob", "s1")] == [("bob", "s1")]
+    assert await store.get_turns("carol", "s1") == []
+
+
+async def test_unicode_text_round_trips(store: Store):
+    turn = make_turn("alice", "s1", 1, text="Olá! 日本語 ✓ \"quotes\" 'single' \\ back\nslash")
+    await store.put_turns([turn])
+    assert (await store.get_turns("alice", "s1"))[0].user_message == turn.user_message
+
+
+# -- chunks and summaries ---------------------------------------------------------------------------------------
+
+
+async def test_chunks_in_order_and_upserted_by_index(store: Store):
+    def chunk(index: int, summary: str) -> Chunk:
+        return Chunk(
+            user_id="alice",
+            session_id="s1",
+            index=index,
+            first_seq=index * 10 + 1,
+            last_seq=index * 10 + 10,
+            summary=summary,
+            timestamp=T0,
+        )
+
+    await store.put_chunk(chunk(1, "second"))
+    await store.put_chunk(chunk(0, "first"))
+    await store.put_chunk(chunk(0, "first, rewritten"))
+    assert [c.summary for c in await store.get_chunks("alice", "s1")] == ["first, rewritten", "second"]
+    assert await store.get_chunks("bob", "s1") == []
+
+
+async def test_summaries_newest_first_one_per_session(store: Store):
+    def summary(session: str, minutes: int, text: str) -> SessionSummary:
+        return SessionSummary(
+            user_id="alice",
+            session_id=session,
+            summary=text,
+            turn_count=4,
+            first_seq=1,
+            last_seq=4,
+            created_at=T0 + timedelta(minutes=minutes),
+        )
+
+    for i in range(4):
+        await store.put_summary(summary(f"s{i}", i, f"summary {i}"))
+    await store.put_summary(summary("s0", 0, "summary 0 again"))
+    got = await store.get_summaries("alice", limit=10)
+    assert [s.summary for s in got] == ["summary 3", "summary 2", "summary 1", "summary 0 again"]
+    assert [s.session_id for s in await store.get_summaries("alice", limit=2)] == ["s3", "s2"]
+    assert await store.get_summaries("bob") == []
+
+
+# -- insights ---------------------------------------------------------------------------------------------------
+
+
+async def test_insights_exclude_superseded_unless_asked(store: Store):
+    old = make_insight("alice", "location", "The user lives in Porto.", status="superseded", minutes=1)
+    new = make_insight("alice", "location", "The user lives in Lisbon.", minutes=2)
+    other = make_insight("alice", "employer", "The user works at Contoso.", minutes=3)
+    await store.put_insights([old, new, other])
+    assert [i.text for i in await store.get_insights("alice")] == [other.text, new.text]
+    assert {i.id for i in await store.get_insights("alice", include_superseded=True)} == {old.id, new.id, other.id}
+    assert [i.text for i in await store.get_insights("alice", limit=1)] == [other.text]
+    assert await store.get_insights("bob") == []
+
+
+async def test_insight_upsert_by_id_updates_status(store: Store):
+    insight = make_insight("alice", "location", "The user lives in Porto.")
+    await store.put_insights([insight])
+    retired = insight.model_copy(update={"status": "superseded", "valid_to": T0 + timedelta(days=2)})
+    await store.put_insights([retired])
+    assert await store.get_insights("alice") == []
+    assert await store.get_insights("alice", include_superseded=True) == [retired]
+
+
+# -- search -----------------------------------------------------------------------------------------------------
+
+
+async def test_text_search_ranks_matching_items_and_stays_in_the_users_partition(store: Store):
+    await store.put_turns(
+        [
+            make_turn("alice", "s1", 1, "My retirement plan is a 401k with conservative funds"),
+            make_turn("alice", "s1", 2, "I walked the dog in the park"),
+            make_turn("alice", "s1", 3, "Retirement at 65 sounds right, retirement is the goal"),
+            make_turn("bob", "s1", 1, "My retirement is far away"),
+        ]
+    )
+    hits = await store.search_text("alice", "retirement", ALL_KINDS, limit=10)
+    assert {h.seqs for h in hits} == {(1,), (3,)}
+    assert all(h.kind is MemoryKind.TURN and h.session_id == "s1" for h in hits)
+    assert hits[0].seqs == (3,)  # more occurrences rank higher
+    assert hits[0].score >= hits[1].score
+    assert hits[0].timestamp == T0 + timedelta(minutes=3)
+    assert "Retirement at 65" in hits[0].text
+
+
+async def test_text_search_by_kind_and_without_superseded_insights(store: Store):
+    await store.put_turns([make_turn("alice", "s1", 1, "coffee every morning")])
+    await store.put_insights(
+        [
+            make_insight("alice", "preference:coffee", "The user loves coffee.", minutes=2),
+            make_insight("alice", "preference:coffee", "The user drinks coffee black.", status="superseded"),
+        ]
+    )
+    kinds = {h.kind for h in await store.search_text("alice", "coffee", ALL_KINDS, limit=10)}
+    assert kinds == {MemoryKind.TURN, MemoryKind.INSIGHT}
+    only = await store.search_text("alice", "coffee", [MemoryKind.INSIGHT], limit=10)
+    assert [h.text for h in only] == ["The user loves coffee."]
+
+
+@pytest.mark.parametrize(
+    "query", ['"unbalanced', "AND OR NOT", "NEAR(a b)", "col:value*", "'; DROP TABLE items; --", "", "the a of"]
+)
+async def test_text_search_treats_query_syntax_as_plain_words(store: Store, query: str):
+    await store.put_turns([make_turn("alice", "s1", 1, "drop table value col near")])
+    hits = await store.search_text("alice", query, ALL_KINDS, limit=5)
+    assert all(h.kind is MemoryKind.TURN for h in hits)
+    assert await store.get_turns("alice", "s1")  # nothing was dropped
+
+
+async def test_vector_search_returns_nearest_first_within_the_user(store: Store):
+    await store.put_turns(
+        [make_turn("alice", "s1", 1), make_turn("alice", "s1", 2), make_turn("alice", "s1", 3)],
+        [unit(1, 0, 0, 0), unit(0, 1, 0, 0), unit(1, 1, 0, 0)],
+    )
+    await store.put_turns([make_turn("bob", "s1", 1)], [unit(1, 0, 0, 0)])
+    hits = await store.search_vector("alice", unit(1, 0.1, 0, 0), ALL_KINDS, limit=2)
+    assert [h.seqs for h in hits] == [(1,), (3,)]
+    assert hits[0].score > hits[1].score
+    assert hits[0].score == pytest.approx(unit(1, 0.1, 0, 0)[0], abs=1e-3)
+
+
+async def test_vector_search_by_kind_and_without_superseded_insights(store: Store):
+    await store.put_turns([make_turn("alice", "s1", 1)], [unit(1, 0, 0, 0)])
+    await store.put_chunk(
+        Chunk(user_id="alice", session_id="s1", index=0, first_seq=1, last_seq=10, summary="c", timestamp=T0),
+        unit(1, 0, 0, 0.1),
+    )
+    await store.put_insights(
+        [
+            make_insight("alice", "a", "active fact"),
+            make_insight("alice", "b", "retired fact", status="superseded"),
+        ],
+        [unit(0, 1, 0, 0), unit(1, 0, 0, 0)],
+    )
+    chunk_hits = await store.search_vector("alice", unit(1, 0, 0, 0), [MemoryKind.CHUNK], limit=5)
+    assert [(h.kind, h.seqs) for h in chunk_hits] == [(MemoryKind.CHUNK, (1, 10))]
+    insight_hits = await store.search_vector("alice", unit(1, 0, 0, 0), [MemoryKind.INSIGHT], limit=5)
+    assert [h.text for h in insight_hits] == ["active fact"]
+
+
+async def test_items_without_vectors_are_left_out_of_vector_search(store: Store):
+    await store.put_turns([make_turn("alice", "s1", 1), make_turn("alice", "s1", 2)], [None, unit(0, 0, 1, 0)])
+    hits = await store.search_vector("alice", unit(0, 0, 1, 0), ALL_KINDS, limit=5)
+    assert [h.seqs for h in hits] == [(2,)]
+
+
+# -- users ------------------------------------------------------------------------------------------------------
+
+
+async def _fill(store: Store, user: str) -> None:
+    await store.put_session(make_session(user, "s1", 1))
+    await store.put_turns([make_turn(user, "s1", 1), make_turn(user, "s1", 2)], [unit(1, 0, 0, 0), None])
+    await store.put_chunk(
+        Chunk(user_id=user, session_id="s1", index=0, first_seq=1, last_seq=2, summary="chunk", timestamp=T0)
+    )
+    await store.put_summary(
+        SessionSummary(
+            user_id=user, session_id="s1", summary="sum", turn_count=2, first_seq=1, last_seq=2, created_at=T0
+        )
+    )
+    await store.put_insights([make_insight(user, "k", "fact about the user")])
+
+
+async def test_export_user_returns_everything_of_that_user_only(store: Store):
+    await _fill(store, "alice")
+    await _fill(store, "bob")
+    export = await store.export_user("alice")
+    assert export.user_id == "alice"
+    assert (len(export.sessions), len(export.turns), len(export.chunks)) == (1, 2, 1)
+    assert (len(export.summaries), len(export.insights)) == (1, 1)
+    everything = [*export.sessions, *export.turns, *export.chunks, *export.summaries, *export.insights]
+    assert all(item.user_id == "alice" for item in everything)
+
+
+async def test_delete_user_removes_everything_and_leaves_others(store: Store):
+    await _fill(store, "alice")
+    await _fill(store, "bob")
+    deleted = await store.delete_user("alice")
+    assert (deleted.sessions, deleted.turns, deleted.chunks, deleted.summaries, deleted.insights) == (1, 2, 1, 1, 1)
+    export = await store.export_user("alice")
+    assert not (export.sessions or export.turns or export.chunks or export.summaries or export.insights)
+    assert await store.search_text("alice", "message", ALL_KINDS, 5) == []
+    assert await store.search_vector("alice", unit(1, 0, 0, 0), ALL_KINDS, 5) == []
+    assert len((await store.export_user("bob")).turns) == 2
+    assert await store.delete_user("alice") == type(deleted)()
+
+
+# -- embedding identity -----------------------------------------------------------------------------------------
+
+
+async def test_store_refuses_an_embedder_of_another_dimension(make_store):
+    await make_store(dimensions=4)
+    with pytest.raises(EmbeddingDimensionMismatchError, match="4"):
+        await make_store(dimensions=8)
+    with pytest.raises(EmbeddingDimensionMismatchError, match="other-model"):
+        await make_store(embedding_model="other-model", dimensions=4)
+    # no embedder (full-text only) opens fine on a store that has vectors
+    await make_store(embedding_model=None, dimensions=None)
+    await make_store(dimensions=4)
