@@ -1,0 +1,325 @@
+"""The HTTP API's request and response schemas: the guide's shapes, field for field, plus documented extras.
+
+Size limits come from the settings: validate with ``model_validate(data, context=limits_context(settings))``;
+without a context the defaults of ``Settings`` apply.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+
+from memory_core.config import Settings
+from memory_core.domain import Insight, MemoryKind, SearchHit, SessionSummary
+
+ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
+Id = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN),
+    Field(description="1-128 letters, digits and . _ : @ -", examples=["user123"]),
+]
+
+_DEFAULTS = {
+    "MAX_MESSAGE_CHARS": 32_000,
+    "MAX_QUERY_CHARS": 2_000,
+    "MAX_TOP_K": 50,
+    "MAX_METADATA_BYTES": 4_096,
+    "MAX_LIST_LIMIT": 100,
+}
+
+
+def limits_context(settings: Settings) -> dict[str, int]:
+    """The validation context that applies the configured limits."""
+    return {name: int(getattr(settings, name)) for name in _DEFAULTS}
+
+
+def _limit(info: ValidationInfo, name: str) -> int:
+    context = info.context if isinstance(info.context, dict) else {}
+    return int(context.get(name, _DEFAULTS[name]))
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- sessions ---------------------------------------------------------------------------------------------------
+
+
+class StartSessionRequest(_Request):
+    """``POST /sessions/start``."""
+
+    user_id: Id
+    session_id: Id | None = Field(None, description="Auto-generated if not provided")
+    restore: bool = Field(True, description="Restore the session if it exists (hot, or evicted to the store)")
+
+
+class EndSessionRequest(_Request):
+    """``POST /sessions/end``."""
+
+    user_id: Id
+    session_id: Id
+
+
+class Message(_Response):
+    """One message of the active context."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ContextResponse(_Response):
+    """Response of ``/sessions/start`` and ``/memory/context``."""
+
+    session_id: str
+    user_id: str
+    active_context: list[Message]
+    cumulative_summary: str
+    insights: list[str]
+    session_summaries: list[str]
+    formatted_context: str
+    restored: bool = Field(description="Whether the session was restored from the store (cold)")
+    turn_count: int = Field(0, description="Turns stored in the session so far")
+
+
+class ContextRequest(_Request):
+    """``POST /memory/context``."""
+
+    user_id: Id
+    session_id: Id
+    after_turn_id: Id | None = Field(
+        None, description="Wait (bounded) until this turn is in the session, to read your own writes"
+    )
+
+
+# -- turns ------------------------------------------------------------------------------------------------------
+
+
+class StoreTurnRequest(_Request):
+    """``POST /memory/store``: one turn, a user message and the agent's reply."""
+
+    user_id: Id
+    session_id: Id
+    user_message: str = Field(min_length=1)
+    agent_message: str = Field(min_length=1)
+    turn_id: Id | None = Field(None, description="Idempotency key: a repeated turn_id is stored once")
+    timestamp: AwareDatetime | None = Field(None, description="When the turn happened (ISO 8601 with offset)")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON kept with the turn")
+
+    @field_validator("user_message", "agent_message")
+    @classmethod
+    def _bounded_message(cls, value: str, info: ValidationInfo) -> str:
+        limit = _limit(info, "MAX_MESSAGE_CHARS")
+        if len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters (got {len(value)})")
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        limit = _limit(info, "MAX_METADATA_BYTES")
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > limit:
+            raise ValueError(f"must be at most {limit} bytes of JSON (got {size})")
+        return value
+
+
+class StoreTurnResponse(_Response):
+    """Response of ``/memory/store``: the turn is durable."""
+
+    status: Literal["stored", "duplicate"]
+    user_id: str
+    session_id: str
+    turn_id: str
+    seq: int | None = Field(None, description="Position of the turn in its session, when already assigned")
+
+
+# -- retrieval --------------------------------------------------------------------------------------------------
+
+
+class RetrieveRequest(_Request):
+    """``POST /memory/retrieve``."""
+
+    user_id: Id
+    session_id: Id | None = Field(None, description="Accepted for compatibility; search covers all the user's past")
+    query: str = Field(min_length=1)
+    top_k: int = Field(5, ge=1)
+
+    @field_validator("query")
+    @classmethod
+    def _bounded_query(cls, value: str, info: ValidationInfo) -> str:
+        limit = _limit(info, "MAX_QUERY_CHARS")
+        if len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters (got {len(value)})")
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("top_k")
+    @classmethod
+    def _bounded_top_k(cls, value: int, info: ValidationInfo) -> int:
+        limit = _limit(info, "MAX_TOP_K")
+        if value > limit:
+            raise ValueError(f"must be at most {limit}")
+        return value
+
+
+class RetrievedItem(_Response):
+    """One search result with its provenance."""
+
+    kind: MemoryKind
+    text: str
+    score: float
+    session_id: str | None
+    turn_seqs: list[int] = Field(description="The turn, or first and last turn, the item comes from")
+    timestamp: datetime | None
+
+    @classmethod
+    def from_hit(cls, hit: SearchHit) -> RetrievedItem:
+        """The API view of a search hit."""
+        return cls(
+            kind=hit.kind,
+            text=hit.text,
+            score=hit.score,
+            session_id=hit.session_id,
+            turn_seqs=list(hit.seqs),
+            timestamp=hit.timestamp,
+        )
+
+
+class RetrieveResponse(_Response):
+    """Response of ``/memory/retrieve``: the guide's ``facts`` and ``count``, and ``items`` with provenance."""
+
+    query: str
+    facts: list[str]
+    count: int
+    items: list[RetrievedItem]
+
+
+# -- insights and summaries -------------------------------------------------------------------------------------
+
+
+class _Listing(_Request):
+    @field_validator("limit", check_fields=False)
+    @classmethod
+    def _bounded_limit(cls, value: int, info: ValidationInfo) -> int:
+        limit = _limit(info, "MAX_LIST_LIMIT")
+        if value > limit:
+            raise ValueError(f"must be at most {limit}")
+        return value
+
+
+class InsightsRequest(_Listing):
+    """``POST /insights``."""
+
+    user_id: Id
+    recent_only: bool = Field(False, description="Only insights learned in the last M_SESSIONS_RECENT sessions")
+    include_superseded: bool = Field(False, description="Also insights that stopped being true")
+    limit: int = Field(100, ge=1)
+
+
+class InsightItem(_Response):
+    """An insight with its provenance and validity."""
+
+    id: str
+    text: str
+    key: str
+    category: str
+    status: Literal["active", "superseded"]
+    source_session_id: str
+    source_turns: list[int]
+    valid_from: datetime
+    valid_to: datetime | None
+    superseded_by: str | None
+    updated_at: datetime
+
+    @classmethod
+    def from_insight(cls, insight: Insight) -> InsightItem:
+        """The API view of an insight."""
+        return cls(
+            **insight.model_dump(exclude={"user_id", "created_at", "source_turns"}),
+            source_turns=list(insight.source_turns),
+        )
+
+
+class InsightsResponse(_Response):
+    """Response of ``/insights``."""
+
+    user_id: str
+    insights: list[str]
+    count: int
+    items: list[InsightItem]
+
+
+class SummariesRequest(_Listing):
+    """``POST /summaries``."""
+
+    user_id: Id
+    limit: int = Field(5, ge=1)
+
+
+class SummaryItem(_Response):
+    """A session summary with its session and turn range."""
+
+    session_id: str
+    summary: str
+    turn_count: int
+    created_at: datetime
+
+    @classmethod
+    def from_summary(cls, summary: SessionSummary) -> SummaryItem:
+        """The API view of a session summary."""
+        return cls(
+            session_id=summary.session_id,
+            summary=summary.summary,
+            turn_count=summary.turn_count,
+            created_at=summary.created_at,
+        )
+
+
+class SummariesResponse(_Response):
+    """Response of ``/summaries``."""
+
+    user_id: str
+    summaries: list[str]
+    count: int
+    items: list[SummaryItem]
+
+
+# -- monitoring -------------------------------------------------------------------------------------------------
+
+
+class StatsResponse(_Response):
+    """Response of ``GET /stats``: the hot pool as it really is."""
+
+    total_sessions: int
+    dirty_sessions: int
+    max_capacity: int
+    utilization: float
+    ttl_seconds: float
+    avg_age_seconds: float
+    oldest_age_seconds: float
+
+
+class ErrorResponse(_Response):
+    """Body of every 4xx and 5xx answer."""
+
+    error: str = Field(description="The error's class, e.g. ValidationError or SessionNotFoundError")
+    detail: str
+    field: str | None = None
