@@ -19,9 +19,6 @@ StoreKind = Literal["sqlite", "cosmos"]
 LlmProvider = Literal["azure_openai", "openai", "local"]
 EmbeddingsProvider = Literal["azure_openai", "openai", "local", "none"]
 
-# The emulator's published well-known key; accepted like any other key.
-COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
-
 
 class Settings(BaseSettings):
     """Every setting of the service, with the guide's names and defaults."""

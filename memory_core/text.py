@@ -18,11 +18,11 @@ STOP_WORDS = frozenset(
 )
 
 
+def content_words(text: str) -> list[str]:
+    """Lower-case words of ``text`` without stop words, in order, repeats kept."""
+    return [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
+
+
 def query_terms(text: str, limit: int = 32) -> list[str]:
     """Distinct lower-case words of ``text`` minus stop words, in order of first appearance."""
-    seen: dict[str, None] = {}
-    for match in _WORD.finditer(text.lower()):
-        word = match.group(0)
-        if word not in STOP_WORDS and word not in seen:
-            seen[word] = None
-    return list(seen)[:limit]
+    return list(dict.fromkeys(content_words(text)))[:limit]

@@ -418,7 +418,7 @@ class SqliteStore:
             filters.append("(" + " OR ".join(f'scope:"k{k.value}"' for k in kinds) + ")")
         match = " AND ".join([*filters, f"({words})"])
 
-        def query(conn: sqlite3.Connection) -> list[SearchHit]:
+        def rank(conn: sqlite3.Connection) -> list[SearchHit]:
             ranked = conn.execute(
                 "SELECT rowid, bm25(items_fts, 0.0, 1.0) FROM items_fts WHERE items_fts MATCH ? "
                 "ORDER BY bm25(items_fts, 0.0, 1.0) LIMIT ?",
@@ -435,7 +435,7 @@ class SqliteStore:
             by_rowid = {r[0]: r[1:] for r in rows}
             return [_hit(by_rowid[rowid], -float(rank)) for rowid, rank in ranked if rowid in by_rowid]
 
-        return await self._run(query)
+        return await self._run(rank)
 
     async def search_vector(
         self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int

@@ -11,6 +11,7 @@ import pytest
 from memory_core.adapters.sqlite import SqliteStore
 from memory_core.config import Settings
 from memory_core.ports import Store
+from tests.support.cosmos_emulator import COSMOS_EMULATOR_KEY
 
 DIMS = 4
 EMBEDDER = "contract-test-embedder"
@@ -36,7 +37,7 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
                 Settings(
                     STORE="cosmos",
                     COSMOS_ENDPOINT=endpoint,
-                    COSMOS_KEY="dGVzdC1rZXk=",  # the test server checks no key; any base64 string will do
+                    COSMOS_KEY=COSMOS_EMULATOR_KEY,
                     COSMOS_DATABASE_NAME=database,
                     COSMOS_VECTOR_SEARCH=True,
                     COSMOS_FULL_TEXT_SEARCH=False,  # the server has no FullTextScore: the adapter's BM25 path runs

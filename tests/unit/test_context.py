@@ -64,9 +64,7 @@ def test_context_fits_the_budget_and_keeps_the_most_important_first():
         assert counter.count(text) <= budget
         assert "Insight number 0" in text  # insights come first
     # with a generous budget the newest turns are kept, not the oldest
-    text = formatted_context(
-        insights=[], session_summaries=[], cumulative_summary="", recent_turns=many, budget=1500
-    )
+    text = formatted_context(insights=[], session_summaries=[], cumulative_summary="", recent_turns=many, budget=1500)
     assert "question 200 " in text and "question 1 " not in text
 
 

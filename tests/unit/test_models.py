@@ -64,7 +64,12 @@ def test_message_and_query_limits_come_from_settings():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("user_message", "   "), ("agent_message", ""), ("timestamp", "2026-01-01T10:00:00"), ("metadata", {"k": "v" * 5000})],
+    [
+        ("user_message", "   "),
+        ("agent_message", ""),
+        ("timestamp", "2026-01-01T10:00:00"),
+        ("metadata", {"k": "v" * 5000}),
+    ],
 )
 def test_bad_turn_fields_are_refused(field: str, value: object):
     with pytest.raises(ValidationError) as caught:

@@ -81,7 +81,9 @@ def test_running_reflection_twice_writes_nothing_new():
 
 
 def test_later_candidate_in_one_session_wins():
-    plan = run([], [candidate("location", "The user lives in Porto.", 1), candidate("location", "The user lives in Rome.", 9)])
+    plan = run(
+        [], [candidate("location", "The user lives in Porto.", 1), candidate("location", "The user lives in Rome.", 9)]
+    )
     by_text = {i.text: i for i in plan.writes}
     assert by_text["The user lives in Porto."].status == "superseded"
     assert by_text["The user lives in Rome."].status == "active"

@@ -118,9 +118,7 @@ def test_restore_rebuilds_recent_and_pending_from_uncompacted_turns():
 
 
 def test_ended_session_is_not_restored():
-    record = SessionRecord(
-        user_id="u1", session_id="s1", status=SessionStatus.ENDED, started_at=T0, last_activity=T0
-    )
+    record = SessionRecord(user_id="u1", session_id="s1", status=SessionStatus.ENDED, started_at=T0, last_activity=T0)
     with pytest.raises(SessionNotFoundError):
         restore_session(record, [], keep_recent=5, now=T0)
 

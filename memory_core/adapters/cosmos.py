@@ -1,0 +1,856 @@
+"""The Azure store: Cosmos DB for NoSQL through the async ``azure-cosmos`` SDK.
+
+Three containers, each partitioned by ``/user_id`` so that every read, query and write stays inside one user's
+partition:
+
+* interactions: session records (``type: "session"``), turns (``"turn"``), chunks (``"chunk"``), plus one metadata
+  document (``"meta"``) in the reserved partition ``__meta__`` that records the store's embedding identity;
+* session_summaries: one ``"summary"`` per session;
+* insights: ``"insight"`` documents.
+
+The stored-document shapes below (``SessionDocument``, ``TurnDocument``, ...) are this module's own: they carry
+``schema_version``, ``type``, ``user_id`` and, for searchable items, ``text`` and the fields that queries filter or
+order on. They are converted to and from the domain models here and nowhere else. Embeddings live in an
+``embedding`` property that is never read back except for vector search.
+
+Search has two paths, chosen by settings: with ``COSMOS_VECTOR_SEARCH`` / ``COSMOS_FULL_TEXT_SEARCH`` on, the
+account's ``VectorDistance`` and ``FullTextScore`` do the work; with them off (accounts without those features, and
+the test emulator for full text), the adapter ranks the user's candidate documents in Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
+
+import numpy as np
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import AzureError
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
+from azure.cosmos.exceptions import (
+    CosmosHttpResponseError,
+    CosmosResourceExistsError,
+    CosmosResourceNotFoundError,
+)
+from pydantic import BaseModel, ConfigDict, Field
+
+from memory_core.domain import (
+    Chunk,
+    Insight,
+    InsightStatus,
+    JsonDict,
+    MemoryKind,
+    SearchHit,
+    SessionRecord,
+    SessionStatus,
+    SessionSummary,
+    Turn,
+    stable_id,
+    turn_doc_id,
+)
+from memory_core.errors import ConfigurationError, EmbeddingDimensionMismatchError, UpstreamUnavailableError
+from memory_core.ports import UserDeletion, UserExport, Vector
+from memory_core.text import content_words, query_terms
+
+if TYPE_CHECKING:
+    from memory_core.config import Settings
+
+logger = logging.getLogger(__name__)
+
+DOC_SCHEMA_VERSION = 1
+META_PARTITION = "__meta__"  # not a valid user id (ids allow letters, digits and ._:@- only)
+META_ID = "embedding-identity"
+
+# Throttling (429) and transient failures are retried by the SDK itself, configured on the client: up to
+# ``retry_throttle_total`` retries of a throttled request, honouring the service's retry-after, for at most
+# ``retry_throttle_backoff_max`` seconds in all; connection errors up to ``retry_total`` times. Writes may be retried
+# too (``retry_write``) because every write here is idempotent: upserts and deletes by deterministic ids.
+_RETRY_TOTAL = 3
+_RETRY_THROTTLE_TOTAL = 9
+_RETRY_THROTTLE_BACKOFF_MAX_SECONDS = 30
+_MAX_PARALLEL_REQUESTS = 16  # fan-out of multi-document writes and deletes
+# The full-text fallback ranks at most this many candidate documents per container: fine for the small memories of
+# one user it is meant for, and a bound on the work one query can cause.
+_FALLBACK_CANDIDATES = 1000
+_BM25_K1 = 1.2
+_BM25_B = 0.75
+
+_DocT = TypeVar("_DocT", bound="_Document")
+_DomainModel: TypeAlias = type[BaseModel]  # an alias: documents have a field named "type"
+_T = TypeVar("_T")
+
+
+# -- stored documents -----------------------------------------------------------------------------------------------
+def _sort_key(value: datetime) -> str:
+    """UTC ISO-8601 with a fixed width, so that string order is time order (naive times are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _from_sort_key(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def session_doc_id(user_id: str, session_id: str) -> str:
+    """Deterministic id of a stored session record."""
+    return stable_id("session", user_id, session_id)
+
+
+class _Document(BaseModel):
+    """What every stored document has. Unknown properties (``_etag``, ``_ts``, ``embedding``...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    domain: ClassVar[_DomainModel]
+
+    id: str
+    user_id: str
+    type: str
+    schema_version: int = DOC_SCHEMA_VERSION
+
+    def to_domain_dict(self) -> JsonDict:
+        """The fields of the domain model this document stores."""
+        return self.model_dump(include=set(self.domain.model_fields))
+
+
+class _SearchableDocument(_Document):
+    """A memory item that search can return: its text, provenance and the sort key of its time."""
+
+    session_id: str | None
+    text: str
+    ts: str
+    first_seq: int | None = None
+    last_seq: int | None = None
+    active: bool = True
+    token_count: int = 0
+
+
+class SessionDocument(_Document):
+    """A session record (container: interactions)."""
+
+    domain: ClassVar[_DomainModel] = SessionRecord
+    type: Literal["session"] = "session"
+    session_id: str
+    status: SessionStatus
+    started_at: datetime
+    last_activity: datetime
+    ts: str  # sort key of last_activity
+    turn_count: int
+    compacted_through: int
+    cumulative_summary: str
+    chunk_count: int
+    ended_at: datetime | None = None
+
+    @classmethod
+    def from_domain(cls, record: SessionRecord) -> SessionDocument:
+        """The document of a session record."""
+        return cls.model_validate(
+            {
+                **record.model_dump(),
+                "id": session_doc_id(record.user_id, record.session_id),
+                "ts": _sort_key(record.last_activity),
+            }
+        )
+
+    def to_domain(self) -> SessionRecord:
+        """The session record this document stores."""
+        return SessionRecord.model_validate(self.to_domain_dict())
+
+
+class TurnDocument(_SearchableDocument):
+    """One turn (container: interactions); ``first_seq == last_seq == seq``."""
+
+    domain: ClassVar[_DomainModel] = Turn
+    type: Literal["turn"] = "turn"
+    session_id: str
+    seq: int
+    turn_id: str
+    user_message: str
+    agent_message: str
+    timestamp: datetime
+    metadata: JsonDict = Field(default_factory=dict)
+
+    @classmethod
+    def from_domain(cls, turn: Turn) -> TurnDocument:
+        """The document of a turn."""
+        text = turn.text()
+        return cls.model_validate(
+            {
+                **turn.model_dump(),
+                "id": turn_doc_id(turn.user_id, turn.session_id, turn.seq),
+                "text": text,
+                "ts": _sort_key(turn.timestamp),
+                "first_seq": turn.seq,
+                "last_seq": turn.seq,
+                "token_count": len(content_words(text)),
+            }
+        )
+
+    def to_domain(self) -> Turn:
+        """The turn this document stores."""
+        return Turn.model_validate(self.to_domain_dict())
+
+
+class ChunkDocument(_SearchableDocument):
+    """A chunk of compacted turns (container: interactions); ``text`` is its summary."""
+
+    domain: ClassVar[_DomainModel] = Chunk
+    type: Literal["chunk"] = "chunk"
+    session_id: str
+    index: int
+    first_seq: int
+    last_seq: int
+    summary: str
+    timestamp: datetime
+
+    @classmethod
+    def from_domain(cls, chunk: Chunk) -> ChunkDocument:
+        """The document of a chunk."""
+        return cls.model_validate(
+            {
+                **chunk.model_dump(),
+                "id": chunk.id,
+                "text": chunk.summary,
+                "ts": _sort_key(chunk.timestamp),
+                "token_count": len(content_words(chunk.summary)),
+            }
+        )
+
+    def to_domain(self) -> Chunk:
+        """The chunk this document stores."""
+        return Chunk.model_validate(self.to_domain_dict())
+
+
+class SummaryDocument(_SearchableDocument):
+    """The summary of one session (container: session_summaries); ``text`` is the summary."""
+
+    domain: ClassVar[_DomainModel] = SessionSummary
+    type: Literal["summary"] = "summary"
+    session_id: str
+    summary: str
+    turn_count: int
+    first_seq: int
+    last_seq: int
+    created_at: datetime
+
+    @classmethod
+    def from_domain(cls, summary: SessionSummary) -> SummaryDocument:
+        """The document of a session summary."""
+        return cls.model_validate(
+            {
+                **summary.model_dump(),
+                "id": summary.id,
+                "text": summary.summary,
+                "ts": _sort_key(summary.created_at),
+                "token_count": len(content_words(summary.summary)),
+            }
+        )
+
+    def to_domain(self) -> SessionSummary:
+        """The session summary this document stores."""
+        return SessionSummary.model_validate(self.to_domain_dict())
+
+
+class InsightDocument(_SearchableDocument):
+    """An insight (container: insights); ``session_id`` and the seqs are its source, ``ts`` its last update."""
+
+    domain: ClassVar[_DomainModel] = Insight
+    type: Literal["insight"] = "insight"
+    key: str
+    category: str
+    source_session_id: str
+    source_turns: tuple[int, ...] = ()
+    status: InsightStatus
+    valid_from: datetime
+    valid_to: datetime | None = None
+    superseded_by: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_domain(cls, insight: Insight) -> InsightDocument:
+        """The document of an insight."""
+        return cls.model_validate(
+            {
+                **insight.model_dump(),
+                "session_id": insight.source_session_id,
+                "ts": _sort_key(insight.updated_at),
+                "first_seq": min(insight.source_turns, default=None),
+                "last_seq": max(insight.source_turns, default=None),
+                "active": insight.status == "active",
+                "token_count": len(content_words(insight.text)),
+            }
+        )
+
+    def to_domain(self) -> Insight:
+        """The insight this document stores."""
+        return Insight.model_validate(self.to_domain_dict())
+
+
+_KIND_TYPES: dict[type[_Document], str] = {
+    SessionDocument: "session",
+    TurnDocument: "turn",
+    ChunkDocument: "chunk",
+    SummaryDocument: "summary",
+    InsightDocument: "insight",
+}
+_HIT_FIELDS = "c.id, c.type, c.text, c.session_id, c.first_seq, c.last_seq, c.ts"
+
+
+def _projection(doc_cls: type[_Document]) -> str:
+    """``c.a, c.b, ...`` for the document's own fields: never the embedding, never system properties."""
+    return ", ".join(f"c.{name}" for name in doc_cls.model_fields)
+
+
+def _hit(row: JsonDict, score: float) -> SearchHit:
+    first: int | None = row.get("first_seq")
+    last: int | None = row.get("last_seq")
+    seqs: tuple[int, ...] = ()
+    if first is not None:
+        seqs = (first,) if last is None or last == first else (first, last)
+    return SearchHit(
+        kind=MemoryKind(row["type"]),
+        id=row["id"],
+        text=row["text"],
+        score=score,
+        session_id=row.get("session_id"),
+        seqs=seqs,
+        timestamp=_from_sort_key(row["ts"]),
+    )
+
+
+def bm25_scores(
+    docs: Sequence[str], terms: Sequence[str], doc_count: int, avg_len: float, doc_freq: dict[str, int] | None = None
+) -> list[float]:
+    """Okapi BM25 (k1=1.2, b=0.75) of each text for the query terms, over a corpus of ``doc_count`` documents.
+
+    ``doc_freq`` defaults to the document frequencies within ``docs``, which is exact when ``docs`` holds every
+    document that contains any of the terms.
+    """
+    tokenized = [Counter(content_words(d)) for d in docs]
+    if doc_freq is None:
+        doc_freq = {t: sum(1 for tf in tokenized if t in tf) for t in terms}
+    n = max(doc_count, len(docs), 1)
+    avg = avg_len if avg_len > 0 else 1.0
+    idf = {t: math.log(1 + (n - doc_freq.get(t, 0) + 0.5) / (doc_freq.get(t, 0) + 0.5)) for t in terms}
+    scores = []
+    for tf in tokenized:
+        length = sum(tf.values())
+        norm = _BM25_K1 * (1 - _BM25_B + _BM25_B * length / avg)
+        scores.append(sum(idf[t] * tf[t] * (_BM25_K1 + 1) / (tf[t] + norm) for t in terms if tf[t]))
+    return scores
+
+
+# -- the store ------------------------------------------------------------------------------------------------------
+class CosmosStore:
+    """The ``Store`` port on Cosmos DB for NoSQL (three containers partitioned by ``/user_id``)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        credential: str | AsyncTokenCredential,
+        *,
+        database: str,
+        interactions_container: str,
+        summaries_container: str,
+        insights_container: str,
+        vector_search: bool,
+        full_text_search: bool,
+        endpoint_discovery: bool = True,
+        owns_credential: bool = False,
+    ) -> None:
+        self._endpoint = endpoint
+        self._credential = credential
+        self._owns_credential = owns_credential
+        self._database_name = database
+        self._names = {"interactions": interactions_container, "summaries": summaries_container}
+        self._names["insights"] = insights_container
+        self._vector_search = vector_search
+        self._full_text_search = full_text_search
+        self._endpoint_discovery = endpoint_discovery
+        self._client: CosmosClient | None = None
+        self._containers: dict[str, ContainerProxy] = {}
+        self._dimensions: int | None = None
+        self._limit: asyncio.Semaphore | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CosmosStore:
+        """A store configured from the app settings: the account key when set, else Entra ID (managed identity)."""
+        if not settings.COSMOS_ENDPOINT:
+            raise ConfigurationError("COSMOS_ENDPOINT is required for the Cosmos DB store", field="COSMOS_ENDPOINT")
+        credential: str | AsyncTokenCredential
+        if settings.COSMOS_KEY:
+            credential = settings.COSMOS_KEY
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = DefaultAzureCredential(managed_identity_client_id=settings.AZURE_CLIENT_ID)
+        return cls(
+            settings.COSMOS_ENDPOINT,
+            credential,
+            database=settings.COSMOS_DATABASE_NAME,
+            interactions_container=settings.COSMOS_INTERACTIONS_CONTAINER,
+            summaries_container=settings.COSMOS_SUMMARIES_CONTAINER,
+            insights_container=settings.COSMOS_INSIGHTS_CONTAINER,
+            vector_search=settings.COSMOS_VECTOR_SEARCH,
+            full_text_search=settings.COSMOS_FULL_TEXT_SEARCH,
+            endpoint_discovery=settings.COSMOS_ENDPOINT_DISCOVERY,
+            owns_credential=not settings.COSMOS_KEY,
+        )
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _sdk_errors(self, operation: str) -> AsyncIterator[None]:
+        """SDK failures (after the SDK's own retries) as ``UpstreamUnavailableError``, without document content."""
+        try:
+            yield
+        except CosmosHttpResponseError as exc:
+            logger.warning("Cosmos DB %s failed: status %s/%s", operation, exc.status_code, exc.sub_status)
+            raise UpstreamUnavailableError(
+                f"Cosmos DB {operation} failed (status {exc.status_code}, sub-status {exc.sub_status})"
+            ) from None
+        except AzureError as exc:
+            logger.warning("Cosmos DB %s failed: %s", operation, type(exc).__name__)
+            raise UpstreamUnavailableError(f"Cosmos DB {operation} failed ({type(exc).__name__})") from None
+
+    def _container(self, name: str) -> ContainerProxy:
+        try:
+            return self._containers[name]
+        except KeyError:
+            raise RuntimeError("CosmosStore.open() was not called") from None
+
+    def _container_of(self, doc_cls: type[_Document]) -> ContainerProxy:
+        if doc_cls is SummaryDocument:
+            return self._container("summaries")
+        if doc_cls is InsightDocument:
+            return self._container("insights")
+        return self._container("interactions")
+
+    async def _query(
+        self, container: ContainerProxy, query: str, user_id: str, params: dict[str, Any] | None = None
+    ) -> list[Any]:
+        """Run a parameterised query inside the user's partition (the query filters on ``@user_id`` too)."""
+        if "c.user_id = @user_id" not in query:
+            raise AssertionError("every query must filter on c.user_id = @user_id")
+        parameters: list[dict[str, object]] = [{"name": "@user_id", "value": user_id}]
+        parameters += [{"name": name, "value": value} for name, value in (params or {}).items()]
+        async with self._sdk_errors("query"):
+            return [row async for row in container.query_items(query, parameters=parameters, partition_key=user_id)]
+
+    async def _find(
+        self,
+        doc_cls: type[_DocT],
+        user_id: str,
+        where: str = "",
+        params: dict[str, Any] | None = None,
+        order_by: str = "",
+        top: int | None = None,
+    ) -> list[_DocT]:
+        """Documents of one type of the user. ``where``/``order_by`` are constant SQL with @placeholders only."""
+        query = (
+            f"SELECT {'TOP @top ' if top is not None else ''}{_projection(doc_cls)} FROM c "  # noqa: S608 - no values
+            f"WHERE c.user_id = @user_id AND c.type = @type{where}{' ORDER BY ' + order_by if order_by else ''}"
+        )
+        values = {"@type": _KIND_TYPES[doc_cls], **(params or {})}
+        if top is not None:
+            values["@top"] = top
+        rows = await self._query(self._container_of(doc_cls), query, user_id, values)
+        return [doc_cls.model_validate(row) for row in rows]
+
+    async def _read(self, container: ContainerProxy, item_id: str, partition: str) -> JsonDict | None:
+        async with self._sdk_errors("read"):
+            try:
+                item: JsonDict = await container.read_item(item_id, partition_key=partition)
+            except CosmosResourceNotFoundError:
+                return None
+            return item
+
+    async def _bounded(self, work: Awaitable[_T]) -> _T:
+        if self._limit is None:
+            raise RuntimeError("CosmosStore.open() was not called")
+        async with self._limit:
+            return await work
+
+    async def _write(self, doc: _Document, embedding: Vector | None = None, *, keep_embedding: bool = True) -> None:
+        """Upsert a document. Without a new embedding, the one already stored with the document is kept."""
+        container = self._container_of(type(doc))
+        body = doc.model_dump(mode="json")
+        if embedding is not None:
+            body["embedding"] = [float(x) for x in embedding]
+        elif keep_embedding:
+            # Read-then-upsert: a concurrent writer of the same id with another embedding may win; both come from the
+            # same text, so either vector is right.
+            existing = await self._read(container, doc.id, doc.user_id)
+            if existing is not None and "embedding" in existing:
+                body["embedding"] = existing["embedding"]
+        async with self._sdk_errors("upsert"):
+            await container.upsert_item(body)
+
+    async def _gather(self, works: Sequence[Awaitable[_T]]) -> list[_T]:
+        return list(await asyncio.gather(*(self._bounded(w) for w in works)))
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    def _container_policies(self, dimensions: int | None) -> dict[str, Any]:
+        indexing: dict[str, Any] = {
+            "indexingMode": "consistent",
+            "automatic": True,
+            "includedPaths": [{"path": "/*"}],
+            "excludedPaths": [{"path": '/"_etag"/?'}, {"path": "/embedding/*"}],
+            # newest first with a stable tie-break (summaries, insights): a two-property ORDER BY needs this index
+            "compositeIndexes": [[{"path": "/ts", "order": "descending"}, {"path": "/id", "order": "ascending"}]],
+        }
+        policies: dict[str, Any] = {"indexing_policy": indexing}
+        if self._vector_search and dimensions:
+            policies["vector_embedding_policy"] = {
+                "vectorEmbeddings": [
+                    {
+                        "path": "/embedding",
+                        "dataType": "float32",
+                        "distanceFunction": "cosine",
+                        "dimensions": dimensions,
+                    }
+                ]
+            }
+            indexing["vectorIndexes"] = [{"path": "/embedding", "type": "quantizedFlat"}]
+        if self._full_text_search:
+            policies["full_text_policy"] = {
+                "defaultLanguage": "en-US",
+                "fullTextPaths": [{"path": "/text", "language": "en-US"}],
+            }
+            indexing["fullTextIndexes"] = [{"path": "/text"}]
+        return policies
+
+    async def _ensure_container(self, database: DatabaseProxy, name: str, dimensions: int | None) -> ContainerProxy:
+        try:
+            # Policies apply only when the container is created here; containers that infra created are used as is.
+            container: ContainerProxy = await database.create_container_if_not_exists(
+                name, partition_key=PartitionKey(path="/user_id"), **self._container_policies(dimensions)
+            )
+            return container
+        except CosmosHttpResponseError as exc:
+            if exc.status_code == 403:
+                raise ConfigurationError(
+                    f"Cosmos DB container {name!r} of database {self._database_name!r} is missing and this identity "
+                    "may not create it (data-plane roles cannot); create it with the infrastructure templates"
+                ) from None
+            raise
+
+    async def open(self, embedding_model: str | None, dimensions: int | None) -> None:
+        """Create the database and containers if missing, and check the embedding identity."""
+        if self._client is None:
+            self._limit = asyncio.Semaphore(_MAX_PARALLEL_REQUESTS)
+            self._client = CosmosClient(
+                self._endpoint,
+                credential=self._credential,
+                enable_endpoint_discovery=self._endpoint_discovery,
+                retry_total=_RETRY_TOTAL,
+                retry_throttle_total=_RETRY_THROTTLE_TOTAL,
+                retry_throttle_backoff_max=_RETRY_THROTTLE_BACKOFF_MAX_SECONDS,
+                retry_write=True,
+            )
+        async with self._sdk_errors("open"):
+            try:
+                database = await self._client.create_database_if_not_exists(self._database_name)
+            except CosmosHttpResponseError as exc:
+                if exc.status_code != 403:
+                    raise
+                raise ConfigurationError(
+                    f"Cosmos DB database {self._database_name!r} is missing and this identity may not create it; "
+                    "create it with the infrastructure templates"
+                ) from None
+            for key, name in self._names.items():
+                self._containers[key] = await self._ensure_container(database, name, dimensions)
+        if embedding_model is None or dimensions is None:
+            return  # no embedder: vectors stored earlier stay, vector search is not used
+        await self._check_embedding_identity(embedding_model, dimensions)
+        self._dimensions = dimensions
+
+    async def _check_embedding_identity(self, model: str, dimensions: int) -> None:
+        container = self._container("interactions")
+        meta = await self._read(container, META_ID, META_PARTITION)
+        if meta is None:
+            body = {
+                "id": META_ID,
+                "user_id": META_PARTITION,
+                "type": "meta",
+                "schema_version": DOC_SCHEMA_VERSION,
+                "embedding_model": model,
+                "embedding_dimensions": dimensions,
+            }
+            async with self._sdk_errors("create"):
+                try:
+                    await container.create_item(body)
+                except CosmosResourceExistsError:
+                    body = {}  # another worker recorded the identity first: compare with theirs
+            meta = body or await self._read(container, META_ID, META_PARTITION) or {}
+        stored_model, stored_dims = meta.get("embedding_model"), meta.get("embedding_dimensions")
+        if stored_model != model or stored_dims != dimensions:
+            raise EmbeddingDimensionMismatchError(
+                f"The Cosmos DB database {self._database_name!r} holds embeddings of model {stored_model!r} with "
+                f"{stored_dims} dimensions, but the configured embedder is {model!r} with {dimensions}. "
+                "Use the same embedder, or another COSMOS_DATABASE_NAME."
+            )
+        if self._vector_search:
+            for name in ("interactions", "summaries", "insights"):
+                async with self._sdk_errors("read container"):
+                    properties = await self._container(name).read()
+                policy = properties.get("vectorEmbeddingPolicy") or {}
+                for vector in policy.get("vectorEmbeddings", []):
+                    if vector.get("path") == "/embedding" and vector.get("dimensions") != dimensions:
+                        raise EmbeddingDimensionMismatchError(
+                            f"Cosmos DB container {self._names[name]!r} indexes vectors of {vector.get('dimensions')} "
+                            f"dimensions, but the configured embedder {model!r} has {dimensions}."
+                        )
+
+    async def close(self) -> None:
+        """Close the client (and the credential when the store created it)."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+            self._containers = {}
+        if self._owns_credential and isinstance(self._credential, AsyncTokenCredential):
+            await self._credential.close()
+
+    # -- sessions -------------------------------------------------------------------------------------------------
+    async def put_session(self, record: SessionRecord) -> None:
+        """Insert or replace a session record."""
+        await self._write(SessionDocument.from_domain(record), keep_embedding=False)
+
+    async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
+        """One session record, or None."""
+        row = await self._read(self._container("interactions"), session_doc_id(user_id, session_id), user_id)
+        return None if row is None else SessionDocument.model_validate(row).to_domain()
+
+    async def list_sessions(
+        self, user_id: str, status: SessionStatus | None = None, limit: int = 100
+    ) -> list[SessionRecord]:
+        """The user's sessions, most recently active first."""
+        if limit <= 0:
+            return []
+        where, params = ("", {}) if status is None else (" AND c.status = @status", {"@status": status.value})
+        docs = await self._find(SessionDocument, user_id, where, params, order_by="c.ts DESC", top=limit)
+        return [d.to_domain() for d in docs]
+
+    # -- turns and chunks -----------------------------------------------------------------------------------------
+    async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
+        """Upsert turns by (user, session, seq); an embedding (when given) is stored with its turn."""
+        vectors = list(embeddings) if embeddings is not None else [None] * len(turns)
+        pairs = list(zip(turns, vectors, strict=True))
+        await self._gather([self._write(TurnDocument.from_domain(t), v) for t, v in pairs])
+
+    async def get_turns(
+        self, user_id: str, session_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[Turn]:
+        """The session's turns with seq > after_seq, in seq order."""
+        if limit is not None and limit <= 0:
+            return []
+        where = " AND c.session_id = @session_id AND c.seq > @after_seq"
+        params = {"@session_id": session_id, "@after_seq": after_seq}
+        docs = await self._find(TurnDocument, user_id, where, params, order_by="c.seq ASC", top=limit)
+        return [d.to_domain() for d in docs]
+
+    async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
+        """Upsert a chunk by (user, session, index)."""
+        await self._write(ChunkDocument.from_domain(chunk), embedding)
+
+    async def get_chunks(self, user_id: str, session_id: str) -> list[Chunk]:
+        """The session's chunks in order."""
+        docs = await self._find(
+            ChunkDocument, user_id, " AND c.session_id = @session_id", {"@session_id": session_id}, "c.first_seq ASC"
+        )
+        return [d.to_domain() for d in docs]
+
+    # -- summaries and insights -----------------------------------------------------------------------------------
+    async def put_summary(self, summary: SessionSummary, embedding: Vector | None = None) -> None:
+        """Upsert the one summary of a session."""
+        await self._write(SummaryDocument.from_domain(summary), embedding)
+
+    async def get_summaries(self, user_id: str, limit: int = 5) -> list[SessionSummary]:
+        """The user's session summaries, newest first."""
+        if limit <= 0:
+            return []
+        docs = await self._find(SummaryDocument, user_id, order_by="c.ts DESC, c.id ASC", top=limit)
+        return [d.to_domain() for d in docs]
+
+    async def put_insights(
+        self, insights: Sequence[Insight], embeddings: Sequence[Vector | None] | None = None
+    ) -> None:
+        """Upsert insights by id."""
+        vectors = list(embeddings) if embeddings is not None else [None] * len(insights)
+        pairs = list(zip(insights, vectors, strict=True))
+        await self._gather([self._write(InsightDocument.from_domain(i), v) for i, v in pairs])
+
+    async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
+        """The user's insights, most recently updated first."""
+        if limit <= 0:
+            return []
+        where = "" if include_superseded else " AND c.active = true"
+        docs = await self._find(InsightDocument, user_id, where, order_by="c.ts DESC, c.id ASC", top=limit)
+        return [d.to_domain() for d in docs]
+
+    # -- search ---------------------------------------------------------------------------------------------------
+    def _kind_groups(self, kinds: Sequence[MemoryKind]) -> list[tuple[ContainerProxy, list[str]]]:
+        """The containers that hold the wanted kinds, each with the document types to look for in it."""
+        groups: dict[str, list[str]] = {}
+        for kind in dict.fromkeys(kinds):
+            name = {MemoryKind.SUMMARY: "summaries", MemoryKind.INSIGHT: "insights"}.get(kind, "interactions")
+            groups.setdefault(name, []).append(kind.value)
+        return [(self._container(name), types) for name, types in groups.items()]
+
+    async def search_text(self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int) -> list[SearchHit]:
+        """Full-text (BM25) search over the user's memory; best first, score higher is better.
+
+        With full-text search on, the account's ``FullTextScore`` picks and orders each container's best matches
+        (``ORDER BY RANK`` accepts the function but cannot project its score); otherwise the candidates are the
+        documents whose lower-cased text contains a query word. Either way the adapter scores the candidates with
+        BM25 over the user's searched documents, so hits from different containers compare.
+        """
+        terms = query_terms(query)
+        if not terms or not kinds or limit <= 0:
+            return []
+        groups = self._kind_groups(kinds)
+        term_params = {f"@t{i}": t for i, t in enumerate(terms)}
+        placeholders = list(term_params)
+        base = "WHERE c.user_id = @user_id AND ARRAY_CONTAINS(@types, c.type) AND c.active = true"
+        if self._full_text_search:
+            # Azure only (FullTextContainsAny/FullTextScore need the account's full-text feature and a full-text
+            # index on /text); the emulator cannot run this path, so it is untested here.
+            args = ", ".join(placeholders)
+            candidates_sql = (
+                f"SELECT TOP @k {_HIT_FIELDS} FROM c {base} AND FullTextContainsAny(c.text, {args}) "  # noqa: S608
+                f"ORDER BY RANK FullTextScore(c.text, {args})"
+            )
+        else:
+            contains = " OR ".join(f"CONTAINS(LOWER(c.text), {p})" for p in placeholders)
+            candidates_sql = f"SELECT TOP @k {_HIT_FIELDS} FROM c {base} AND ({contains})"  # noqa: S608
+        count_sql = f"SELECT VALUE COUNT(1) FROM c {base}"  # noqa: S608 - constant SQL
+        length_sql = f"SELECT VALUE SUM(c.token_count) FROM c {base}"  # noqa: S608 - constant SQL
+        k = limit if self._full_text_search else _FALLBACK_CANDIDATES
+        queries = []
+        for container, types in groups:
+            params = {"@types": types}
+            queries += [
+                self._query(container, candidates_sql, user_id, {**params, **term_params, "@k": k}),
+                self._query(container, count_sql, user_id, params),
+                self._query(container, length_sql, user_id, params),
+            ]
+        results = await asyncio.gather(*queries)
+        rows: list[JsonDict] = [row for i in range(0, len(results), 3) for row in results[i]]
+        doc_count = sum(int(r[0]) for r in results[1::3] if r)
+        total_len = sum(int(r[0]) for r in results[2::3] if r and r[0] is not None)
+        if not rows:
+            return []
+        scores = bm25_scores([r["text"] for r in rows], terms, doc_count, total_len / max(doc_count, 1))
+        hits = [_hit(row, score) for row, score in zip(rows, scores, strict=True)]
+        if not self._full_text_search:
+            hits = [h for h in hits if h.score > 0]  # substring matches that are no whole word
+        hits.sort(key=lambda h: -h.score)  # stable: FullTextScore order breaks ties
+        return hits[:limit]
+
+    async def search_vector(
+        self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int
+    ) -> list[SearchHit]:
+        """Vector similarity search over the user's memory; best first, score higher is better (cosine)."""
+        if not kinds or limit <= 0:
+            return []
+        if self._dimensions is not None and len(vector) != self._dimensions:
+            raise EmbeddingDimensionMismatchError(
+                f"Query vector has {len(vector)} dimensions; the store holds vectors of {self._dimensions}"
+            )
+        query_vector = [float(x) for x in vector]
+        base = (
+            "WHERE c.user_id = @user_id AND ARRAY_CONTAINS(@types, c.type) AND c.active = true "
+            "AND IS_DEFINED(c.embedding)"
+        )
+        groups = self._kind_groups(kinds)
+        if self._vector_search:
+            sql = (
+                f"SELECT TOP @k {_HIT_FIELDS}, VectorDistance(c.embedding, @vector) AS score FROM c {base} "  # noqa: S608
+                "ORDER BY VectorDistance(c.embedding, @vector)"
+            )
+            params = {"@k": limit, "@vector": query_vector}
+            results = await asyncio.gather(
+                *(self._query(container, sql, user_id, {**params, "@types": types}) for container, types in groups)
+            )
+            hits = [_hit(row, float(row["score"])) for rows in results for row in rows if "score" in row]
+        else:
+            # No vector index on the account: cosine over the user's stored vectors, computed here. Reads every
+            # vector of the user, which is fine for the small per-user memories this path is meant for.
+            sql = f"SELECT {_HIT_FIELDS}, c.embedding FROM c {base}"  # noqa: S608 - constant SQL
+            results = await asyncio.gather(
+                *(self._query(container, sql, user_id, {"@types": types}) for container, types in groups)
+            )
+            hits = self._cosine_hits([row for rows in results for row in rows], query_vector)
+        hits.sort(key=lambda h: -h.score)
+        return hits[:limit]
+
+    @staticmethod
+    def _cosine_hits(rows: list[JsonDict], vector: list[float]) -> list[SearchHit]:
+        if not rows:
+            return []
+        query = np.asarray(vector, dtype=np.float64)
+        lengths = {len(row["embedding"]) for row in rows}
+        if lengths != {query.shape[0]}:
+            raise EmbeddingDimensionMismatchError(
+                f"Query vector has {query.shape[0]} dimensions; stored vectors have {sorted(lengths)}"
+            )
+        matrix = np.asarray([row["embedding"] for row in rows], dtype=np.float64)
+        norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
+        scores = (matrix @ query) / np.where(norms == 0, 1.0, norms)
+        return [_hit(row, float(score)) for row, score in zip(rows, scores, strict=True)]
+
+    # -- users ----------------------------------------------------------------------------------------------------
+    async def delete_user(self, user_id: str) -> UserDeletion:
+        """Remove everything stored about the user (every document of the user's partition in each container)."""
+        # delete_all_items_by_partition_key would do it in one call on Azure (the test server lacks it), but the
+        # counts the port returns need the listing anyway.
+        counts: Counter[str] = Counter()
+        for name in ("interactions", "summaries", "insights"):
+            container = self._container(name)
+            rows = await self._query(container, "SELECT c.id, c.type FROM c WHERE c.user_id = @user_id", user_id)
+            deleted = await self._gather([self._delete(container, row["id"], user_id) for row in rows])
+            counts.update(row["type"] for row, done in zip(rows, deleted, strict=True) if done)
+        return UserDeletion(
+            sessions=counts["session"],
+            turns=counts["turn"],
+            chunks=counts["chunk"],
+            summaries=counts["summary"],
+            insights=counts["insight"],
+        )
+
+    async def _delete(self, container: ContainerProxy, item_id: str, user_id: str) -> bool:
+        async with self._sdk_errors("delete"):
+            try:
+                await container.delete_item(item_id, partition_key=user_id)
+            except CosmosResourceNotFoundError:
+                return False  # deleted concurrently
+            return True
+
+    async def export_user(self, user_id: str) -> UserExport:
+        """Everything stored about the user (without vectors)."""
+        sessions, turns, chunks, summaries, insights = await asyncio.gather(
+            self._find(SessionDocument, user_id, order_by="c.ts ASC"),
+            self._find(TurnDocument, user_id),
+            self._find(ChunkDocument, user_id),
+            self._find(SummaryDocument, user_id),
+            self._find(InsightDocument, user_id),
+        )
+
+        def order(doc: _SearchableDocument) -> tuple[str, int, str]:
+            return (doc.session_id or "", -1 if doc.first_seq is None else doc.first_seq, doc.ts)
+
+        return UserExport(
+            user_id=user_id,
+            sessions=[d.to_domain() for d in sessions],
+            turns=[d.to_domain() for d in sorted(turns, key=order)],
+            chunks=[d.to_domain() for d in sorted(chunks, key=order)],
+            summaries=[d.to_domain() for d in sorted(summaries, key=order)],
+            insights=[d.to_domain() for d in sorted(insights, key=order)],
+        )

@@ -1,0 +1,190 @@
+"""Smoke test of CosmosStore against the test-support Cosmos DB API server (the contract suite covers the rest)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from memory_core.adapters.cosmos import CosmosStore, bm25_scores
+from memory_core.domain import Insight, MemoryKind, SessionRecord, SessionStatus, SessionSummary, Turn, turn_doc_id
+from memory_core.errors import EmbeddingDimensionMismatchError
+from tests.support.cosmos_emulator import COSMOS_EMULATOR_KEY
+
+pytestmark = pytest.mark.cosmos
+
+T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def make_store(endpoint: str, database: str, *, vector_search: bool = True) -> CosmosStore:
+    return CosmosStore(
+        endpoint,
+        COSMOS_EMULATOR_KEY,
+        database=database,
+        interactions_container="interactions",
+        summaries_container="session_summaries",
+        insights_container="insights",
+        vector_search=vector_search,
+        full_text_search=False,  # FullTextScore is Azure-only; the server runs the BM25 fallback
+        endpoint_discovery=False,  # plain http: the server advertises https locations
+    )
+
+
+def unit(*xs: float) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in xs))
+    return [x / norm for x in xs]
+
+
+def turn(user: str, session: str, seq: int, user_message: str, agent_message: str = "ok") -> Turn:
+    return Turn(
+        user_id=user,
+        session_id=session,
+        seq=seq,
+        turn_id=f"t{seq}",
+        user_message=user_message,
+        agent_message=agent_message,
+        timestamp=T0 + timedelta(minutes=seq),
+    )
+
+
+@pytest.fixture(params=[True, False], ids=["vectordistance", "python-cosine"])
+async def store(cosmos_endpoint: str, request: pytest.FixtureRequest) -> AsyncIterator[CosmosStore]:
+    store = make_store(cosmos_endpoint, f"smoke-{uuid.uuid4().hex[:8]}", vector_search=request.param)
+    await store.open("fake-embedder", 3)
+    yield store
+    await store.close()
+
+
+async def test_session_round_trip_and_missing_session(store: CosmosStore) -> None:
+    record = SessionRecord(
+        user_id="alice", session_id="s1", status=SessionStatus.ACTIVE, started_at=T0, last_activity=T0, turn_count=2
+    )
+    await store.put_session(record)
+    assert await store.get_session("alice", "s1") == record
+    assert await store.get_session("alice", "nope") is None
+    assert await store.get_session("bob", "s1") is None
+    await store.put_session(record.model_copy(update={"status": SessionStatus.IDLE}))
+    assert [s.status for s in await store.list_sessions("alice")] == [SessionStatus.IDLE]
+    assert await store.list_sessions("alice", status=SessionStatus.ACTIVE) == []
+
+
+async def test_turns_in_seq_order_after_seq_and_limit(store: CosmosStore) -> None:
+    turns = [turn("alice", "s1", seq, f"message {seq}") for seq in (3, 1, 2, 4)]
+    await store.put_turns(turns)
+    await store.put_turns([turn("bob", "s1", 1, "bob's turn")])
+    assert [t.seq for t in await store.get_turns("alice", "s1")] == [1, 2, 3, 4]
+    assert [t.seq for t in await store.get_turns("alice", "s1", after_seq=2)] == [3, 4]
+    assert [t.seq for t in await store.get_turns("alice", "s1", after_seq=1, limit=2)] == [2, 3]
+    assert (await store.get_turns("alice", "s1"))[0] == turns[1]
+
+
+async def test_vector_search_ranks_by_cosine_and_keeps_embeddings_on_rewrite(store: CosmosStore) -> None:
+    turns = [turn("alice", "s1", 1, "I live in Lisbon"), turn("alice", "s1", 2, "I like green tea")]
+    await store.put_turns(turns, [unit(1, 0, 0), unit(0, 1, 0)])
+    await store.put_turns([turn("bob", "s1", 1, "bob lives in Lisbon too")], [unit(1, 0, 0)])
+    await store.put_turns(turns[:1])  # rewrite without an embedding: the stored one stays
+    summary = SessionSummary(
+        user_id="alice", session_id="s1", summary="Alice, Lisbon", turn_count=2, first_seq=1, last_seq=2, created_at=T0
+    )
+    await store.put_summary(summary, unit(1, 0.2, 0))
+
+    hits = await store.search_vector("alice", unit(1, 0.1, 0), [MemoryKind.TURN, MemoryKind.SUMMARY], limit=5)
+    assert [h.id for h in hits] == [summary.id, turn_doc_id("alice", "s1", 1), turn_doc_id("alice", "s1", 2)]
+    assert hits[0].score == pytest.approx(sum(a * b for a, b in zip(unit(1, 0.1, 0), unit(1, 0.2, 0), strict=True)))
+    assert hits[1].kind is MemoryKind.TURN and hits[1].seqs == (1,) and hits[1].session_id == "s1"
+    assert hits[0].seqs == (1, 2) and hits[0].timestamp == T0
+    only_turns = await store.search_vector("alice", unit(0, 1, 0), [MemoryKind.TURN], limit=1)
+    assert [h.id for h in only_turns] == [turn_doc_id("alice", "s1", 2)]
+    with pytest.raises(EmbeddingDimensionMismatchError):
+        await store.search_vector("alice", [1.0, 0.0], [MemoryKind.TURN], limit=1)
+
+
+async def test_text_search_is_bm25_over_whole_words_and_skips_superseded(store: CosmosStore) -> None:
+    await store.put_turns(
+        [
+            turn("alice", "s1", 1, "My cat is called Tom", "Nice cat"),
+            turn("alice", "s1", 2, "I work on category theory"),
+            turn("alice", "s1", 3, "The weather is nice"),
+        ]
+    )
+    await store.put_turns([turn("bob", "s1", 1, "bob's cat")])
+    old = Insight(
+        id="ins-1",
+        user_id="alice",
+        key="pet",
+        category="fact",
+        text="Alice has a cat",
+        source_session_id="s1",
+        source_turns=(1,),
+        status="superseded",
+        valid_from=T0,
+        created_at=T0,
+        updated_at=T0,
+    )
+    new = old.model_copy(update={"id": "ins-2", "text": "Alice has a cat named Tom", "status": "active"})
+    await store.put_insights([old, new])
+
+    hits = await store.search_text("alice", "What is my CAT called?", list(MemoryKind), limit=10)
+    assert {h.id for h in hits} == {turn_doc_id("alice", "s1", 1), "ins-2"}  # not "category", not bob's
+    assert hits[0].id == turn_doc_id("alice", "s1", 1)  # "cat" twice plus "called"
+    assert all(h.score > 0 for h in hits) and hits[0].score > hits[1].score
+    assert await store.search_text("alice", "the and of", list(MemoryKind), limit=10) == []
+    assert [i.id for i in await store.get_insights("alice")] == ["ins-2"]
+    assert {i.id for i in await store.get_insights("alice", include_superseded=True)} == {"ins-1", "ins-2"}
+
+
+async def test_delete_user_removes_everything_of_that_user_only(store: CosmosStore) -> None:
+    record = SessionRecord(
+        user_id="alice", session_id="s1", status=SessionStatus.ACTIVE, started_at=T0, last_activity=T0
+    )
+    await store.put_session(record)
+    await store.put_turns([turn("alice", "s1", 1, "hello"), turn("alice", "s1", 2, "again")])
+    await store.put_turns([turn("bob", "s1", 1, "hello")])
+    summary = SessionSummary(
+        user_id="alice", session_id="s1", summary="hello", turn_count=2, first_seq=1, last_seq=2, created_at=T0
+    )
+    await store.put_summary(summary)
+
+    export = await store.export_user("alice")
+    assert export.sessions == [record] and [t.seq for t in export.turns] == [1, 2] and export.summaries == [summary]
+
+    deleted = await store.delete_user("alice")
+    assert (deleted.sessions, deleted.turns, deleted.summaries, deleted.chunks, deleted.insights) == (1, 2, 1, 0, 0)
+    assert (await store.export_user("alice")).model_dump() == {
+        "user_id": "alice",
+        "sessions": [],
+        "turns": [],
+        "chunks": [],
+        "summaries": [],
+        "insights": [],
+    }
+    assert len(await store.get_turns("bob", "s1")) == 1
+
+
+async def test_store_refuses_another_embedding_identity(cosmos_endpoint: str) -> None:
+    database = f"identity-{uuid.uuid4().hex[:8]}"
+    first = make_store(cosmos_endpoint, database)
+    await first.open("model-a", 3)
+    await first.put_turns([turn("alice", "s1", 1, "hello")], [unit(1, 0, 0)])
+    await first.close()
+
+    for model, dims in (("model-a", 4), ("model-b", 3)):
+        other = make_store(cosmos_endpoint, database)
+        with pytest.raises(EmbeddingDimensionMismatchError, match="model-a") as caught:
+            await other.open(model, dims)
+        assert model in str(caught.value) and str(dims) in str(caught.value)
+        await other.close()
+
+    no_embedder = make_store(cosmos_endpoint, database)
+    await no_embedder.open(None, None)  # full-text only: opens fine over stored vectors
+    assert len(await no_embedder.get_turns("alice", "s1")) == 1
+    await no_embedder.close()
+
+
+def test_bm25_prefers_rarer_terms_and_shorter_documents() -> None:
+    docs = ["cat cat dog", "dog dog dog dog", "cat"]
+    scores = bm25_scores(docs, ["cat"], doc_count=3, avg_len=8 / 3)
+    assert scores[1] == 0 and scores[2] > scores[0] > 0
