@@ -1,0 +1,44 @@
+# The two set-up commands are `make run` and `make test`; both install what they need from scratch.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test lint format bench clean
+
+install: $(PY_STAMP) $(NODE_STAMP) ## create .venv and install the Python and npm dependencies
+
+$(PY_STAMP): requirements.txt requirements-dev.txt requirements-local.txt
+	@echo "==> Python environment in $(VENV) ($(PYTHON))"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	@echo "==> npm packages (test emulators) in node_modules"
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The test session starts the Cosmos DB API server (tests/support/cosmos_emulator.py) on a free loopback port and
+# stops it at the end, so nothing is left running.
+test: install ## run the whole suite: unit, contract (SQLite and Cosmos DB API), integration
+	$(BIN)/pytest -v $(PYTEST_ARGS)
+
+lint: install ## ruff (lint and format check) and mypy --strict on memory_core
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install ## measure the SQLite store (see bench/README.md)
+	$(BIN)/python -m bench.store_bench
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
