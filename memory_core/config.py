@@ -23,7 +23,8 @@ EmbeddingsProvider = Literal["azure_openai", "openai", "local", "none"]
 class Settings(BaseSettings):
     """Every setting of the service, with the guide's names and defaults."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, frozen=True)
+    # An empty value (as local.settings.json templates have) means "use the default".
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=True, frozen=True, env_ignore_empty=True)
 
     # Session pool (the guide's names and defaults)
     K_TURN_BUFFER: int = Field(5, ge=1, le=100, description="Recent turns kept verbatim in the hot session")
@@ -34,6 +35,14 @@ class Settings(BaseSettings):
     SESSION_TTL_MINUTES: float = Field(30, gt=0, description="Idle minutes before a session is evicted")
     EVICTION_INTERVAL_SECONDS: int = Field(60, ge=1, description="How often stale sessions are looked for")
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    CLEANUP_SCHEDULE: str = Field(
+        "0 * * * * *", description="NCRONTAB schedule of the cleanup timer; it skips runs closer than the interval"
+    )
+    HISTORY_RETENTION_DAYS: float = Field(7, gt=0, description="Finished orchestration histories kept this long")
+    CONTEXT_WAIT_SECONDS: float = Field(
+        5, ge=0, le=60, description="Longest wait of /memory/context for after_turn_id to arrive"
+    )
+    DURABLE_HUB_NAME: str = Field("AgentMemory", description="Durable Functions task hub (host.json reads it)")
 
     # Store
     STORE: StoreKind = "sqlite"

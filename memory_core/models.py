@@ -57,6 +57,12 @@ class _Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class UserRef(_Request):
+    """A user named in the path (``/users/{user_id}``)."""
+
+    user_id: Id
+
+
 # -- sessions ---------------------------------------------------------------------------------------------------
 
 
@@ -141,13 +147,29 @@ class StoreTurnRequest(_Request):
 
 
 class StoreTurnResponse(_Response):
-    """Response of ``/memory/store``: the turn is durable."""
+    """Response of ``/memory/store`` (202): the turn is durable and is being added to the session."""
 
-    status: Literal["stored", "duplicate"]
+    status: Literal["accepted"] = "accepted"
     user_id: str
     session_id: str
-    turn_id: str
-    seq: int | None = Field(None, description="Position of the turn in its session, when already assigned")
+    turn_id: str = Field(description="Pass it as after_turn_id to /memory/context to read your own write")
+
+
+class EndSessionResponse(_Response):
+    """Response of ``/sessions/end`` (202): reflection has started; follow it with ``statusQueryGetUri``."""
+
+    user_id: str
+    session_id: str
+    status: Literal["reflecting"] = "reflecting"
+    id: str = Field(description="Instance id of the reflection orchestration")
+    # The Durable status URLs, under the names the Durable client and the guide's callers know.
+    statusQueryGetUri: str | None = None
+    sendEventPostUri: str | None = None
+    terminatePostUri: str | None = None
+    purgeHistoryDeleteUri: str | None = None
+    restartPostUri: str | None = None
+    suspendPostUri: str | None = None
+    resumePostUri: str | None = None
 
 
 # -- retrieval --------------------------------------------------------------------------------------------------
@@ -315,6 +337,27 @@ class StatsResponse(_Response):
     ttl_seconds: float
     avg_age_seconds: float
     oldest_age_seconds: float
+
+
+class ForgetResponse(_Response):
+    """Response of ``DELETE /users/{user_id}``: what was removed."""
+
+    user_id: str
+    sessions: int
+    turns: int
+    chunks: int
+    summaries: int
+    insights: int
+    histories_purged: int = Field(description="Orchestration histories of the user that were purged")
+
+
+class HealthResponse(_Response):
+    """Response of ``GET /health``."""
+
+    status: Literal["healthy"]
+    store: str
+    llm: str
+    embeddings: str
 
 
 class ErrorResponse(_Response):

@@ -6,6 +6,7 @@ Every method is scoped to one user: no port method can read or write across user
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -20,6 +21,8 @@ from memory_core.domain import (
     SessionSummary,
     Turn,
 )
+from memory_core.pool import PoolState
+from memory_core.session import SessionState, TurnInput
 
 Vector = Sequence[float]
 
@@ -162,3 +165,44 @@ class Embedder(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+class ReflectionHandle(BaseModel):
+    """A started (or already running) reflection and where to follow it."""
+
+    instance_id: str
+    status_urls: dict[str, str] = Field(default_factory=dict)
+
+
+class SessionHost(Protocol):
+    """What the host offers the use cases: hot session state, background work, the pool.
+
+    On Azure Functions it is the Durable client (session entity, orchestrations); nothing here names Durable.
+    """
+
+    async def read(self, user_id: str, session_id: str) -> SessionState | None:
+        """The session's hot state, or None when it is not in the hot pool."""
+
+    async def hold(self, state: SessionState) -> None:
+        """Put a session into the hot pool (an existing hot state is kept)."""
+
+    async def submit_turn(self, user_id: str, session_id: str, turn: TurnInput) -> None:
+        """Durably accept a turn for ingestion; a repeat of an accepted turn is accepted again, not run twice."""
+
+    async def start_reflection(self, user_id: str, session_id: str) -> ReflectionHandle:
+        """Start the session's reflection, or return the one already started."""
+
+    async def pool(self) -> PoolState:
+        """The hot pool's bookkeeping."""
+
+    async def forget(self, user_id: str, session_ids: Sequence[str]) -> int:
+        """Delete the user's hot states and background-work histories; returns how many histories were purged."""
+
+    async def start_eviction(self, user_id: str, session_id: str, cutoff: datetime) -> None:
+        """Start moving a session out of the hot pool if nothing happened in it after ``cutoff``."""
+
+    async def mark_cleaned(self, now: datetime) -> None:
+        """Record that a cleanup ran at ``now``."""
+
+    async def purge_finished(self, before: datetime) -> int:
+        """Delete histories of background work that finished before ``before``; returns how many."""

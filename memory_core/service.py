@@ -35,7 +35,14 @@ from memory_core.models import (
     SummaryItem,
 )
 from memory_core.ports import ChatModel, Embedder, Store, UserDeletion, UserExport
-from memory_core.session import Compaction, SessionState, new_session, restore_session, to_record
+from memory_core.session import (
+    Compaction,
+    SessionState,
+    new_session,
+    restore_session,
+    to_record,
+    uncompacted_turns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +121,9 @@ class MemoryService:
             )
         turns = await self.store.get_turns(user_id, session_id, after_seq=record.compacted_through)
         state = restore_session(record, turns, self.settings.K_TURN_BUFFER, now)
+        if record.status is SessionStatus.ACTIVE:
+            # Recorded as hot but its state was not in the pool yet (a turn raced its start): not a cold restore.
+            return state.model_copy(update={"restored": False})
         await self.store.put_session(to_record(state, SessionStatus.ACTIVE))
         logger.info(
             "✓ Cold session restored: %s/%s (%.0fms)", user_id, session_id, (time.perf_counter() - started) * 1000
@@ -187,12 +197,30 @@ class MemoryService:
             )
         return cumulative
 
-    async def save_session(self, state: SessionState, status: SessionStatus) -> None:
-        """Record the session in the store (on eviction: ``idle``, restorable; on end: ``ended``)."""
-        record = to_record(state, status)
-        if status is SessionStatus.ENDED:
-            record = record.model_copy(update={"ended_at": state.last_activity})
-        await self.store.put_session(record)
+    async def save_session(
+        self, user_id: str, session_id: str, state: SessionState | None, status: SessionStatus
+    ) -> None:
+        """Write what is hot to the store and mark the session ``idle`` (restorable) or ``ended``.
+
+        Turns the store lacks (their ingest failed for good) are written with their embeddings; the rest are
+        already there. Without a hot state, only the record's status changes.
+        """
+        if state is None:
+            record = await self.store.get_session(user_id, session_id)
+            if record is None:
+                raise SessionNotFoundError(user_id, session_id)
+        else:
+            hot = list(uncompacted_turns(state))
+            stored = {t.seq for t in await self.store.get_turns(user_id, session_id, after_seq=state.compacted_through)}
+            missing = [t for t in hot if t.seq not in stored]
+            if missing:
+                await self.store.put_turns(missing, await self._embed([t.text() for t in missing]))
+                logger.warning("Wrote %d turns of %s/%s that ingest had not stored", len(missing), user_id, session_id)
+            record = to_record(state, status)
+        update: dict[str, object] = {"status": status}
+        if status is SessionStatus.ENDED and record.ended_at is None:
+            update["ended_at"] = state.ended_at if state is not None and state.ended_at else record.last_activity
+        await self.store.put_session(record.model_copy(update=update))
 
     async def reflect(self, user_id: str, session_id: str, now: datetime) -> ReflectionOutcome:
         """Summarise the ended session and consolidate its insights; writing twice writes nothing new."""

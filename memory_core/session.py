@@ -40,6 +40,7 @@ class TurnInput(BaseModel):
     agent_message: str
     timestamp: datetime
     metadata: JsonDict = Field(default_factory=dict)
+    received_at: datetime | None = Field(None, description="When the service accepted the turn")
 
 
 class SessionState(BaseModel):
@@ -62,6 +63,7 @@ class SessionState(BaseModel):
     chunk_count: int = 0
     turn_ids: dict[str, int] = Field(default_factory=dict)
     restored: bool = False
+    ended_at: datetime | None = None
 
 
 class Compaction(BaseModel):
@@ -129,9 +131,10 @@ def append_turn(
 ) -> tuple[SessionState, AppendResult]:
     """Append one turn: assign the next sequence number, keep the last ``keep_recent`` verbatim, claim a chunk.
 
-    A repeated ``turn_id`` changes nothing and returns the turn first stored under it.
+    A repeated ``turn_id`` changes nothing and returns the turn first stored under it. An ended session refuses
+    turns, except those the service accepted before the end was asked for (they are in flight, not late).
     """
-    if state.status == "ended":
+    if state.status == "ended" and not _accepted_before_end(state, turn):
         raise SessionEndedError(state.user_id, state.session_id)
     known = state.turn_ids.get(turn.turn_id)
     if known is not None:
@@ -211,10 +214,19 @@ def release_claim(state: SessionState) -> SessionState:
 
 
 def end_session(state: SessionState, now: datetime) -> SessionState:
-    """Freeze the session: no more turns are accepted. Ending twice is harmless."""
+    """Freeze the session: no turn accepted after ``now`` is appended. Ending twice is harmless."""
     if state.status == "ended":
         return state
-    return state.model_copy(update={"status": "ended", "last_activity": max(state.last_activity, now)})
+    return state.model_copy(update={"status": "ended", "ended_at": now, "last_activity": max(state.last_activity, now)})
+
+
+def _accepted_before_end(state: SessionState, turn: TurnInput) -> bool:
+    return state.ended_at is not None and turn.received_at is not None and turn.received_at <= state.ended_at
+
+
+def idle_since(state: SessionState, cutoff: datetime) -> bool:
+    """True when nothing happened in the session after ``cutoff``."""
+    return state.last_activity <= cutoff
 
 
 def uncompacted_turns(state: SessionState) -> tuple[Turn, ...]:

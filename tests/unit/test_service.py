@@ -65,7 +65,7 @@ async def test_restore_of_unknown_or_ended_session_is_not_found(service: MemoryS
     with pytest.raises(SessionNotFoundError):
         await service.open_session("alice", "missing", restore=True, now=T0)
     state = await service.open_session("alice", "s1", restore=False, now=T0)
-    await service.save_session(end_session(state, T0), SessionStatus.ENDED)
+    await service.save_session("alice", "s1", end_session(state, T0), SessionStatus.ENDED)
     with pytest.raises(SessionNotFoundError):
         await service.open_session("alice", "s1", restore=True, now=T0)
 
@@ -79,7 +79,7 @@ async def test_creating_a_session_under_a_taken_id_is_a_conflict(service: Memory
 async def test_evicted_session_restores_cold_with_summary_and_recent_turns(service: MemoryService):
     state = await service.open_session("alice", "s1", restore=False, now=T0)
     state = await play(service, state, 9)
-    await service.save_session(state, SessionStatus.IDLE)
+    await service.save_session("alice", "s1", state, SessionStatus.IDLE)
     restored = await service.open_session("alice", "s1", restore=True, now=T0 + timedelta(hours=1))
     assert restored.restored
     assert [t.seq for t in restored.recent] == [7, 8, 9]
@@ -149,3 +149,28 @@ async def test_forget_removes_the_user(service: MemoryService):
     deleted = await service.forget("alice")
     assert deleted.turns == 5 and deleted.sessions == 1
     assert (await service.export("alice")).turns == []
+
+
+async def test_saving_a_session_writes_hot_turns_the_store_lacks(service: MemoryService):
+    state = await service.open_session("alice", "s1", restore=False, now=T0)
+    state, _ = append_turn(
+        state,
+        TurnInput(turn_id="lost", user_message="never persisted", agent_message="ok", timestamp=T0),
+        service.settings.K_TURN_BUFFER,
+        service.settings.L_TURN_CHUNKS,
+        T0,
+    )
+    assert await service.store.get_turns("alice", "s1") == []
+    await service.save_session("alice", "s1", state, SessionStatus.IDLE)
+    assert [t.turn_id for t in await service.store.get_turns("alice", "s1")] == ["lost"]
+    record = await service.store.get_session("alice", "s1")
+    assert record is not None and record.status is SessionStatus.IDLE and record.turn_count == 1
+
+
+async def test_ending_a_session_that_is_not_hot_marks_its_record(service: MemoryService):
+    await service.open_session("alice", "s1", restore=False, now=T0)
+    await service.save_session("alice", "s1", None, SessionStatus.ENDED)
+    record = await service.store.get_session("alice", "s1")
+    assert record is not None and record.status is SessionStatus.ENDED and record.ended_at is not None
+    with pytest.raises(SessionNotFoundError):
+        await service.save_session("alice", "missing", None, SessionStatus.ENDED)

@@ -210,3 +210,14 @@ class SessionRules(RuleBasedStateMachine):
 
 
 TestSessionRules = SessionRules.TestCase
+
+
+def test_turn_accepted_before_the_end_is_still_appended():
+    state, _ = append_turn(new_session("u1", "s1", T0), turn("t0"), keep_recent=5, chunk_size=10, now=T0)
+    ended = end_session(state, T0 + timedelta(seconds=10))
+    in_flight = turn("t1").model_copy(update={"received_at": T0 + timedelta(seconds=9)})
+    late = turn("t2").model_copy(update={"received_at": T0 + timedelta(seconds=11)})
+    ended, result = append_turn(ended, in_flight, keep_recent=5, chunk_size=10, now=T0)
+    assert result.seq == 2 and ended.status == "ended"
+    with pytest.raises(SessionEndedError):
+        append_turn(ended, late, keep_recent=5, chunk_size=10, now=T0)

@@ -1,0 +1,166 @@
+"""The OpenAPI 3.1 description of the HTTP API, generated from the same pydantic models the handlers validate with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from memory_core import models
+from memory_core.ports import UserExport
+
+Auth = Literal["anonymous", "function", "admin"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation of the API."""
+
+    method: Literal["get", "post", "delete"]
+    path: str
+    summary: str
+    response: type[BaseModel]
+    status: int = 200
+    request: type[BaseModel] | None = None
+    auth: Auth = "function"
+    errors: tuple[int, ...] = (400, 503)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "post",
+        "/sessions/start",
+        "Start a new session or restore an existing one",
+        models.ContextResponse,
+        request=models.StartSessionRequest,
+        errors=(400, 404, 409, 503),
+    ),
+    Endpoint(
+        "post",
+        "/sessions/end",
+        "End a session and trigger reflection",
+        models.EndSessionResponse,
+        202,
+        models.EndSessionRequest,
+        errors=(400, 404, 503),
+    ),
+    Endpoint(
+        "post",
+        "/memory/context",
+        "Get the session's current context",
+        models.ContextResponse,
+        request=models.ContextRequest,
+        errors=(400, 404, 503),
+    ),
+    Endpoint(
+        "post",
+        "/memory/store",
+        "Store a conversation turn",
+        models.StoreTurnResponse,
+        202,
+        models.StoreTurnRequest,
+        errors=(400, 404, 409, 503),
+    ),
+    Endpoint(
+        "post", "/memory/retrieve", "Search the user's memory", models.RetrieveResponse, request=models.RetrieveRequest
+    ),
+    Endpoint(
+        "post",
+        "/insights",
+        "Get the user's long-term insights",
+        models.InsightsResponse,
+        request=models.InsightsRequest,
+    ),
+    Endpoint(
+        "post",
+        "/summaries",
+        "Get the user's session summaries",
+        models.SummariesResponse,
+        request=models.SummariesRequest,
+    ),
+    Endpoint("get", "/health", "Health check", models.HealthResponse, auth="anonymous", errors=(503,)),
+    Endpoint("get", "/stats", "Session pool statistics", models.StatsResponse, auth="admin", errors=(503,)),
+    Endpoint("delete", "/users/{user_id}", "Forget everything about a user", models.ForgetResponse, auth="admin"),
+    Endpoint("get", "/users/{user_id}/export", "Export everything stored about a user", UserExport, auth="admin"),
+)
+
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "function": [{"functionKey": []}, {"functionKeyHeader": []}],
+    "admin": [{"functionKey": []}, {"functionKeyHeader": []}],
+    "anonymous": [],
+}
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    """The API as an OpenAPI 3.1 document."""
+    used = {e.response for e in ENDPOINTS} | {e.request for e in ENDPOINTS if e.request} | {models.ErrorResponse}
+    ordered = sorted(used, key=lambda m: m.__name__)
+    refs, schema = models_json_schema(
+        [(m, "validation" if m in {e.request for e in ENDPOINTS} else "serialization") for m in ordered],
+        ref_template="#/components/schemas/{model}",
+    )
+    components = schema.get("$defs", {})
+
+    def ref(model: type[BaseModel], mode: str = "serialization") -> dict[str, Any]:
+        return refs[(model, mode)]  # type: ignore[index]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for e in ENDPOINTS:
+        operation: dict[str, Any] = {
+            "summary": e.summary,
+            "operationId": e.method + e.path.replace("/", "_").replace("{", "").replace("}", ""),
+            "security": _SECURITY[e.auth],
+            "responses": {
+                str(e.status): {"description": "Success", "content": {"application/json": {"schema": ref(e.response)}}},
+                **{
+                    str(code): {
+                        "description": _ERROR_TEXT[code],
+                        "content": {"application/json": {"schema": ref(models.ErrorResponse)}},
+                    }
+                    for code in e.errors
+                },
+            },
+        }
+        if e.request is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(e.request, "validation")}},
+            }
+        if "{user_id}" in e.path:
+            operation["parameters"] = [
+                {
+                    "name": "user_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": models.ID_PATTERN},
+                }
+            ]
+        paths.setdefault(e.path, {})[e.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Agent Memory Service",
+            "version": "1.0.0",
+            "description": "Sessions, turns, context, search and reflection for conversational agents.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "functionKey": {"type": "apiKey", "in": "query", "name": "code"},
+                "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+            },
+        },
+    }
+
+
+_ERROR_TEXT = {
+    400: "Bad request: the body names the field",
+    404: "Session not found",
+    409: "Conflict: the session has ended, or the id is taken",
+    503: "Not ready, or a dependency is unavailable; retry",
+}
