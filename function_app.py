@@ -1,0 +1,11 @@
+"""The Azure Functions app: the Durable app object and its blueprints, nothing else."""
+
+import azure.durable_functions as df
+import azure.functions as func
+
+import http_api
+import orchestrations
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (*http_api.blueprints, *orchestrations.blueprints):
+    app.register_functions(blueprint)

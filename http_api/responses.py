@@ -1,0 +1,114 @@
+"""Parsing requests and mapping results and errors to HTTP responses: one table for every endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import azure.functions as func
+from pydantic import BaseModel, ValidationError
+
+from memory_core.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidRequestError,
+    MemoryServiceError,
+    ModelOutputError,
+    SessionEndedError,
+    SessionNotFoundError,
+    UpstreamUnavailableError,
+)
+from memory_core.models import ErrorResponse, limits_context
+from memory_core.runtime import get_service
+from memory_core.service import MemoryService
+
+logger = logging.getLogger(__name__)
+
+_Request = TypeVar("_Request", bound=BaseModel)
+
+# memory_core errors -> HTTP status. The first matching class (in method resolution order) wins.
+STATUS: dict[type[MemoryServiceError], int] = {
+    InvalidRequestError: 400,
+    SessionNotFoundError: 404,
+    SessionEndedError: 409,
+    ConflictError: 409,
+    ModelOutputError: 502,
+    UpstreamUnavailableError: 503,
+    ConfigurationError: 500,
+    MemoryServiceError: 500,
+}
+
+MAX_BODY_BYTES = 1_048_576
+
+
+def json_response(body: BaseModel | dict[str, object], status_code: int = 200) -> func.HttpResponse:
+    """A JSON response."""
+    text = body.model_dump_json() if isinstance(body, BaseModel) else json.dumps(body)
+    return func.HttpResponse(text, status_code=status_code, mimetype="application/json", charset="utf-8")
+
+
+def error_response(status_code: int, error: str, detail: str, field: str | None = None) -> func.HttpResponse:
+    """The JSON error body every 4xx and 5xx carries."""
+    response = json_response(ErrorResponse(error=error, detail=detail, field=field), status_code)
+    if status_code == 503:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def _status_of(exc: MemoryServiceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+def _validation_error(exc: ValidationError) -> func.HttpResponse:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+    return error_response(400, "ValidationError", problems, field)
+
+
+def parse_body(req: func.HttpRequest, model: type[_Request], service: MemoryService) -> _Request:
+    """The request body validated against ``model`` with the configured limits."""
+    body = req.get_body() or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidRequestError(f"Body must be at most {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(body) if body.strip() else None
+    except ValueError:
+        raise InvalidRequestError("Body must be JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("Body must be a JSON object")
+    return model.model_validate(data, context=limits_context(service.settings))
+
+
+async def respond(
+    req: func.HttpRequest,
+    call: Callable[[MemoryService], Awaitable[BaseModel]],
+    status_code: int = 200,
+) -> func.HttpResponse:
+    """Run one use case and map its result, or its error, to a response. Never a 5xx for a client's mistake."""
+    try:
+        service = await get_service()
+    except Exception as exc:  # the guide's "Session pool not initialized": settings, store or model set-up failed
+        logger.exception("Service initialisation failed")
+        detail = exc.detail if isinstance(exc, MemoryServiceError) else "see the service logs"
+        return error_response(503, "ServiceUnavailable", f"Session pool not initialized: {detail}")
+    try:
+        return json_response(await call(service), status_code)
+    except ValidationError as exc:
+        return _validation_error(exc)
+    except MemoryServiceError as exc:
+        status = _status_of(exc)
+        if status >= 500:
+            logger.warning("%s %s failed: %s: %s", req.method, req.url, type(exc).__name__, exc.detail)
+        return error_response(status, type(exc).__name__, exc.detail, exc.field)
+    except Exception:
+        logger.exception("%s %s failed", req.method, req.url)
+        return error_response(500, "InternalError", "The service failed to handle the request; see its logs")
