@@ -81,7 +81,7 @@ def parse_body(req: func.HttpRequest, model: type[_Request], service: MemoryServ
         raise InvalidRequestError(f"Body must be at most {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(body) if body.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep for the decoder
         raise InvalidRequestError("Body must be JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("Body must be a JSON object")

@@ -128,8 +128,10 @@ async def end_session(service: MemoryService, host: SessionHost, request: EndSes
             raise SessionNotFoundError(request.user_id, request.session_id)
     handle = await host.start_reflection(request.user_id, request.session_id)
     logger.info("Ending session %s/%s: reflection %s", request.user_id, request.session_id, handle.instance_id)
+    # The host's status URLs are whatever its management payload holds; keep the ones the response documents.
+    urls = {k: v for k, v in handle.status_urls.items() if k in EndSessionResponse.model_fields}
     return EndSessionResponse.model_validate(
-        {"user_id": request.user_id, "session_id": request.session_id, "id": handle.instance_id, **handle.status_urls}
+        {**urls, "user_id": request.user_id, "session_id": request.session_id, "id": handle.instance_id}
     )
 
 

@@ -44,6 +44,18 @@ def limits_context(settings: Settings) -> dict[str, int]:
     return {name: int(getattr(settings, name)) for name in _DEFAULTS}
 
 
+MAX_METADATA_DEPTH = 32
+
+
+def _nesting(value: Any) -> int:
+    """How deep objects and arrays nest in a JSON value (0 for a scalar)."""
+    depth, level = 0, [value]
+    while containers := [v for v in level if isinstance(v, dict | list)]:
+        depth += 1
+        level = [child for v in containers for child in (v.values() if isinstance(v, dict) else v)]
+    return depth
+
+
 def _limit(info: ValidationInfo, name: str) -> int:
     context = info.context if isinstance(info.context, dict) else {}
     return int(context.get(name, _DEFAULTS[name]))
@@ -139,6 +151,8 @@ class StoreTurnRequest(_Request):
     @field_validator("metadata")
     @classmethod
     def _bounded_metadata(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if _nesting(value) > MAX_METADATA_DEPTH:  # pydantic cannot serialize much deeper values (about 250 levels)
+            raise ValueError(f"must nest objects and arrays at most {MAX_METADATA_DEPTH} levels deep")
         limit = _limit(info, "MAX_METADATA_BYTES")
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         if size > limit:
@@ -166,6 +180,7 @@ class EndSessionResponse(_Response):
     statusQueryGetUri: str | None = None
     sendEventPostUri: str | None = None
     terminatePostUri: str | None = None
+    rewindPostUri: str | None = None
     purgeHistoryDeleteUri: str | None = None
     restartPostUri: str | None = None
     suspendPostUri: str | None = None

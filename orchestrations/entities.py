@@ -42,8 +42,25 @@ class AppendReply(BaseModel):
     result: rules.AppendResult | None = None
 
 
+_SESSION_OPERATIONS = frozenset(
+    {
+        names.GET,
+        names.LOAD,
+        names.APPEND,
+        names.APPLY_COMPACTION,
+        names.RELEASE_CLAIM,
+        names.END,
+        names.EVICT,
+        names.DELETE_IF_UNCHANGED,
+        names.DELETE,
+    }
+)
+
+
 def session_operation(state: rules.SessionState | None, operation: str, data: Any) -> tuple[Any, Any, bool]:
     """Apply one operation: ``(new state or None to delete, result, state changed)``."""
+    if operation not in _SESSION_OPERATIONS:  # also when the session is not hot, where nothing below would say so
+        raise ValueError(f"Unknown operation {operation!r} of the session entity")
     settings = get_settings()
     keep, chunk = settings.K_TURN_BUFFER, settings.L_TURN_CHUNKS
     if operation == names.GET:
@@ -51,7 +68,8 @@ def session_operation(state: rules.SessionState | None, operation: str, data: An
     if operation == names.LOAD:
         # A hot state is never older than one rebuilt from the store, so an existing state wins.
         if state is None:
-            state = rules.SessionState.model_validate(data)
+            # "restored" tells the request that rebuilt the state; once hot, later requests find it hot.
+            state = rules.SessionState.model_validate(data).model_copy(update={"restored": False})
             return state, _dump(state), True
         return state, _dump(state), False
     if operation == names.DELETE:
