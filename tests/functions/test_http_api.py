@@ -1,0 +1,879 @@
+"""Every HTTP endpoint through its registered function, with real ``func.HttpRequest`` objects and a fake client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from memory_core import api as use_cases
+from memory_core import models
+from memory_core.domain import SessionRecord, SessionStatus, Turn
+from memory_core.runtime import close_service
+from memory_core.service import MemoryService
+from orchestrations import names
+from tests.functions.api_client import Api
+from tests.functions.durable import FakeDurableClient
+
+pytestmark = pytest.mark.filterwarnings("ignore:azure.functions df_loads was called without expected_type")
+
+USER = "alice"
+NOT_FOUND = {"error": "SessionNotFoundError", "detail": "Session not found", "field": "session_id"}
+
+# A valid body of every POST endpoint, by function name.
+VALID = {
+    "start_session": {"user_id": USER},
+    "end_session": {"user_id": USER, "session_id": "s1"},
+    "get_context": {"user_id": USER, "session_id": "s1"},
+    "store_turn": {"user_id": USER, "session_id": "s1", "user_message": "Hi", "agent_message": "Hello"},
+    "retrieve": {"user_id": USER, "query": "Lisbon"},
+    "insights": {"user_id": USER},
+    "summaries": {"user_id": USER},
+}
+REQUESTS = {
+    "start_session": models.StartSessionRequest,
+    "end_session": models.EndSessionRequest,
+    "get_context": models.ContextRequest,
+    "store_turn": models.StoreTurnRequest,
+    "retrieve": models.RetrieveRequest,
+    "insights": models.InsightsRequest,
+    "summaries": models.SummariesRequest,
+}
+FACTS = ["I live in Lisbon.", "I work as a nurse.", "I love hiking in the mountains."]
+
+
+def entity_key(session_id: str, user_id: str = USER) -> str:
+    return names.session_key(user_id, session_id)
+
+
+async def start(api: Api, session_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"user_id": USER, **fields}
+    if session_id is not None:
+        body["session_id"] = session_id
+    reply = await api.post("start_session", body)
+    assert reply.status == 200, reply.body
+    return reply.body
+
+
+async def store(api: Api, session_id: str, user_message: str, **fields: Any) -> Any:
+    body = {"user_id": USER, "session_id": session_id, "user_message": user_message, "agent_message": "Noted."}
+    return await api.post("store_turn", {**body, **fields})
+
+
+async def evicted_session(service: MemoryService, session_id: str, turns: int) -> None:
+    """A session as eviction leaves it: an idle store record and its turns, no entity."""
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    await service.store.put_session(
+        SessionRecord(
+            user_id=USER,
+            session_id=session_id,
+            status=SessionStatus.IDLE,
+            started_at=t0,
+            last_activity=t0 + timedelta(minutes=turns),
+            turn_count=turns,
+        )
+    )
+    await service.store.put_turns(
+        [
+            Turn(
+                user_id=USER,
+                session_id=session_id,
+                seq=n,
+                turn_id=f"t{n}",
+                user_message=f"old question {n}",
+                agent_message=f"old answer {n}",
+                timestamp=t0 + timedelta(minutes=n),
+            )
+            for n in range(1, turns + 1)
+        ]
+    )
+
+
+async def finished_session(api: Api, session_id: str = "done") -> dict[str, Any]:
+    """A session with three facts, ended and reflected (needs a client that runs orchestrations)."""
+    await start(api, session_id, restore=False)
+    for fact in FACTS:
+        assert (await store(api, session_id, fact)).status == 202
+    ended = await api.post("end_session", {"user_id": USER, "session_id": session_id})
+    assert ended.status == 202, ended.body
+    return ended.body
+
+
+# -- /sessions/start --------------------------------------------------------------------------------------------
+
+
+async def test_start_without_id_creates_a_session_with_a_generated_id(
+    api: Api, client: FakeDurableClient, service: MemoryService
+) -> None:
+    body = await start(api)
+    assert re.fullmatch(r"[0-9a-f]{32}", body["session_id"])
+    assert body["user_id"] == USER and body["restored"] is False and body["turn_count"] == 0
+    assert set(body) == set(models.ContextResponse.model_fields)
+    state = client.entity_state(names.SESSION_ENTITY, entity_key(body["session_id"]))
+    assert state["status"] == "active" and state["schema_version"] == 1
+    pool = client.entity_state(names.POOL_ENTITY, names.POOL_KEY)
+    assert list(pool["sessions"]) == [entity_key(body["session_id"])]
+    record = await service.store.get_session(USER, body["session_id"])
+    assert record is not None and record.status is SessionStatus.ACTIVE
+
+
+async def test_start_with_restore_false_and_an_explicit_id_creates_it(api: Api, client: FakeDurableClient) -> None:
+    body = await start(api, "s1", restore=False)
+    assert body["session_id"] == "s1" and body["restored"] is False
+    assert client.entity_state(names.SESSION_ENTITY, entity_key("s1")) is not None
+
+
+async def test_start_with_restore_of_a_hot_session_is_not_a_restore(api: Api, client: FakeDurableClient) -> None:
+    await start(api, "s1", restore=False)
+    body = await start(api, "s1", restore=True)
+    assert body["session_id"] == "s1" and body["restored"] is False
+
+
+async def test_start_with_restore_of_an_evicted_session_restores_it(
+    api: Api, client: FakeDurableClient, service: MemoryService
+) -> None:
+    await evicted_session(service, "s1", 3)
+    body = await start(api, "s1", restore=True)
+    assert body["restored"] is True and body["turn_count"] == 3
+    assert [m["content"] for m in body["active_context"]] == [
+        "old question 2",
+        "old answer 2",
+        "old question 3",
+        "old answer 3",
+    ]
+    assert client.entity_state(names.SESSION_ENTITY, entity_key("s1"))["turn_count"] == 3
+    record = await service.store.get_session(USER, "s1")
+    assert record is not None and record.status is SessionStatus.ACTIVE
+
+
+async def test_a_restored_session_is_hot_afterwards(api: Api, service: MemoryService) -> None:
+    await evicted_session(service, "s1", 2)
+    assert (await start(api, "s1"))["restored"] is True
+    assert (await start(api, "s1"))["restored"] is False
+    context = await api.post("get_context", {"user_id": USER, "session_id": "s1"})
+    assert context.body["restored"] is False
+
+
+async def test_start_with_restore_of_an_unknown_session_is_404(api: Api, client: FakeDurableClient) -> None:
+    reply = await api.post("start_session", {"user_id": USER, "session_id": "nope", "restore": True})
+    assert (reply.status, reply.body) == (404, NOT_FOUND)
+    assert client.entities == {}
+
+
+async def test_start_with_restore_of_an_ended_session_is_404(running_api: Api) -> None:
+    await finished_session(running_api, "s1")
+    reply = await running_api.post("start_session", {"user_id": USER, "session_id": "s1"})
+    assert (reply.status, reply.body) == (404, NOT_FOUND)
+
+
+async def test_start_under_a_taken_id_is_409(api: Api) -> None:
+    await start(api, "s1", restore=False)
+    reply = await api.post("start_session", {"user_id": USER, "session_id": "s1", "restore": False})
+    assert reply.status == 409
+    assert reply.body["error"] == "ConflictError" and reply.body["field"] == "session_id"
+
+
+# -- /memory/store ----------------------------------------------------------------------------------------------
+
+
+async def test_store_accepts_a_turn_and_starts_its_ingest(api: Api, client: FakeDurableClient) -> None:
+    await start(api, "s1", restore=False)
+    reply = await store(api, "s1", "I live in Lisbon.", turn_id="turn-1", metadata={"lang": "en"})
+    assert reply.status == 202
+    assert reply.body == {"status": "accepted", "user_id": USER, "session_id": "s1", "turn_id": "turn-1"}
+    ((name, instance_id, job),) = client.starts
+    assert name == names.INGEST_ORCHESTRATOR
+    assert instance_id == names.ingest_instance_id(USER, "s1", "turn-1")
+    assert instance_id.startswith(names.user_prefix(USER))
+    assert job["turn"]["user_message"] == "I live in Lisbon." and job["turn"]["metadata"] == {"lang": "en"}
+    assert job["turn"]["received_at"] is not None
+
+
+async def test_store_generates_a_turn_id_when_none_is_given(api: Api) -> None:
+    await start(api, "s1", restore=False)
+    reply = await store(api, "s1", "Hello")
+    assert reply.status == 202 and re.fullmatch(r"[0-9a-f]{32}", reply.body["turn_id"])
+
+
+async def test_stored_turns_reach_the_session_and_the_store(
+    running_api: Api, running_client: FakeDurableClient, service: MemoryService
+) -> None:
+    await start(running_api, "s1", restore=False)
+    for n in range(1, 6):
+        assert (await store(running_api, "s1", f"message {n}", turn_id=f"t{n}")).status == 202
+    assert {i.status for i in running_client.instances.values()} == {"Completed"}
+    state = running_client.entity_state(names.SESSION_ENTITY, entity_key("s1"))
+    assert state["turn_count"] == 5
+    assert state["compacted_through"] == 2 and state["cumulative_summary"]  # K=2, L=2: one chunk folded
+    assert [t.seq for t in await service.store.get_turns(USER, "s1")] == [1, 2, 3, 4, 5]
+    assert len(await service.store.get_chunks(USER, "s1")) == 1
+    context = await running_api.post("get_context", {"user_id": USER, "session_id": "s1"})
+    assert context.status == 200 and context.body["turn_count"] == 5
+    assert [m["content"] for m in context.body["active_context"] if m["role"] == "user"] == ["message 4", "message 5"]
+    assert context.body["cumulative_summary"] == state["cumulative_summary"]
+    pool = running_client.entity_state(names.POOL_ENTITY, names.POOL_KEY)["sessions"][entity_key("s1")]
+    assert pool["turn_count"] == 5 and pool["persisted_through"] == 5
+
+
+async def test_store_into_an_evicted_session_reloads_it(
+    running_api: Api, running_client: FakeDurableClient, service: MemoryService
+) -> None:
+    await evicted_session(service, "s1", 2)
+    assert (await store(running_api, "s1", "back again", turn_id="t3")).status == 202
+    ((_, instance_id, _),) = running_client.starts
+    assert running_client.instances[instance_id].output == {"status": "stored", "turn_id": "t3", "seq": 3}
+    assert [name for name, _ in running_client.activity_calls][:1] == [names.LOAD_SESSION_ACTIVITY]
+    assert running_client.entity_state(names.SESSION_ENTITY, entity_key("s1"))["turn_count"] == 3
+
+
+async def test_store_into_an_unknown_session_is_404(api: Api, client: FakeDurableClient) -> None:
+    reply = await store(api, "nope", "Hi")
+    assert (reply.status, reply.body) == (404, NOT_FOUND)
+    assert client.starts == []
+
+
+async def test_store_into_an_ending_session_is_409(api: Api, client: FakeDurableClient) -> None:
+    await start(api, "s1", restore=False)
+    assert (await api.post("end_session", {"user_id": USER, "session_id": "s1"})).status == 202
+    await client.run(names.reflection_instance_id(USER, "s1"))
+    reply = await store(api, "s1", "Too late")
+    assert reply.status == 409 and reply.body["error"] == "SessionEndedError"
+    assert reply.body["field"] == "session_id"
+
+
+async def test_store_into_a_hot_session_that_has_ended_is_409(api: Api, client: FakeDurableClient) -> None:
+    await start(api, "s1", restore=False)
+    client.apply(
+        names.SESSION_ENTITY,
+        entity_key("s1"),
+        names.END,
+        json.dumps({"now": datetime.now(UTC).isoformat()}),
+        signal=True,
+    )
+    reply = await store(api, "s1", "Too late")
+    assert reply.status == 409 and reply.body["error"] == "SessionEndedError"
+    assert [s for s in client.starts if s[0] == names.INGEST_ORCHESTRATOR] == []
+
+
+async def test_a_retried_turn_is_accepted_while_its_first_ingest_is_running(
+    api: Api, client: FakeDurableClient
+) -> None:
+    await start(api, "s1", restore=False)
+    first = await store(api, "s1", "Hi", turn_id="t1")
+    client.instances[names.ingest_instance_id(USER, "s1", "t1")].status = "Running"
+    again = await store(api, "s1", "Hi", turn_id="t1")
+    assert first.status == again.status == 202
+    assert first.body == again.body
+    assert len(client.starts) == 1
+
+
+async def test_a_retried_turn_after_its_ingest_completed_is_stored_once(
+    running_api: Api, running_client: FakeDurableClient, service: MemoryService
+) -> None:
+    await start(running_api, "s1", restore=False)
+    await store(running_api, "s1", "Hi", turn_id="t1")
+    again = await store(running_api, "s1", "Hi", turn_id="t1")
+    assert again.status == 202
+    instance = running_client.instances[names.ingest_instance_id(USER, "s1", "t1")]
+    assert instance.output == {"status": "duplicate", "turn_id": "t1", "seq": 1}
+    assert len(await service.store.get_turns(USER, "s1")) == 1
+
+
+async def test_store_fails_with_500_when_the_ingest_cannot_be_started(api: Api, client: FakeDurableClient) -> None:
+    await start(api, "s1", restore=False)
+    await store(api, "s1", "Hi", turn_id="t1")
+    client.instances[names.ingest_instance_id(USER, "s1", "t1")].status = "Completed"
+
+    async def broken(*args: Any, **kwargs: Any) -> str:
+        raise Exception("task hub storage unavailable: secret-connection-string")
+
+    client.start_new = broken  # type: ignore[method-assign]
+    reply = await store(api, "s1", "Hi", turn_id="t1")
+    assert reply.status == 500 and reply.body["error"] == "InternalError"
+    assert "secret" not in reply.text
+
+
+# -- /memory/context --------------------------------------------------------------------------------------------
+
+
+async def test_context_of_a_hot_session(api: Api) -> None:
+    await start(api, "s1", restore=False)
+    reply = await api.post("get_context", {"user_id": USER, "session_id": "s1"})
+    assert reply.status == 200
+    assert reply.body["session_id"] == "s1" and reply.body["restored"] is False
+    assert reply.body["active_context"] == [] and isinstance(reply.body["formatted_context"], str)
+
+
+async def test_context_of_an_evicted_session_restores_it(api: Api, service: MemoryService) -> None:
+    await evicted_session(service, "s1", 1)
+    reply = await api.post("get_context", {"user_id": USER, "session_id": "s1"})
+    assert reply.status == 200 and reply.body["restored"] is True and reply.body["turn_count"] == 1
+
+
+async def test_context_of_an_unknown_session_is_404(api: Api) -> None:
+    reply = await api.post("get_context", {"user_id": USER, "session_id": "nope"})
+    assert (reply.status, reply.body) == (404, NOT_FOUND)
+
+
+async def test_context_after_a_turn_waits_until_the_session_holds_it(api: Api, client: FakeDurableClient) -> None:
+    await start(api, "s1", restore=False)
+    accepted = await store(api, "s1", "I live in Lisbon.", turn_id="t1")
+    instance_id = names.ingest_instance_id(USER, "s1", "t1")
+    assert client.instances[instance_id].status == "Pending"
+
+    async def ingest_later() -> None:
+        await asyncio.sleep(0.1)
+        await client.run(instance_id)
+
+    ingest = asyncio.create_task(ingest_later())
+    reply = await api.post(
+        "get_context", {"user_id": USER, "session_id": "s1", "after_turn_id": accepted.body["turn_id"]}
+    )
+    await ingest
+    assert reply.status == 200
+    assert reply.body["turn_count"] == 1
+    assert reply.body["active_context"][0] == {"role": "user", "content": "I live in Lisbon."}
+
+
+async def test_context_after_a_turn_that_never_arrives_is_503_with_retry_after(api: Api) -> None:
+    await start(api, "s1", restore=False)
+    await store(api, "s1", "Hi", turn_id="t1")
+    reply = await api.post("get_context", {"user_id": USER, "session_id": "s1", "after_turn_id": "t1"})
+    assert reply.status == 503
+    assert reply.headers.get("Retry-After") == "1"
+    assert reply.body["error"] == "UpstreamUnavailableError" and reply.body["field"] == "after_turn_id"
+
+
+# -- retrieval, insights, summaries -----------------------------------------------------------------------------
+
+
+async def test_retrieve_finds_stored_turns(running_api: Api) -> None:
+    await finished_session(running_api)
+    reply = await running_api.post("retrieve", {"user_id": USER, "query": "Where does the user live? Lisbon"})
+    assert reply.status == 200
+    body = reply.body
+    assert body["count"] == len(body["facts"]) == len(body["items"]) > 0
+    assert all(isinstance(f, str) for f in body["facts"])
+    assert any("Lisbon" in f for f in body["facts"])
+    assert {"kind", "text", "score", "session_id", "turn_seqs", "timestamp"} <= set(body["items"][0])
+    assert [i["text"] for i in body["items"]] == body["facts"]
+
+
+async def test_retrieve_for_a_user_without_memory_finds_nothing(api: Api) -> None:
+    reply = await api.post("retrieve", {"user_id": "nobody", "query": "anything"})
+    assert reply.status == 200 and reply.body == {"query": "anything", "facts": [], "count": 0, "items": []}
+
+
+async def test_insights_lists_texts_and_items(running_api: Api) -> None:
+    await finished_session(running_api)
+    reply = await running_api.post("insights", {"user_id": USER})
+    assert reply.status == 200
+    body = reply.body
+    assert body["user_id"] == USER and body["count"] == len(body["insights"]) == len(body["items"]) > 0
+    assert all(isinstance(text, str) for text in body["insights"])
+    assert any("Lisbon" in text for text in body["insights"])
+    item = body["items"][0]
+    assert item["source_session_id"] == "done" and item["status"] == "active"
+
+
+async def test_summaries_lists_the_sessions_newest_first(running_api: Api) -> None:
+    await finished_session(running_api, "first")
+    await finished_session(running_api, "second")
+    reply = await running_api.post("summaries", {"user_id": USER, "limit": 5})
+    assert reply.status == 200
+    body = reply.body
+    assert body["count"] == 2 and len(body["summaries"]) == 2
+    assert [i["session_id"] for i in body["items"]] == ["second", "first"]
+    assert body["summaries"] == [i["summary"] for i in body["items"]]
+
+
+# -- /sessions/end ----------------------------------------------------------------------------------------------
+
+
+async def test_end_starts_the_reflection_and_answers_its_status_urls(api: Api, client: FakeDurableClient) -> None:
+    await start(api, "s1", restore=False)
+    reply = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
+    assert reply.status == 202
+    instance_id = names.reflection_instance_id(USER, "s1")
+    assert reply.body["id"] == instance_id and reply.body["status"] == "reflecting"
+    assert instance_id in reply.body["statusQueryGetUri"]
+    assert reply.body["statusQueryGetUri"].startswith("http://localhost:7071/runtime/webhooks/durabletask/instances/")
+    assert client.starts == [(names.REFLECTION_ORCHESTRATOR, instance_id, {"user_id": USER, "session_id": "s1"})]
+
+
+async def test_end_of_an_unknown_session_is_404(api: Api, client: FakeDurableClient) -> None:
+    reply = await api.post("end_session", {"user_id": USER, "session_id": "nope"})
+    assert (reply.status, reply.body) == (404, NOT_FOUND)
+    assert client.starts == []
+
+
+async def test_ending_twice_returns_the_same_reflection_while_it_runs(api: Api, client: FakeDurableClient) -> None:
+    await start(api, "s1", restore=False)
+    first = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
+    second = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
+    assert first.status == second.status == 202
+    assert first.body["id"] == second.body["id"]
+    assert len(client.starts) == 1
+
+
+async def test_ending_twice_after_the_reflection_is_done_starts_nothing(
+    running_api: Api, running_client: FakeDurableClient, service: MemoryService
+) -> None:
+    first = await finished_session(running_api, "s1")
+    instance = running_client.instances[first["id"]]
+    assert instance.status == "Completed"
+    assert instance.output["summary"] and instance.output["insights_added"]
+    assert running_client.entity_state(names.SESSION_ENTITY, entity_key("s1")) is None  # unloaded
+    assert running_client.entity_state(names.POOL_ENTITY, names.POOL_KEY)["sessions"] == {}
+    record = await service.store.get_session(USER, "s1")
+    assert record is not None and record.status is SessionStatus.ENDED
+
+    second = await running_api.post("end_session", {"user_id": USER, "session_id": "s1"})
+    assert second.status == 202 and second.body["id"] == first["id"]
+    assert [s for s in running_client.starts if s[0] == names.REFLECTION_ORCHESTRATOR] == [
+        (names.REFLECTION_ORCHESTRATOR, first["id"], {"user_id": USER, "session_id": "s1"})
+    ]
+
+
+async def test_a_failed_reflection_is_started_again(running_api: Api, running_client: FakeDurableClient) -> None:
+    await start(running_api, "s1", restore=False)
+    running_client.activity_failures[names.REFLECT_ACTIVITY] = 5  # every attempt of the first run fails
+    first = await running_api.post("end_session", {"user_id": USER, "session_id": "s1"})
+    assert running_client.instances[first.body["id"]].status == "Failed"
+    second = await running_api.post("end_session", {"user_id": USER, "session_id": "s1"})
+    assert second.body["id"] == first.body["id"]
+    assert running_client.instances[first.body["id"]].status == "Completed"
+    assert len(running_client.starts) == 2
+
+
+# -- /health ----------------------------------------------------------------------------------------------------
+
+
+async def test_health_reports_what_the_service_runs_on(functions: dict[str, Any], service: MemoryService) -> None:
+    reply = await Api(functions, None).get("health")
+    assert reply.status == 200
+    assert reply.body == {
+        "status": "healthy",
+        "store": "sqlite",
+        "llm": service.chat.name,
+        "embeddings": "none (full-text search only)",
+    }
+
+
+async def test_health_names_the_bad_setting_when_the_service_cannot_start(
+    functions: dict[str, Any], settings_env: Any
+) -> None:
+    settings_env(K_TURN_BUFFER=0)
+    reply = await Api(functions, None).get("health")
+    assert reply.status == 503
+    assert reply.body["error"] == "ServiceUnavailable"
+    assert reply.body["detail"].startswith("Session pool not initialized: ")
+    assert "K_TURN_BUFFER" in reply.body["detail"]
+    assert reply.headers.get("Retry-After") == "1"
+
+
+async def test_every_endpoint_is_503_when_the_service_cannot_start(
+    functions: dict[str, Any], settings_env: Any, app_functions: Any
+) -> None:
+    settings_env(STORE="cosmos")  # without COSMOS_ENDPOINT
+    api = Api(functions, FakeDurableClient(app_functions))
+    for name, body in VALID.items():
+        reply = await api.post(name, body)
+        assert reply.status == 503, name
+        assert "COSMOS_ENDPOINT" in reply.body["detail"]
+
+
+# -- /stats -----------------------------------------------------------------------------------------------------
+
+
+async def test_stats_of_an_empty_pool(api: Api) -> None:
+    reply = await api.get("stats")
+    assert reply.status == 200
+    assert reply.body == {
+        "total_sessions": 0,
+        "dirty_sessions": 0,
+        "max_capacity": 100,
+        "utilization": 0.0,
+        "ttl_seconds": 1800.0,
+        "avg_age_seconds": 0.0,
+        "oldest_age_seconds": 0.0,
+    }
+
+
+async def test_stats_reflect_the_pool_entity(api: Api, client: FakeDurableClient) -> None:
+    await start(api, "s1", restore=False)
+    await start(api, "s2", restore=False)
+    old = datetime.now(UTC) - timedelta(minutes=10)
+    client.apply(
+        names.POOL_ENTITY,
+        names.POOL_KEY,
+        names.TOUCH,
+        json.dumps(
+            {
+                "key": "dirty",
+                "entry": {
+                    "user_id": "bob",
+                    "session_id": "s3",
+                    "started_at": old.isoformat(),
+                    "last_activity": old.isoformat(),
+                    "turn_count": 3,
+                    "persisted_through": 1,
+                },
+            }
+        ),
+        signal=True,
+    )
+    reply = await api.get("stats")
+    assert reply.status == 200
+    body = reply.body
+    assert set(body) == set(models.StatsResponse.model_fields)
+    assert (body["total_sessions"], body["dirty_sessions"], body["max_capacity"]) == (3, 1, 100)
+    assert body["utilization"] == 0.03 and body["ttl_seconds"] == 1800.0
+    assert 599 <= body["oldest_age_seconds"] <= 660
+    assert 199 <= body["avg_age_seconds"] <= 220
+
+
+# -- /users/{user_id} and its export ----------------------------------------------------------------------------
+
+
+async def test_forget_removes_everything_of_the_user_and_nothing_else(
+    running_api: Api, running_client: FakeDurableClient, service: MemoryService
+) -> None:
+    await finished_session(running_api, "old")
+    await start(running_api, "hot", restore=False)
+    await store(running_api, "hot", "I have a dog.", turn_id="t1")
+    running_client.run_orchestrations = False
+    await store(running_api, "hot", "Still here.", turn_id="t2")  # its ingest stays pending
+    bob = Api(running_api.functions, running_client)
+    assert (await bob.post("start_session", {"user_id": "bob", "session_id": "b1", "restore": False})).status == 200
+    await bob.post("store_turn", {**VALID["store_turn"], "user_id": "bob", "session_id": "b1"})
+    alice_instances = {i for i in running_client.instances if i.startswith(names.user_prefix(USER))}
+    bob_instances = set(running_client.instances) - alice_instances
+    assert len(alice_instances) == 6 and len(bob_instances) == 1
+
+    reply = await running_api.delete("forget_user", user_id=USER)
+    assert reply.status == 200
+    assert reply.body == {
+        "user_id": USER,
+        "sessions": 2,
+        "turns": 4,
+        "chunks": reply.body["chunks"],
+        "summaries": 1,
+        "insights": reply.body["insights"],
+        "histories_purged": 6,
+    }
+    assert reply.body["insights"] >= 1
+    assert set(running_client.instances) == bob_instances
+    assert [t for t, _ in running_client.terminated] == [names.ingest_instance_id(USER, "hot", "t2")]
+    assert running_client.entity_state(names.SESSION_ENTITY, entity_key("hot")) is None
+    assert list(running_client.entity_state(names.POOL_ENTITY, names.POOL_KEY)["sessions"]) == [entity_key("b1", "bob")]
+    exported = await service.store.export_user(USER)
+    assert exported.sessions == exported.turns == exported.insights == exported.summaries == []
+    assert (await service.store.get_session("bob", "b1")) is not None
+
+
+async def test_forget_of_an_unknown_user_removes_nothing(api: Api) -> None:
+    reply = await api.delete("forget_user", user_id="nobody")
+    assert reply.status == 200
+    assert reply.body == {
+        "user_id": "nobody",
+        "sessions": 0,
+        "turns": 0,
+        "chunks": 0,
+        "summaries": 0,
+        "insights": 0,
+        "histories_purged": 0,
+    }
+
+
+async def test_export_returns_everything_stored_about_the_user(running_api: Api) -> None:
+    await finished_session(running_api, "s1")
+    reply = await running_api.get("export_user", user_id=USER)
+    assert reply.status == 200
+    body = reply.body
+    assert body["user_id"] == USER
+    assert [s["session_id"] for s in body["sessions"]] == ["s1"] and body["sessions"][0]["status"] == "ended"
+    assert [t["user_message"] for t in body["turns"]] == FACTS
+    assert len(body["summaries"]) == 1 and body["insights"]
+
+
+@pytest.mark.parametrize("name", ["forget_user", "export_user"])
+@pytest.mark.parametrize("user_id", ["bad id", "a" * 129, "semi;colon"])
+async def test_user_endpoints_refuse_a_bad_user_id(api: Api, name: str, user_id: str) -> None:
+    send = api.delete if name == "forget_user" else api.get
+    reply = await send(name, user_id=user_id)
+    assert reply.status == 400
+    assert reply.body["error"] == "ValidationError" and reply.body["field"] == "user_id"
+
+
+# -- /openapi.json ----------------------------------------------------------------------------------------------
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "$ref"] + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+async def test_openapi_documents_every_route_of_the_app(functions: dict[str, Any]) -> None:
+    reply = await Api(functions, None).get("openapi")
+    assert reply.status == 200
+    doc = reply.body
+    assert doc["openapi"] == "3.1.0"
+    assert doc["info"]["title"] and doc["info"]["version"]
+    for ref in _refs(doc):
+        assert ref.startswith("#/components/schemas/")
+        assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"], ref
+    documented = {(path, method) for path, operations in doc["paths"].items() for method in operations}
+    routes = set()
+    for fn in functions.values():
+        trigger = fn.get_trigger()
+        if trigger.type != "httpTrigger" or trigger.route == "openapi.json":  # the document does not list itself
+            continue
+        (method,) = trigger.methods
+        path, verb = "/" + trigger.route, method.value.lower()
+        routes.add((path, verb))
+        operation = doc["paths"][path][verb]
+        anonymous = trigger.auth_level.name == "ANONYMOUS"
+        assert (operation["security"] == []) is anonymous, path
+        assert "200" in operation["responses"] or "202" in operation["responses"]
+        if "{user_id}" in path:
+            assert [p["name"] for p in operation["parameters"]] == ["user_id"]
+    assert documented == routes
+
+
+@pytest.mark.parametrize("name", sorted(REQUESTS))
+async def test_openapi_request_schemas_are_the_validated_models(functions: dict[str, Any], name: str) -> None:
+    doc = (await Api(functions, None).get("openapi")).body
+    route = "/" + functions[name].get_trigger().route
+    operation = doc["paths"][route]["post"]
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    model = REQUESTS[name]
+    expected = model.model_json_schema(mode="validation")
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(model.model_fields)
+    assert set(schema.get("required", [])) == set(expected.get("required", []))
+    assert operation["requestBody"]["required"] is True
+    status = "202" if name in ("end_session", "store_turn") else "200"
+    assert status in operation["responses"] and "400" in operation["responses"]
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+async def test_a_body_the_schema_forbids_is_400(api: Api, name: str) -> None:
+    reply = await api.post(name, {**VALID[name], "unexpected": 1})
+    assert reply.status == 400
+    assert reply.body["error"] == "ValidationError" and reply.body["field"] == "unexpected"
+
+
+# -- bad input everywhere ---------------------------------------------------------------------------------------
+
+BAD_BODIES: list[tuple[str, bytes, str | None]] = [
+    # (label, body as sent, field the error names)
+    ("not json", b"{not json", None),
+    ("array", b"[1, 2]", None),
+    ("empty", b"", None),
+    ("blank", b"   ", None),
+    ("string", b'"user_id"', None),
+    ("number", b"42", None),
+    ("invalid utf-8", b"\xff\xfe{", None),
+]
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+@pytest.mark.parametrize(("label", "raw", "field"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+async def test_a_body_that_is_not_a_json_object_is_400(
+    api: Api, name: str, label: str, raw: bytes, field: str | None
+) -> None:
+    reply = await api.post(name, raw=raw)
+    assert reply.status == 400, reply.body
+    assert reply.body["error"] == "InvalidRequestError"
+    assert reply.body["detail"] in ("Body must be JSON", "Body must be a JSON object")
+    assert reply.body["field"] == field
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+async def test_a_missing_field_is_400_naming_it(api: Api, name: str) -> None:
+    for missing in VALID[name]:
+        body = {k: v for k, v in VALID[name].items() if k != missing}
+        reply = await api.post(name, body)
+        assert reply.status == 400, (missing, reply.body)
+        assert reply.body["error"] == "ValidationError" and reply.body["field"] == missing
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+@pytest.mark.parametrize("bad_id", ["has space", "slash/y", "", "a" * 129, "ümlaut", "x\ny"])
+async def test_a_bad_id_is_400_naming_the_field(api: Api, name: str, bad_id: str) -> None:
+    for field in [k for k in VALID[name] if k.endswith("_id")]:
+        reply = await api.post(name, {**VALID[name], field: bad_id})
+        assert reply.status == 400, (field, reply.body)
+        assert reply.body["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "field"),
+    [
+        ("store_turn", {"user_message": "x" * 32_001}, "user_message"),
+        ("store_turn", {"agent_message": "   "}, "agent_message"),
+        ("store_turn", {"user_message": ""}, "user_message"),
+        ("store_turn", {"metadata": {"blob": "x" * 5000}}, "metadata"),
+        ("store_turn", {"metadata": ["not", "an", "object"]}, "metadata"),
+        ("store_turn", {"timestamp": "2026-05-01T09:00:00"}, "timestamp"),
+        ("store_turn", {"timestamp": "yesterday"}, "timestamp"),
+        ("store_turn", {"turn_id": "bad id"}, "turn_id"),
+        ("get_context", {"after_turn_id": "bad id"}, "after_turn_id"),
+        ("start_session", {"restore": "perhaps"}, "restore"),
+        ("retrieve", {"top_k": 51}, "top_k"),
+        ("retrieve", {"top_k": 0}, "top_k"),
+        ("retrieve", {"top_k": "many"}, "top_k"),
+        ("retrieve", {"query": "q" * 2001}, "query"),
+        ("retrieve", {"query": " "}, "query"),
+        ("insights", {"limit": 101}, "limit"),
+        ("summaries", {"limit": 0}, "limit"),
+        ("summaries", {"user_id": 7}, "user_id"),
+    ],
+)
+async def test_an_out_of_bounds_value_is_400_naming_the_field(
+    api: Api, name: str, change: dict[str, Any], field: str
+) -> None:
+    reply = await api.post(name, {**VALID[name], **change})
+    assert reply.status == 400, reply.body
+    assert reply.body["error"] == "ValidationError" and reply.body["field"] == field
+    assert field in reply.body["detail"]
+
+
+async def test_a_body_nested_too_deep_for_the_decoder_is_400(api: Api) -> None:
+    reply = await api.post("insights", raw=b"[" * 5000 + b"]" * 5000)
+    assert reply.status == 400 and reply.body["detail"] == "Body must be JSON"
+
+
+@pytest.mark.parametrize("depth", [33, 300, 900])
+async def test_metadata_nested_too_deep_is_400(api: Api, depth: int) -> None:
+    await start(api, "s1", restore=False)
+    nested = b"[" * (depth - 1) + b"]" * (depth - 1)
+    raw = json.dumps(VALID["store_turn"]).encode()[:-1] + b', "metadata": {"a": ' + nested + b"}}"
+    reply = await api.post("store_turn", raw=raw)
+    assert reply.status == 400, reply.body
+    assert reply.body["field"] == "metadata" and "32 levels" in reply.body["detail"]
+
+
+async def test_metadata_nested_32_levels_is_accepted(running_api: Api, running_client: FakeDurableClient) -> None:
+    await start(running_api, "s1", restore=False)
+    nested: Any = []
+    for _ in range(30):
+        nested = [nested]
+    reply = await store(running_api, "s1", "deep", metadata={"a": nested})
+    assert reply.status == 202, reply.body
+    assert {i.status for i in running_client.instances.values()} == {"Completed"}
+
+
+async def test_a_body_over_a_megabyte_is_400(api: Api) -> None:
+    reply = await api.post("store_turn", raw=b" " * 1_048_577)
+    assert reply.status == 400 and "1048576 bytes" in reply.body["detail"]
+
+
+async def test_limits_follow_the_settings(functions: dict[str, Any], settings_env: Any, app_functions: Any) -> None:
+    settings_env(MAX_TOP_K=3)
+    api = Api(functions, FakeDurableClient(app_functions))
+    try:
+        assert (await api.post("retrieve", {**VALID["retrieve"], "top_k": 3})).status == 200
+        reply = await api.post("retrieve", {**VALID["retrieve"], "top_k": 4})
+        assert reply.status == 400 and reply.body["detail"] == "top_k: must be at most 3"
+    finally:
+        await close_service()
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from(sorted(VALID)),
+    body=st.one_of(JSON, st.fixed_dictionaries({}, optional={k: JSON for k in VALID["store_turn"]})),
+)
+async def test_no_body_gives_a_server_error(api: Api, name: str, body: Any) -> None:
+    reply = await api.post(name, body)
+    assert reply.status < 500, (name, body, reply.body)
+    if reply.status >= 400:
+        assert set(reply.body) == {"error", "detail", "field"}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.text(min_size=1, max_size=60), top_k=st.integers(min_value=-2, max_value=60))
+async def test_no_query_gives_a_server_error(running_api: Api, query: str, top_k: int) -> None:
+    if not running_api.client.instances:  # type: ignore[union-attr]
+        await finished_session(running_api)
+    reply = await running_api.post("retrieve", {"user_id": USER, "query": query, "top_k": top_k})
+    assert reply.status in (200, 400), (query, reply.body)
+    if reply.status == 200:
+        assert reply.body["count"] == len(reply.body["facts"]) <= top_k
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    user_message=st.text(min_size=1, max_size=80),
+    metadata=st.dictionaries(st.text(max_size=10), JSON, max_size=4),
+)
+async def test_any_accepted_turn_is_ingested(
+    running_api: Api, running_client: FakeDurableClient, user_message: str, metadata: dict[str, Any]
+) -> None:
+    if not running_client.entities:
+        await start(running_api, "s1", restore=False)
+    reply = await store(running_api, "s1", user_message, metadata=metadata)
+    assert reply.status in (202, 400), reply.body
+    if reply.status == 202:
+        _, instance_id, _ = running_client.starts[-1]
+        assert running_client.instances[instance_id].status == "Completed", running_client.instances[instance_id]
+        context = await running_api.post("get_context", VALID["get_context"])
+        assert context.status == 200 and context.body["active_context"][-2]["content"] == user_message
+
+
+# -- unexpected failures ----------------------------------------------------------------------------------------
+
+
+async def test_an_unexpected_error_in_a_use_case_is_a_generic_500(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("password=hunter2 in /srv/secret.db")
+
+    monkeypatch.setattr(use_cases, "stats", broken)
+    reply = await api.get("stats")
+    assert reply.status == 500
+    assert reply.body == {
+        "error": "InternalError",
+        "detail": "The service failed to handle the request; see its logs",
+        "field": None,
+    }
+    assert "hunter2" not in reply.text and "RuntimeError" not in reply.text
+    assert any(r.exc_info and "hunter2" in str(r.exc_info[1]) for r in caplog.records)  # logged, not returned
+
+
+async def test_an_unexpected_error_in_the_service_is_a_generic_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(self: MemoryService, request: Any) -> Any:
+        raise KeyError("internal-key-name")
+
+    monkeypatch.setattr(MemoryService, "insights", broken)
+    reply = await api.post("insights", VALID["insights"])
+    assert reply.status == 500 and "internal-key-name" not in reply.text
+
+
+async def test_a_failing_durable_client_is_a_generic_500(api: Api, client: FakeDurableClient) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("http://127.0.0.1:17071/durabletask/ refused")
+
+    client.read_entity_state = broken  # type: ignore[method-assign]
+    reply = await api.post("get_context", VALID["get_context"])
+    assert reply.status == 500 and "17071" not in reply.text
