@@ -1,0 +1,102 @@
+"""`python -m devhost [--port 7071] [--state-dir .devhost] [--app function_app]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from devhost.config import SettingError
+from devhost.functions import AppLoadError
+from devhost.host import DevHost, HostOptions
+from devhost.store import StateDirInUseError
+
+logger = logging.getLogger("devhost")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devhost", description="Run this Functions app locally, without Azure Functions Core Tools."
+    )
+    parser.add_argument("--port", type=int, default=7071, help="HTTP port (default 7071; 0 picks a free one)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--state-dir", type=Path, default=Path(".devhost"), help="where durable state lives")
+    parser.add_argument(
+        "--app",
+        default="function_app",
+        help="the app module (importable from --script-root) or a path to its .py file (default function_app)",
+    )
+    parser.add_argument(
+        "--script-root",
+        type=Path,
+        default=None,
+        help="folder with host.json and local.settings.json (default: the current folder, or the .py file's folder)",
+    )
+    parser.add_argument("--enable-auth", action="store_true", help="check function keys, as on Azure")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
+    )
+    return parser.parse_args(argv)
+
+
+def configure_logging(level: str) -> None:
+    """Log to stdout as `[2025-01-01T12:00:00.123Z] message`, like `func start`."""
+    handler = logging.StreamHandler(sys.stdout)
+    formatter = logging.Formatter("[%(asctime)s.%(msecs)03dZ] %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if level != "DEBUG":
+        for noisy in ("aiohttp.access", "azure", "opentelemetry"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def serve(options: HostOptions) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    host = DevHost(options)
+    try:
+        await host.start()
+    except (AppLoadError, SettingError, StateDirInUseError, OSError) as error:
+        logger.error("The host could not start: %s", error)
+        await host.stop()
+        raise SystemExit(1) from error
+    sys.stdout.write(host.banner())
+    sys.stdout.write(f"Host started: {host.base_url} (state in {options.state_dir}). Press Ctrl+C to stop.\n\n")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("Stopping the host...")
+        await host.stop()
+        logger.info("Host stopped.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    configure_logging(args.log_level)
+    options = HostOptions(
+        app=args.app,
+        script_root=args.script_root,
+        state_dir=args.state_dir,
+        port=args.port,
+        host=args.host,
+        enable_auth=args.enable_auth,
+    )
+    asyncio.run(serve(options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

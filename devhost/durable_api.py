@@ -1,0 +1,413 @@
+"""The Durable Functions HTTP API (`/runtime/webhooks/durabletask/...`), as the extension's HttpApiHandler serves it.
+
+The same handler serves the public path and the client binding's `rpcBaseUrl`, which is every
+`DurableOrchestrationClient` call's target. Shapes, status codes and encodings follow the extension.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from devhost.engine import DurableEngine, DurableError, scheduler_id
+from devhost.history import EventType, format_status_time, parse_time
+from devhost.store import TERMINAL_STATUSES, Instance
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_STATUSES = (
+    "Running",
+    "Completed",
+    "ContinuedAsNew",
+    "Failed",
+    "Canceled",
+    "Terminated",
+    "Pending",
+    "Suspended",
+)
+
+
+def _bool_param(request: web.Request, name: str, default: bool) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return default
+
+
+def _time_param(request: web.Request, name: str) -> datetime | None:
+    value = request.query.get(name)
+    if not value:
+        return None
+    try:
+        return parse_time(value.strip())
+    except ValueError:
+        return None
+
+
+def _status_param(request: web.Request) -> list[str] | None:
+    values = [v for raw in request.query.getall("runtimeStatus", []) for v in raw.split(",")]
+    wanted = {v.strip().lower() for v in values if v.strip()}
+    statuses = [s for s in RUNTIME_STATUSES if s.lower() in wanted]
+    return statuses or None
+
+
+def _error(status: int, message: str) -> web.Response:
+    body: dict[str, Any] = {"Message": message}
+    if status == 400:
+        body["ExceptionMessage"] = message
+    return web.json_response(body, status=status)
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
+
+
+class DurableHttpApi:
+    """Parses Durable HTTP API paths and answers them from the `DurableEngine`."""
+
+    def __init__(self, engine: DurableEngine, hub_name: str, public_base: str, query_suffix: str) -> None:
+        self._engine = engine
+        self._hub_name = hub_name
+        self._public_base = public_base.rstrip("/")
+        self._query_suffix = query_suffix
+
+    # ------------------------------------------------------------------ payloads
+
+    def management_urls(self, instance_id: str, origin: str | None = None) -> dict[str, str]:
+        """The check-status payload (`id`, `statusQueryGetUri`, ...) for one instance."""
+        base = self._public_base
+        if origin:
+            base = origin.rstrip("/") + "/runtime/webhooks/durabletask"
+        prefix = f"{base}/instances/{quote(instance_id, safe='')}"
+        query = self._query_suffix
+        return {
+            "id": instance_id,
+            "statusQueryGetUri": f"{prefix}?{query}",
+            "sendEventPostUri": f"{prefix}/raiseEvent/{{eventName}}?{query}",
+            "terminatePostUri": f"{prefix}/terminate?reason={{text}}&{query}",
+            "rewindPostUri": f"{prefix}/rewind?reason={{text}}&{query}",
+            "purgeHistoryDeleteUri": f"{prefix}?{query}",
+            "restartPostUri": f"{prefix}/restart?{query}",
+            "suspendPostUri": f"{prefix}/suspend?reason={{text}}&{query}",
+            "resumePostUri": f"{prefix}/resume?reason={{text}}&{query}",
+        }
+
+    def _check_status_response(self, request: web.Request, instance_id: str) -> web.Response:
+        payload = self.management_urls(instance_id, f"{request.url.scheme}://{request.url.raw_authority}")
+        return web.json_response(
+            payload,
+            status=202,
+            headers={"Location": payload["statusQueryGetUri"], "Retry-After": "10"},
+        )
+
+    def _status_payload(
+        self, instance: Instance, *, show_input: bool, show_history: bool, show_history_output: bool
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "name": instance.name,
+            "instanceId": instance.instance_id,
+            "runtimeStatus": instance.status,
+            "input": _loads(instance.input) if show_input else None,
+            "customStatus": _loads(instance.custom_status),
+            "output": _loads(instance.output),
+            "createdTime": format_status_time(datetime.fromtimestamp(instance.created_time, UTC)),
+            "lastUpdatedTime": format_status_time(datetime.fromtimestamp(instance.last_updated_time, UTC)),
+            "historyEvents": None,
+        }
+        if show_history:
+            history = self._engine.store.load_history(instance.instance_id)
+            payload["historyEvents"] = status_history(history, show_history_output, show_input)
+        return payload
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def handle(self, request: web.Request, path: str) -> web.StreamResponse:
+        """Answer one request; `path` is what follows the API's base path."""
+        segments = [s for s in path.strip("/").split("/")] if path.strip("/") else []
+        try:
+            if segments and segments[0] == "orchestrators" and len(segments) in (2, 3):
+                if request.method != "POST":
+                    return web.Response(status=404)
+                return await self._start(request, segments[1], segments[2] if len(segments) == 3 else None)
+            if segments and segments[0] == "entities" and 1 <= len(segments) <= 3:
+                return await self._entities(request, segments[1:])
+            if segments and segments[0] == "instances":
+                return await self._instances(request, segments[1:])
+        except DurableError as refused:
+            return _error(refused.status, refused.message)
+        return web.Response(status=404)
+
+    async def _start(self, request: web.Request, name: str, instance_id: str | None) -> web.StreamResponse:
+        text = (await request.read()).decode("utf-8")
+        input_token: str | None = None
+        if text.strip():
+            try:
+                input_token = json.dumps(json.loads(text))
+            except ValueError:
+                return _error(400, "Invalid JSON content")
+        version = request.query.get("version", "")
+        instance_id = await self._engine.start_instance(name, instance_id or None, input_token, version)
+        timeout = request.query.get("timeout")
+        if timeout:
+            try:
+                await self._engine.wait_for_completion(instance_id, float(timeout))
+            except ValueError:
+                pass
+            instance = self._engine.store.get_instance(instance_id)
+            if instance is not None and instance.status == "Completed":
+                return web.json_response(_loads(instance.output), status=200)
+            if instance is not None and instance.status in TERMINAL_STATUSES:
+                return web.json_response(
+                    self._status_payload(instance, show_input=True, show_history=False, show_history_output=False)
+                )
+        return self._check_status_response(request, instance_id)
+
+    async def _instances(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
+        if not segments:
+            if request.method == "GET":
+                return self._list(request)
+            if request.method == "DELETE":
+                return self._purge_by(request)
+            return web.Response(status=404)
+        instance_id = segments[0]
+        if len(segments) == 1:
+            if request.method == "GET":
+                return self._status(request, instance_id)
+            if request.method == "DELETE":
+                result = self._engine.purge(instance_id)
+                return web.json_response({"instancesDeleted": result.instances_deleted})
+            return web.Response(status=404)
+        operation = segments[1].lower()
+        if request.method != "POST":
+            return web.Response(status=404)
+        if operation == "raiseevent" and len(segments) == 3:
+            return await self._raise_event(request, instance_id, segments[2])
+        if len(segments) != 2:
+            return web.Response(status=404)
+        reason = request.query.get("reason")
+        if operation == "terminate":
+            await self._engine.terminate(instance_id, reason)
+            return web.Response(status=202)
+        if operation == "suspend":
+            await self._engine.suspend(instance_id, reason)
+            return web.Response(status=202)
+        if operation == "resume":
+            await self._engine.resume(instance_id, reason)
+            return web.Response(status=202)
+        if operation == "rewind":
+            self._engine.rewind(instance_id, reason)
+            return web.Response(status=202)
+        if operation == "restart":
+            new_id = _bool_param(request, "restartWithNewInstanceId", True)
+            restarted = await self._engine.restart(instance_id, new_id)
+            return self._check_status_response(request, restarted)
+        return web.Response(status=404)
+
+    def _status(self, request: web.Request, instance_id: str) -> web.StreamResponse:
+        instance = self._engine.store.get_instance(instance_id)
+        if instance is None:
+            return web.Response(status=404)
+        payload = self._status_payload(
+            instance,
+            show_input=_bool_param(request, "showInput", True),
+            show_history=_bool_param(request, "showHistory", False),
+            show_history_output=_bool_param(request, "showHistoryOutput", False),
+        )
+        if instance.status in ("Running", "Pending", "ContinuedAsNew", "Suspended"):
+            return web.json_response(payload, status=202, headers={"Location": str(request.url), "Retry-After": "5"})
+        if instance.status == "Failed" and _bool_param(request, "returnInternalServerErrorOnFailure", False):
+            return web.json_response(payload, status=500)
+        return web.json_response(payload, status=200)
+
+    def _list(self, request: web.Request) -> web.StreamResponse:
+        created_from = _time_param(request, "createdTimeFrom")
+        created_to = _time_param(request, "createdTimeTo")
+        try:
+            top = int(request.query.get("top", "0")) or None
+        except ValueError:
+            top = None
+        try:
+            offset = int(request.headers.get("x-ms-continuation-token") or "0")
+        except ValueError:
+            offset = 0
+        instances = self._engine.store.query_instances(
+            created_from=created_from.timestamp() if created_from else None,
+            created_to=created_to.timestamp() if created_to else None,
+            statuses=_status_param(request),
+            prefix=request.query.get("instanceIdPrefix") or None,
+            offset=offset,
+            limit=top,
+        )
+        show_input = _bool_param(request, "showInput", True)
+        payload = [
+            self._status_payload(i, show_input=show_input, show_history=False, show_history_output=False)
+            for i in instances
+        ]
+        token = str(offset + len(instances)) if top and len(instances) == top else "null"
+        return web.json_response(payload, headers={"x-ms-continuation-token": token})
+
+    def _purge_by(self, request: web.Request) -> web.StreamResponse:
+        created_from = _time_param(request, "createdTimeFrom")
+        if created_from is None:
+            return web.json_response("Please provide value for 'createdTimeFrom' parameter.", status=400)
+        created_to = _time_param(request, "createdTimeTo") or datetime.now(UTC)
+        result = self._engine.purge_by(created_from.timestamp(), created_to.timestamp(), _status_param(request))
+        if result.instances_deleted == 0:
+            return web.Response(status=404)
+        return web.json_response({"instancesDeleted": result.instances_deleted})
+
+    async def _raise_event(self, request: web.Request, instance_id: str, event_name: str) -> web.StreamResponse:
+        instance = self._engine.store.get_instance(instance_id)
+        if instance is None:
+            return web.Response(status=404)
+        if instance.status in TERMINAL_STATUSES:
+            return web.Response(status=410)
+        if request.content_type.lower() != "application/json":
+            return _error(400, "Only application/json request content is supported")
+        text = (await request.read()).decode("utf-8")
+        try:
+            json.loads(text)
+        except ValueError:
+            return _error(400, "Invalid JSON content")
+        await self._engine.raise_event(instance_id, event_name, text)
+        return web.Response(status=202)
+
+    async def _entities(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
+        name = segments[0] if segments else ""
+        key = segments[1] if len(segments) > 1 else ""
+        key = "" if key == "$" else key
+        if request.method == "GET":
+            if len(segments) >= 2:
+                state = self._engine.store.get_entity_state(scheduler_id(name, key))
+                if state is None:
+                    return web.Response(status=404)
+                return web.Response(text=state, content_type="application/json")
+            entities = [
+                {
+                    "entityId": {"name": entity_name, "key": entity_key},
+                    "lastOperationTime": format_status_time(datetime.fromtimestamp(modified, UTC)),
+                    "state": json.loads(state) if _bool_param(request, "fetchState", False) else None,
+                }
+                for entity_name, entity_key, state, modified in self._engine.store.list_entities(name or None)
+            ]
+            return web.json_response(entities, headers={"x-ms-continuation-token": "null"})
+        if request.method not in ("POST", "DELETE") or len(segments) < 2:
+            return web.Response(status=404)
+        operation = "delete" if request.method == "DELETE" else request.query.get("op", "")
+        body = await request.read()
+        input_text: str | None = None
+        if body:
+            text = body.decode("utf-8")
+            if request.content_type.lower() == "application/json":
+                try:
+                    json.loads(text)
+                except ValueError as error:
+                    return _error(400, f"Could not parse JSON content: {error}")
+                input_text = text
+            else:
+                input_text = json.dumps(text)
+        await self._engine.signal_entity(name, key, operation, input_text)
+        return web.Response(status=202)
+
+
+# ---------------------------------------------------------------------- history for the status API
+
+_EVENT_NAMES = {int(t): "".join(part.capitalize() for part in t.name.split("_")) for t in EventType}
+_EVENT_NAMES[int(EventType.SUB_ORCHESTRATION_INSTANCE_CREATED)] = "SubOrchestrationInstanceCreated"
+_EVENT_NAMES[int(EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED)] = "SubOrchestrationInstanceCompleted"
+_EVENT_NAMES[int(EventType.SUB_ORCHESTRATION_INSTANCE_FAILED)] = "SubOrchestrationInstanceFailed"
+
+
+def _json_or_text(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def status_history(history: list[dict[str, Any]], show_output: bool, show_input: bool) -> list[dict[str, Any]]:
+    """The `historyEvents` of a status query, shaped like the extension's: scheduling events folded into results."""
+    scheduled = {
+        e["EventId"]: e
+        for e in history
+        if e["EventType"] in (EventType.TASK_SCHEDULED, EventType.SUB_ORCHESTRATION_INSTANCE_CREATED)
+    }
+    completed_ids = {
+        e.get("TaskScheduledId")
+        for e in history
+        if e["EventType"]
+        in (
+            EventType.TASK_COMPLETED,
+            EventType.TASK_FAILED,
+            EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
+            EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
+        )
+    }
+    events: list[dict[str, Any]] = []
+    for event in history:
+        event_type = event["EventType"]
+        if event_type in (EventType.ORCHESTRATOR_STARTED, EventType.ORCHESTRATOR_COMPLETED):
+            continue
+        if event_type in (EventType.TASK_SCHEDULED, EventType.SUB_ORCHESTRATION_INSTANCE_CREATED):
+            if event["EventId"] in completed_ids:
+                continue
+        item: dict[str, Any] = {"EventType": _EVENT_NAMES.get(event_type, str(event_type))}
+        if event.get("EventId", -1) != -1:
+            item["EventId"] = event["EventId"]
+        item["Timestamp"] = event["Timestamp"]
+        if event_type == EventType.EXECUTION_STARTED:
+            item["FunctionName"] = event.get("Name")
+            if show_input:
+                item["Input"] = _json_or_text(event.get("Input"))
+        elif event_type in (
+            EventType.TASK_COMPLETED,
+            EventType.TASK_FAILED,
+            EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
+            EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
+        ):
+            origin = scheduled.get(event.get("TaskScheduledId"), {})
+            item["FunctionName"] = origin.get("Name")
+            item["ScheduledTime"] = origin.get("Timestamp")
+            if origin.get("InstanceId"):
+                item["InstanceId"] = origin.get("InstanceId")
+            if event_type in (EventType.TASK_FAILED, EventType.SUB_ORCHESTRATION_INSTANCE_FAILED):
+                item["Reason"] = event.get("Reason")
+                if show_output:
+                    item["Details"] = event.get("Details")
+            elif show_output:
+                item["Result"] = _json_or_text(event.get("Result"))
+        elif event_type in (EventType.TASK_SCHEDULED, EventType.SUB_ORCHESTRATION_INSTANCE_CREATED):
+            item["FunctionName"] = event.get("Name")
+            if event.get("InstanceId"):
+                item["InstanceId"] = event.get("InstanceId")
+        elif event_type in (EventType.TIMER_CREATED, EventType.TIMER_FIRED):
+            item["FireAt"] = event.get("FireAt")
+            if event_type == EventType.TIMER_FIRED:
+                item["TimerId"] = event.get("TimerId")
+        elif event_type == EventType.EVENT_RAISED:
+            item["Name"] = event.get("Name")
+            if show_output:
+                item["Input"] = _json_or_text(event.get("Input"))
+        elif event_type == EventType.EVENT_SENT:
+            item["Name"] = event.get("Name")
+            item["InstanceId"] = event.get("InstanceId")
+            if show_output:
+                item["Input"] = _json_or_text(event.get("Input"))
+        elif event_type == EventType.EXECUTION_COMPLETED:
+            item["OrchestrationStatus"] = event.get("OrchestrationStatus")
+            if show_output:
+                item["Result"] = _json_or_text(event.get("Result"))
+        elif event_type == EventType.EXECUTION_TERMINATED:
+            item["Input"] = event.get("Input")
+        events.append(item)
+    return events

@@ -1,0 +1,988 @@
+"""The durable back end: orchestration episodes, activities, entities and durable timers, all on one event loop.
+
+How work flows (every arrow is one SQLite transaction, committed before anything depends on it):
+
+* a client start inserts the instance row and its `ExecutionStarted` message;
+* an orchestration *episode* takes the instance's visible messages, appends `OrchestratorStarted` + those events
+  to the history, calls the SDK's own orchestrator handle with the whole history, replays the returned actions
+  (`devhost.replay`) to find the new work, then commits in one transaction: the consumed messages deleted, the new
+  history events (scheduling events, `OrchestratorCompleted`, and the completion if any), the new work items
+  (activity rows, timer messages that become visible at their fire time, entity messages, child instances) and the
+  instance's status;
+* an activity runs (sync ones in the thread pool); its row is deleted and its `TaskCompleted`/`TaskFailed` message
+  inserted in one transaction. A crash before that commit runs the activity again on restart (at-least-once);
+* an entity batch takes the entity's queued operations in arrival order, runs the SDK's entity handle, and commits
+  the new state, the consumed operations and the responses to calling orchestrations in one transaction.
+
+Episodes run inline on the loop (they are pure and fast) and are serialized per instance by construction: an
+instance is only run again after its previous episode has committed. Writes go through a group commit
+(`store.GroupCommitter`): everything submitted during one loop iteration commits in one transaction, each write in
+its own savepoint, and nothing is acknowledged or acted on before that commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from azure.functions import meta
+from azure.functions.durable_functions import ActivityTriggerConverter
+
+from devhost.functions import FunctionIndex
+from devhost.history import (
+    Event,
+    EventType,
+    format_sdk_time,
+    new_event,
+    next_orchestrator_time,
+    utcnow,
+    with_played_flags,
+)
+from devhost.invocation import InvocationContext, invocation
+from devhost.replay import HTTP_ACTIVITY, NonDeterminismError, Replayer, Work
+from devhost.store import ACTIVE_STATUSES, TERMINAL_STATUSES, ActivityItem, GroupCommitter, Instance, Store
+
+logger = logging.getLogger(__name__)
+
+OUT_OF_PROC_LABEL = "$OutOfProcData$:"
+ENTITY_BATCH_SIZE = 50
+EPISODES_PER_COMMIT = 64
+RETRY_DELAY = 5.0  # seconds before an episode or entity batch that hit a host error is tried again
+_INVALID_ID_CHARACTERS = set("/\\#?")
+
+
+class DurableError(Exception):
+    """A client request the back end refuses; `status` is the HTTP status the Durable HTTP API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Episode:
+    """What an orchestration episode writes (in one transaction), and what to do once that is committed."""
+
+    write: Callable[[Any], Any]
+    after_commit: Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass
+class PurgeResult:
+    """How many instances a purge deleted."""
+
+    instances_deleted: int
+
+
+def scheduler_id(entity_name: str, entity_key: str) -> str:
+    """`@name@key`: the name lower-cased, the key as is."""
+    return f"@{entity_name.lower()}@{entity_key}"
+
+
+def split_scheduler_id(entity_id: str) -> tuple[str, str]:
+    """(name, key) of an `@name@key` scheduler id."""
+    _, name, key = entity_id.split("@", 2)
+    return name, key
+
+
+def validate_instance_id(instance_id: str) -> None:
+    r"""Instance ids as Azure Storage accepts them: 1-100 characters, no `/ \\ # ?` nor control characters."""
+    if not instance_id or len(instance_id) > 100:
+        raise DurableError(400, "Instance ID must be between 1 and 100 characters long")
+    if any(ch in _INVALID_ID_CHARACTERS or ord(ch) < 32 for ch in instance_id):
+        raise DurableError(400, f"Instance ID '{instance_id}' contains invalid characters")
+
+
+class DurableEngine:
+    """Runs orchestrations, activities and entities from the store; the Durable HTTP API calls its methods."""
+
+    def __init__(
+        self,
+        store: Store,
+        index: FunctionIndex,
+        executor: Executor,
+        function_directory: Path,
+    ) -> None:
+        self.store = store
+        self._committer = GroupCommitter(store)
+        self.index = index
+        self._executor = executor
+        self._function_directory = function_directory
+        self._dirty_instances: set[str] = set()
+        self._dirty_entities: set[str] = set()
+        self._timers: list[tuple[float, str, str]] = []
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._activities: dict[int, asyncio.Task[None]] = {}
+        self._entity_tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        self._completion_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._http_session: aiohttp.ClientSession | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Resume whatever the store holds: pending activities, visible messages, durable timers."""
+        now = time.time()
+        pending = self.store.pending_activities()
+        for item in pending:
+            self._spawn_activity(item)
+        self._dirty_instances.update(self.store.instances_with_visible_messages(now))
+        self._dirty_entities.update(self.store.entities_with_visible_messages(now))
+        for at, instance_id in self.store.next_invisible_times(now):
+            heapq.heappush(self._timers, (at, "instance", instance_id))
+        for at, entity_id in self.store.next_invisible_entity_times(now):
+            heapq.heappush(self._timers, (at, "entity", entity_id))
+        if pending or self._dirty_instances or self._dirty_entities or self._timers:
+            logger.info(
+                "Resuming durable work: %d activities, %d instances, %d entities with messages, %d timers",
+                len(pending),
+                len(self._dirty_instances),
+                len(self._dirty_entities),
+                len(self._timers),
+            )
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="devhost-dispatcher")
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Stop dispatching; let running activities and entity batches finish for a while, then cancel them.
+
+        Whatever is cancelled has not committed and runs again on the next start.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+        running = [*self._activities.values(), *self._entity_tasks.values()]
+        if running:
+            _, still_running = await asyncio.wait(running, timeout=grace_seconds)
+            for task in still_running:
+                task.cancel()
+            if still_running:
+                await asyncio.wait(still_running, timeout=1.0)
+        if self._http_session is not None:
+            await self._http_session.close()
+
+    # ------------------------------------------------------------------ notifications
+
+    def _notify_instance(self, instance_id: str) -> None:
+        self._dirty_instances.add(instance_id)
+        self._wake.set()
+
+    def _notify_entity(self, entity_id: str) -> None:
+        self._dirty_entities.add(entity_id)
+        self._wake.set()
+
+    def _schedule_wake(self, at: float, kind: str, target: str) -> None:
+        heapq.heappush(self._timers, (at, kind, target))
+        self._wake.set()
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping:
+            now = time.time()
+            while self._timers and self._timers[0][0] <= now:
+                _, kind, target = heapq.heappop(self._timers)
+                (self._dirty_instances if kind == "instance" else self._dirty_entities).add(target)
+            instances = sorted(self._dirty_instances)[:EPISODES_PER_COMMIT]
+            self._dirty_instances.difference_update(instances)
+            await self._run_episodes(instances)
+            entities, self._dirty_entities = self._dirty_entities, set()
+            for entity_id in entities:
+                if entity_id not in self._entity_tasks:
+                    self._entity_tasks[entity_id] = asyncio.create_task(self._run_entity(entity_id))
+            if self._dirty_instances or self._dirty_entities:
+                await asyncio.sleep(0)
+                continue
+            self._wake.clear()
+            timeout = max(0.0, self._timers[0][0] - time.time()) if self._timers else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _run_episodes(self, instance_ids: list[str]) -> None:
+        """Run one episode per instance, commit them together, then act on what they committed."""
+        prepared: list[tuple[str, Episode]] = []
+        for count, instance_id in enumerate(instance_ids):
+            try:
+                episode = self._prepare_episode(instance_id)
+            except Exception:
+                logger.exception(
+                    "devhost: the episode of instance %s failed; retrying in %ss", instance_id, RETRY_DELAY
+                )
+                self._schedule_wake(time.time() + RETRY_DELAY, "instance", instance_id)
+                continue
+            if episode is not None:
+                prepared.append((instance_id, episode))
+            if count % 16 == 15:
+                await asyncio.sleep(0)
+        if not prepared:
+            return
+        results = await asyncio.gather(
+            *(self._committer.submit(episode.write) for _, episode in prepared), return_exceptions=True
+        )
+        for (instance_id, episode), result in zip(prepared, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.error(
+                    "devhost: could not commit the episode of %s (retrying in %ss): %s",
+                    instance_id,
+                    RETRY_DELAY,
+                    result,
+                )
+                self._schedule_wake(time.time() + RETRY_DELAY, "instance", instance_id)
+                continue
+            episode.after_commit()
+
+    # ------------------------------------------------------------------ client operations
+
+    async def start_instance(
+        self, name: str, instance_id: str | None, input_token: str | None, version: str = ""
+    ) -> str:
+        """Create an instance and its ExecutionStarted message; returns the instance id once committed.
+
+        An id whose instance is Pending/Running/Suspended is refused with 409 (the extension's default
+        `overridableExistingInstanceStates: NonRunningStates`); a completed, failed or terminated one is replaced.
+        """
+        if name not in self.index.orchestrators:
+            known = ", ".join(f"'{n}'" for n in sorted(self.index.orchestrators))
+            raise DurableError(
+                400,
+                f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator function. "
+                f"Additional info: the following are the active orchestrator functions: {known}.",
+            )
+        new_id = instance_id or uuid.uuid4().hex
+        validate_instance_id(new_id)
+        await self._committer.submit(
+            lambda db: self._create_instance(db, new_id, name, input_token, version, None, None, None)
+        )
+        self._notify_instance(new_id)
+        return new_id
+
+    def _create_instance(
+        self,
+        db: Any,
+        instance_id: str,
+        name: str,
+        input_token: str | None,
+        version: str,
+        parent_instance_id: str | None,
+        parent_execution_id: str | None,
+        parent_task_id: int | None,
+    ) -> str:
+        existing = self.store.get_instance(instance_id)
+        if existing is not None and existing.status in ACTIVE_STATUSES:
+            raise DurableError(409, f"An Orchestration instance with the status {existing.status} already exists.")
+        now = utcnow()
+        execution_id = uuid.uuid4().hex
+        if existing is not None:
+            Store.delete_instance_data(db, instance_id)
+            db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
+        db.execute(
+            "INSERT INTO instances (instance_id, execution_id, name, version, status, input, output, custom_status, "
+            "created_time, last_updated_time, parent_instance_id, parent_execution_id, parent_task_id) "
+            "VALUES (?, ?, ?, ?, 'Pending', ?, NULL, NULL, ?, ?, ?, ?, ?)",
+            (
+                instance_id,
+                execution_id,
+                name,
+                version,
+                input_token,
+                now.timestamp(),
+                now.timestamp(),
+                parent_instance_id,
+                parent_execution_id,
+                parent_task_id,
+            ),
+        )
+        started: Event = new_event(
+            EventType.EXECUTION_STARTED,
+            now,
+            Name=name,
+            Version=version,
+            Input=json.loads(input_token) if input_token is not None else None,
+            OrchestrationInstance={"InstanceId": instance_id, "ExecutionId": execution_id},
+        )
+        if parent_instance_id:
+            started["ParentInstance"] = {
+                "OrchestrationInstance": {"InstanceId": parent_instance_id, "ExecutionId": parent_execution_id},
+                "TaskScheduleId": parent_task_id,
+            }
+        Store.enqueue(db, instance_id, execution_id, started, 0.0)
+        return execution_id
+
+    def _require_instance(self, instance_id: str) -> Instance:
+        instance = self.store.get_instance(instance_id)
+        if instance is None:
+            raise DurableError(404, f"No instance with ID '{instance_id}' found.")
+        return instance
+
+    async def raise_event(self, instance_id: str, event_name: str, data_text: str) -> None:
+        """Queue an EventRaised message whose Input is the request's JSON text."""
+        instance = self._require_instance(instance_id)
+        if instance.status in TERMINAL_STATUSES:
+            raise DurableError(410, f"Instance with ID {instance_id} is gone: either completed or failed")
+        event = new_event(EventType.EVENT_RAISED, utcnow(), Name=event_name, Input=data_text)
+        await self._committer.submit(lambda db: Store.enqueue(db, instance_id, instance.execution_id, event, 0.0))
+        self._notify_instance(instance_id)
+
+    async def terminate(self, instance_id: str, reason: str | None) -> None:
+        """Queue the termination of a running instance (410 when it has already finished)."""
+        await self._control(instance_id, EventType.EXECUTION_TERMINATED, reason)
+
+    async def suspend(self, instance_id: str, reason: str | None) -> None:
+        """Queue a suspension: the instance keeps its messages and runs nothing until resumed."""
+        await self._control(instance_id, EventType.EXECUTION_SUSPENDED, reason)
+
+    async def resume(self, instance_id: str, reason: str | None) -> None:
+        """Queue the resumption of a suspended instance."""
+        await self._control(instance_id, EventType.EXECUTION_RESUMED, reason)
+
+    async def _control(self, instance_id: str, event_type: EventType, reason: str | None) -> None:
+        instance = self._require_instance(instance_id)
+        if instance.status in TERMINAL_STATUSES:
+            raise DurableError(410, f"Instance with ID {instance_id} is gone: either completed or failed")
+        event = new_event(event_type, utcnow(), Input=reason)
+        await self._committer.submit(lambda db: Store.enqueue(db, instance_id, instance.execution_id, event, 0.0))
+        self._notify_instance(instance_id)
+
+    async def restart(self, instance_id: str, new_instance_id: bool) -> str:
+        """Start the orchestration again with its original input, under a new id or the same one."""
+        instance = self._require_instance(instance_id)
+        target = uuid.uuid4().hex if new_instance_id else instance_id
+        return await self.start_instance(instance.name, target, instance.input, instance.version)
+
+    def rewind(self, instance_id: str, reason: str | None) -> None:
+        """Rewind a failed instance: drop its failure and the failed tasks' results, and run those tasks again."""
+        instance = self._require_instance(instance_id)
+        if instance.status != "Failed":
+            raise DurableError(
+                412,
+                f'This orchestration has status {instance.status}, but only orchestrations in the "Failed" state '
+                f"can be rewound.",
+            )
+        history = self.store.load_history(instance_id)
+        failed_ids = {e.get("TaskScheduledId") for e in history if e["EventType"] == EventType.TASK_FAILED}
+        kept = [
+            e
+            for e in history
+            if not (e["EventType"] == EventType.TASK_FAILED) and not (e["EventType"] == EventType.EXECUTION_COMPLETED)
+        ]
+        scheduled = [e for e in kept if e["EventType"] == EventType.TASK_SCHEDULED and e.get("EventId") in failed_ids]
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
+            Store.append_history(db, instance_id, 0, kept)
+            for event in scheduled:
+                db.execute(
+                    "INSERT INTO activities (instance_id, execution_id, task_id, name, input) VALUES (?, ?, ?, ?, ?)",
+                    (instance_id, instance.execution_id, event["EventId"], event.get("Name"), event.get("Input")),
+                )
+            db.execute(
+                "UPDATE instances SET status = 'Running', output = NULL, last_updated_time = ? WHERE instance_id = ?",
+                (time.time(), instance_id),
+            )
+        logger.info("Rewound instance %s (%s): %d failed tasks run again", instance_id, reason, len(scheduled))
+        for item in self.store.pending_activities():
+            if item.instance_id == instance_id and item.id not in self._activities:
+                self._spawn_activity(item)
+
+    def purge(self, instance_id: str) -> PurgeResult:
+        """Delete a finished instance and its history (404 when unknown, 412 while it runs)."""
+        instance = self.store.get_instance(instance_id)
+        if instance is None:
+            raise DurableError(404, f"No instance with ID '{instance_id}' found.")
+        if instance.status not in TERMINAL_STATUSES:
+            raise DurableError(
+                412,
+                f"Only orchestrations in a terminal state can be purged, but the orchestration with instance ID "
+                f"{instance_id} has status {instance.status}",
+            )
+        with self.store.transaction() as db:
+            Store.delete_instance_data(db, instance_id)
+            db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
+        return PurgeResult(1)
+
+    def purge_by(self, created_from: float, created_to: float, statuses: list[str] | None) -> PurgeResult:
+        """Delete the finished instances created in the window (only terminal statuses are ever purged)."""
+        wanted = [s for s in (statuses or TERMINAL_STATUSES) if s in TERMINAL_STATUSES]
+        if not wanted:
+            return PurgeResult(0)
+        victims = self.store.query_instances(created_from=created_from, created_to=created_to, statuses=wanted)
+        with self.store.transaction() as db:
+            for instance in victims:
+                Store.delete_instance_data(db, instance.instance_id)
+                db.execute("DELETE FROM instances WHERE instance_id = ?", (instance.instance_id,))
+        return PurgeResult(len(victims))
+
+    async def signal_entity(self, entity_name: str, entity_key: str, operation: str, input_text: str | None) -> None:
+        """Queue a signal; returns once it is committed."""
+        if entity_name.lower() not in self.index.entities:
+            raise DurableError(
+                400, f"The function '{entity_name}' doesn't exist, is disabled, or is not an entity function."
+            )
+        entity_id = scheduler_id(entity_name, entity_key)
+        await self._committer.submit(
+            lambda db: Store.enqueue_entity_message(db, entity_id, operation, input_text, is_signal=True)
+        )
+        self._notify_entity(entity_id)
+
+    async def wait_for_completion(self, instance_id: str, within: float) -> None:
+        """Wait until the instance is in a terminal state or the timeout passes."""
+        instance = self.store.get_instance(instance_id)
+        if instance is None or instance.status in TERMINAL_STATUSES:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._completion_waiters.setdefault(instance_id, []).append(future)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), within)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._completion_waiters.get(instance_id, [])
+            if future in waiters:
+                waiters.remove(future)
+
+    # ------------------------------------------------------------------ orchestration episodes
+
+    def _prepare_episode(self, instance_id: str) -> Episode | None:
+        now = utcnow()
+        messages = self.store.visible_messages(instance_id, now.timestamp())
+        if not messages:
+            return
+        instance = self.store.get_instance(instance_id)
+        current = [m for m in messages if instance and m.execution_id in (None, instance.execution_id)]
+        if instance is None or instance.status in TERMINAL_STATUSES or not current:
+            # messages for a finished, purged or replaced execution: nothing will consume them
+            dropped = [
+                (m.id,)
+                for m in messages
+                if m not in current or instance is None or instance.status in TERMINAL_STATUSES
+            ]
+            return Episode(lambda db: db.executemany("DELETE FROM inbox WHERE id = ?", dropped), _nothing)
+        stale = [m for m in messages if m not in current]
+        terminate = next((m for m in current if m.event["EventType"] == EventType.EXECUTION_TERMINATED), None)
+        if terminate is not None:
+            return self._terminate(instance, terminate.event.get("Input"), now)
+
+        status = instance.status
+        consumed = list(stale)
+        work_messages = []
+        for message in current:
+            event_type = message.event["EventType"]
+            if event_type == EventType.EXECUTION_SUSPENDED:
+                status = "Suspended"
+                consumed.append(message)
+            elif event_type == EventType.EXECUTION_RESUMED:
+                status = "Running" if status == "Suspended" else status
+                consumed.append(message)
+            else:
+                work_messages.append(message)
+        if status == "Suspended":
+            work_messages = []  # kept queued until the instance is resumed
+        history = self.store.load_history(instance_id)
+        if not history and not any(m.event["EventType"] == EventType.EXECUTION_STARTED for m in work_messages):
+            work_messages = []  # events that arrived before the start is processed wait for it
+        if not work_messages:
+            if not consumed and status == instance.status:
+                return None
+
+            def update_status(db: Any) -> None:
+                db.executemany("DELETE FROM inbox WHERE id = ?", [(m.id,) for m in consumed])
+                db.execute(
+                    "UPDATE instances SET status = ?, last_updated_time = ? WHERE instance_id = ?",
+                    (status, now.timestamp(), instance_id),
+                )
+
+            return Episode(update_status, _nothing)
+        consumed += work_messages
+        if status == "Pending":
+            status = "Running"
+
+        new_events = [m.event for m in work_messages]
+        new_events.sort(key=lambda e: 0 if e["EventType"] == EventType.EXECUTION_STARTED else 1)
+        started_at = next_orchestrator_time(history, now)
+        episode = [new_event(EventType.ORCHESTRATOR_STARTED, started_at), *new_events]
+        full_history = history + episode
+
+        state, error = self._invoke_orchestrator(instance, full_history)
+        actions: list[dict[str, Any]] = []
+        if state and isinstance(state.get("actions"), list) and state["actions"]:
+            actions = state["actions"][0] or []
+        replay = None
+        try:
+            replay = Replayer(instance_id, instance.execution_id, actions).run(full_history)
+        except NonDeterminismError as mismatch:
+            error = str(mismatch)
+            logger.error("Orchestration %s (%s) failed: %s", instance.name, instance_id, error)
+
+        scheduled: list[Event] = []
+        new_work: list[Work] = replay.new_work if replay else []
+        for work in new_work:
+            scheduled.append(self._scheduling_event(instance, work, started_at))
+        done_event: Event | None = None
+        output = instance.output
+        custom_status = instance.custom_status
+        if state is not None and state.get("customStatus") is not None:
+            custom_status = json.dumps(state["customStatus"])
+        continue_as_new = False
+        if error is not None:
+            status = "Failed"
+            message = f"Orchestrator function '{instance.name}' failed: {error}"
+            output = json.dumps(message)
+            done_event = new_event(
+                EventType.EXECUTION_COMPLETED, started_at, OrchestrationStatus="Failed", Result=message
+            )
+        elif state is not None and state.get("isDone"):
+            if replay is not None and replay.continue_as_new:
+                continue_as_new = True
+                status = "ContinuedAsNew"
+            else:
+                status = "Completed"
+                output = json.dumps(state.get("output"))
+                done_event = new_event(
+                    EventType.EXECUTION_COMPLETED, started_at, OrchestrationStatus="Completed", Result=output
+                )
+        appended = [*episode, *scheduled, new_event(EventType.ORCHESTRATOR_COMPLETED, started_at)]
+        if done_event is not None:
+            appended.append(done_event)
+
+        activities: list[ActivityItem] = []
+        wake: list[tuple[float, str, str]] = []
+        notify_instances: list[str] = []
+        notify_entities: list[str] = []
+
+        def write(db: Any) -> None:
+            db.executemany("DELETE FROM inbox WHERE id = ?", [(m.id,) for m in consumed])
+            Store.append_history(db, instance_id, len(history), appended)
+            for work in new_work:
+                self._persist_work(db, instance, work, activities, wake, notify_instances, notify_entities)
+            if replay is not None and replay.canceled_timer_ids:
+                db.executemany(
+                    "DELETE FROM inbox WHERE instance_id = ? AND json_extract(event, '$.EventType') = ? "
+                    "AND json_extract(event, '$.TimerId') = ?",
+                    [(instance_id, int(EventType.TIMER_FIRED), timer_id) for timer_id in replay.canceled_timer_ids],
+                )
+            db.execute(
+                "UPDATE instances SET status = ?, output = ?, custom_status = ?, last_updated_time = ? "
+                "WHERE instance_id = ?",
+                (status, output, custom_status, time.time(), instance_id),
+            )
+            if continue_as_new and replay is not None:
+                self._continue_as_new(db, instance, replay.continue_as_new_input)
+                notify_instances.append(instance_id)
+            if status in TERMINAL_STATUSES and instance.parent_instance_id:
+                self._notify_parent(db, instance, status, output, error)
+                notify_instances.append(instance.parent_instance_id)
+
+        def after_commit() -> None:
+            self._after_commit(activities, wake, notify_instances, notify_entities)
+            if status in TERMINAL_STATUSES:
+                self._completed(instance_id)
+
+        return Episode(write, after_commit)
+
+    def _invoke_orchestrator(
+        self, instance: Instance, history: list[Event]
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """Call the SDK's handle with the context JSON; returns (orchestrator state, error message or None)."""
+        function = self.index.orchestrators.get(instance.name)
+        if function is None:
+            return None, f"The orchestrator function '{instance.name}' does not exist in this app"
+        context = {
+            "history": with_played_flags(history),
+            "input": json.loads(instance.input) if instance.input is not None else None,
+            "instanceId": instance.instance_id,
+            "isReplaying": False,
+            "parentInstanceId": instance.parent_instance_id,
+            "upperSchemaVersion": 1,
+            "upperSchemaVersionNew": 2,
+        }
+        body = json.dumps(context)
+        with invocation(function.function_name, "(null)") as outcome:
+            try:
+                result = function.handle(**{function.trigger_name: body})
+            except Exception as exc:
+                outcome.failed = True
+                text = str(exc)
+                if OUT_OF_PROC_LABEL in text:
+                    message, _, payload = text.partition(OUT_OF_PROC_LABEL)
+                    try:
+                        state = json.loads(payload)
+                    except ValueError:
+                        state = None
+                    error = (state or {}).get("error") or message.strip()
+                    logger.error("Orchestrator %s (%s) failed: %s", instance.name, instance.instance_id, error)
+                    return state, str(error)
+                logger.exception("Orchestrator %s (%s) raised outside the SDK", instance.name, instance.instance_id)
+                return None, f"{type(exc).__name__}: {exc}"
+        try:
+            state = json.loads(result)
+        except (TypeError, ValueError):
+            return None, f"The orchestrator returned an invalid state: {result!r}"
+        return state, None
+
+    def _scheduling_event(self, instance: Instance, work: Work, at: datetime) -> Event:
+        if work.kind == "activity":
+            return new_event(EventType.TASK_SCHEDULED, at, work.event_id, Name=work.name, Version="", Input=work.input)
+        if work.kind == "timer":
+            assert work.fire_at is not None
+            return new_event(EventType.TIMER_CREATED, at, work.event_id, FireAt=format_sdk_time(work.fire_at))
+        if work.kind == "suborchestration":
+            work.instance_id = work.instance_id or f"{instance.instance_id}:{work.event_id}"
+            return new_event(
+                EventType.SUB_ORCHESTRATION_INSTANCE_CREATED,
+                at,
+                work.event_id,
+                Name=work.name,
+                InstanceId=work.instance_id,
+                Input=work.input,
+                Version="",
+            )
+        request = {
+            "op": work.operation,
+            "signal": work.signal,
+            "input": json.dumps(work.input) if work.input is not None else None,
+            "id": work.request_id,
+            "parent": instance.instance_id,
+            "parentExecution": instance.execution_id,
+        }
+        return new_event(
+            EventType.EVENT_SENT, at, work.event_id, InstanceId=work.name, Name="op", Input=json.dumps(request)
+        )
+
+    def _persist_work(
+        self,
+        db: Any,
+        instance: Instance,
+        work: Work,
+        activities: list[ActivityItem],
+        wake: list[tuple[float, str, str]],
+        notify_instances: list[str],
+        notify_entities: list[str],
+    ) -> None:
+        if work.kind == "activity":
+            cursor = db.execute(
+                "INSERT INTO activities (instance_id, execution_id, task_id, name, input) VALUES (?, ?, ?, ?, ?)",
+                (instance.instance_id, instance.execution_id, work.event_id, work.name, work.input),
+            )
+            activities.append(
+                ActivityItem(
+                    int(cursor.lastrowid or 0),
+                    instance.instance_id,
+                    instance.execution_id,
+                    work.event_id,
+                    work.name,
+                    work.input,
+                )
+            )
+        elif work.kind == "timer":
+            if work.canceled or work.fire_at is None:
+                return
+            fired = new_event(
+                EventType.TIMER_FIRED, work.fire_at, TimerId=work.event_id, FireAt=format_sdk_time(work.fire_at)
+            )
+            at = work.fire_at.timestamp()
+            Store.enqueue(db, instance.instance_id, instance.execution_id, fired, at)
+            wake.append((at, "instance", instance.instance_id))
+        elif work.kind == "entity":
+            at = work.fire_at.timestamp() if work.fire_at is not None else 0.0
+            Store.enqueue_entity_message(
+                db,
+                work.name,
+                work.operation or "",
+                json.dumps(work.input) if work.input is not None else None,
+                is_signal=work.signal,
+                request_id=None if work.signal else work.request_id,
+                parent_instance_id=instance.instance_id,
+                parent_execution_id=instance.execution_id,
+                visible_at=at,
+            )
+            if at:
+                wake.append((at, "entity", work.name))
+            else:
+                notify_entities.append(work.name)
+        elif work.kind == "suborchestration":
+            child_id = work.instance_id or f"{instance.instance_id}:{work.event_id}"
+            try:
+                self._create_instance(
+                    db,
+                    child_id,
+                    work.name,
+                    json.dumps(work.input) if work.input is not None else None,
+                    "",
+                    instance.instance_id,
+                    instance.execution_id,
+                    work.event_id,
+                )
+                notify_instances.append(child_id)
+            except DurableError as refused:
+                failed = new_event(
+                    EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
+                    utcnow(),
+                    TaskScheduledId=work.event_id,
+                    Reason=refused.message,
+                    Details=None,
+                )
+                Store.enqueue(db, instance.instance_id, instance.execution_id, failed, 0.0)
+                notify_instances.append(instance.instance_id)
+
+    def _continue_as_new(self, db: Any, instance: Instance, input_text: str | None) -> None:
+        execution_id = uuid.uuid4().hex
+        input_token = json.dumps(input_text) if input_text is not None else None
+        db.execute("DELETE FROM history WHERE instance_id = ?", (instance.instance_id,))
+        db.execute("DELETE FROM activities WHERE instance_id = ?", (instance.instance_id,))
+        db.execute(
+            "UPDATE instances SET execution_id = ?, input = ?, output = NULL, status = 'Running' WHERE instance_id = ?",
+            (execution_id, input_token, instance.instance_id),
+        )
+        started = new_event(
+            EventType.EXECUTION_STARTED,
+            utcnow(),
+            Name=instance.name,
+            Version=instance.version,
+            Input=input_text,
+            OrchestrationInstance={"InstanceId": instance.instance_id, "ExecutionId": execution_id},
+        )
+        Store.enqueue(db, instance.instance_id, execution_id, started, 0.0)
+
+    def _notify_parent(self, db: Any, instance: Instance, status: str, output: str | None, error: str | None) -> None:
+        assert instance.parent_instance_id is not None
+        now = utcnow()
+        if status == "Completed":
+            event = new_event(
+                EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
+                now,
+                TaskScheduledId=instance.parent_task_id,
+                Result=output,
+            )
+        else:
+            reason = error or f"The sub-orchestration {instance.instance_id} was {status.lower()}"
+            event = new_event(
+                EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
+                now,
+                TaskScheduledId=instance.parent_task_id,
+                Reason=f"Sub-orchestration '{instance.name}' failed: {reason}",
+                Details=None,
+            )
+        Store.enqueue(db, instance.parent_instance_id, instance.parent_execution_id, event, 0.0)
+
+    def _terminate(self, instance: Instance, reason: str | None, now: datetime) -> Episode:
+        history = self.store.load_history(instance.instance_id)
+        event = new_event(EventType.EXECUTION_TERMINATED, now, Input=reason)
+        notify: list[str] = []
+
+        def write(db: Any) -> None:
+            db.execute("DELETE FROM inbox WHERE instance_id = ?", (instance.instance_id,))
+            db.execute("DELETE FROM activities WHERE instance_id = ?", (instance.instance_id,))
+            Store.append_history(db, instance.instance_id, len(history), [event])
+            db.execute(
+                "UPDATE instances SET status = 'Terminated', output = ?, last_updated_time = ? WHERE instance_id = ?",
+                (json.dumps(reason), now.timestamp(), instance.instance_id),
+            )
+            if instance.parent_instance_id:
+                self._notify_parent(db, instance, "Terminated", None, f"terminated: {reason}")
+                notify.append(instance.parent_instance_id)
+
+        def after_commit() -> None:
+            logger.info("Orchestration %s (%s) terminated: %s", instance.name, instance.instance_id, reason)
+            for instance_id in notify:
+                self._notify_instance(instance_id)
+            self._completed(instance.instance_id)
+
+        return Episode(write, after_commit)
+
+    def _completed(self, instance_id: str) -> None:
+        for future in self._completion_waiters.pop(instance_id, []):
+            if not future.done():
+                future.set_result(None)
+
+    def _after_commit(
+        self,
+        activities: list[ActivityItem],
+        wake: list[tuple[float, str, str]],
+        notify_instances: list[str],
+        notify_entities: list[str],
+    ) -> None:
+        for item in activities:
+            self._spawn_activity(item)
+        for at, kind, target in wake:
+            self._schedule_wake(at, kind, target)
+        for instance_id in notify_instances:
+            self._notify_instance(instance_id)
+        for entity_id in notify_entities:
+            self._notify_entity(entity_id)
+
+    # ------------------------------------------------------------------ activities
+
+    def _spawn_activity(self, item: ActivityItem) -> None:
+        if item.id in self._activities or self._stopping:
+            return
+        task = asyncio.create_task(self._run_activity(item), name=f"activity-{item.name}-{item.id}")
+        self._activities[item.id] = task
+        task.add_done_callback(lambda _t, key=item.id: self._activities.pop(key, None))
+
+    async def _run_activity(self, item: ActivityItem) -> None:
+        result_event: Event
+        try:
+            if item.name == HTTP_ACTIVITY:
+                result = await self._call_http(item.input)
+                result_event = new_event(
+                    EventType.TASK_COMPLETED, utcnow(), TaskScheduledId=item.task_id, Result=json.dumps(result)
+                )
+            else:
+                result_text = await self._call_activity(item)
+                result_event = new_event(
+                    EventType.TASK_COMPLETED, utcnow(), TaskScheduledId=item.task_id, Result=result_text
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            result_event = new_event(
+                EventType.TASK_FAILED,
+                utcnow(),
+                TaskScheduledId=item.task_id,
+                Reason=f"Activity function '{item.name}' failed: {type(exc).__name__}: {exc}",
+                Details="".join(traceback.format_exception(exc)),
+            )
+
+        def write(db: Any) -> bool:
+            if not db.execute("DELETE FROM activities WHERE id = ?", (item.id,)).rowcount:
+                return False  # the instance was terminated, purged or replaced meanwhile
+            Store.enqueue(db, item.instance_id, item.execution_id, result_event, 0.0)
+            return True
+
+        if await self._committer.submit(write):
+            self._notify_instance(item.instance_id)
+
+    async def _call_activity(self, item: ActivityItem) -> str:
+        function = self.index.activities.get(item.name)
+        if function is None:
+            raise LookupError(f"The activity function '{item.name}' does not exist in this app")
+        value = ActivityTriggerConverter.decode(meta.Datum(item.input or "null", "string"), trigger_metadata=None)
+        kwargs: dict[str, Any] = {function.input_name: value}
+        with invocation(function.function_name, "(null)") as outcome:
+            if "context" in function.parameters and function.input_name != "context":
+                kwargs["context"] = InvocationContext(
+                    outcome.invocation_id, function.function_name, self._function_directory
+                )
+            if function.is_async:
+                returned = await function.fn(**kwargs)
+            else:
+                loop = asyncio.get_running_loop()
+                returned = await loop.run_in_executor(self._executor, partial(function.fn, **kwargs))
+        datum = ActivityTriggerConverter.encode(returned, expected_type=None)
+        return str(datum.value)
+
+    async def _call_http(self, request_text: str | None) -> dict[str, Any]:
+        """The built-in HTTP activity behind `context.call_http` (no managed-identity tokens)."""
+        request = json.loads(request_text or "{}")
+        if request.get("tokenSource"):
+            raise NotImplementedError("devhost does not support tokenSource in call_http")
+        if self._http_session is None:
+            self._http_session = aiohttp.ClientSession()
+        headers = {
+            k: (", ".join(v) if isinstance(v, list) else str(v)) for k, v in (request.get("headers") or {}).items()
+        }
+        async with self._http_session.request(
+            request.get("method", "GET"), request["uri"], data=request.get("content"), headers=headers
+        ) as response:
+            content = await response.text()
+            return {
+                "statusCode": response.status,
+                "headers": {k: response.headers.getall(k) for k in response.headers},
+                "content": content,
+            }
+
+    # ------------------------------------------------------------------ entities
+
+    async def _run_entity(self, entity_id: str) -> None:
+        try:
+            while not self._stopping:
+                batch = self.store.entity_batch(entity_id, time.time(), ENTITY_BATCH_SIZE)
+                if not batch:
+                    break
+                await self._run_entity_batch(entity_id, batch)
+        except Exception:
+            logger.exception("devhost: the batch of entity %s failed; retrying in %ss", entity_id, RETRY_DELAY)
+            self._schedule_wake(time.time() + RETRY_DELAY, "entity", entity_id)
+        finally:
+            self._entity_tasks.pop(entity_id, None)
+
+    async def _run_entity_batch(self, entity_id: str, batch: list[Any]) -> None:
+        name, key = split_scheduler_id(entity_id)
+        function = self.index.entities.get(name)
+        state = self.store.get_entity_state(entity_id)
+        request = {
+            "self": {"name": name, "key": key},
+            "exists": state is not None,
+            "state": state,
+            "batch": [{"name": m.operation, "input": m.input, "isSignal": m.is_signal} for m in batch],
+        }
+        exists, new_state = state is not None, state
+        results: list[dict[str, Any]]
+        if function is None:
+            error = json.dumps(f"The entity function '{name}' does not exist in this app")
+            results = [{"isError": True, "result": error} for _ in batch]
+        else:
+            body = json.dumps(request)
+            loop = asyncio.get_running_loop()
+            with invocation(function.function_name, "(null)") as outcome:
+                try:
+                    returned = await loop.run_in_executor(
+                        self._executor, partial(function.handle, **{function.trigger_name: body})
+                    )
+                    response = json.loads(returned)
+                    exists = bool(response.get("entityExists"))
+                    new_state = response.get("entityState")
+                    results = list(response.get("results") or [])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    outcome.failed = True
+                    logger.exception("Entity %s: the batch raised", entity_id)
+                    results = [{"isError": True, "result": json.dumps(f"{type(exc).__name__}: {exc}")} for _ in batch]
+        while len(results) < len(batch):
+            results.append({"isError": True, "result": json.dumps("The entity returned no result")})
+        notify: list[str] = []
+
+        def write(db: Any) -> None:
+            db.executemany("DELETE FROM entity_messages WHERE id = ?", [(m.id,) for m in batch])
+            if exists:
+                db.execute(
+                    "INSERT INTO entities (entity_id, name, key, state, last_modified) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (entity_id) DO UPDATE SET state = excluded.state, "
+                    "last_modified = excluded.last_modified",
+                    (entity_id, name, key, new_state if new_state is not None else "null", time.time()),
+                )
+            else:
+                db.execute("DELETE FROM entities WHERE entity_id = ?", (entity_id,))
+            for message, result in zip(batch, results, strict=False):
+                if message.is_signal or not message.parent_instance_id or not message.request_id:
+                    continue
+                payload: dict[str, Any] = {"result": result.get("result")}
+                if result.get("isError"):
+                    payload["exceptionType"] = "Error"
+                event = new_event(EventType.EVENT_RAISED, utcnow(), Name=message.request_id, Input=json.dumps(payload))
+                Store.enqueue(db, message.parent_instance_id, message.parent_execution_id, event, 0.0)
+                notify.append(message.parent_instance_id)
+
+        await self._committer.submit(write)
+        for instance_id in notify:
+            self._notify_instance(instance_id)

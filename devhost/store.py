@@ -1,0 +1,468 @@
+"""SQLite storage for everything durable: instances, histories, queued messages, work items, entities, timers.
+
+One database file per task hub under the state directory, in WAL mode with `synchronous=FULL`, so a commit is on
+disk before anything that depends on it is acknowledged. Every state change that must be atomic is one
+`transaction()`. The connection is used from the event loop's thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devhost.history import Event
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+-- One row per orchestration instance (its current execution).
+CREATE TABLE IF NOT EXISTS instances (
+    instance_id TEXT PRIMARY KEY,
+    execution_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL,
+    input TEXT,              -- the input as the status API shows it: JSON text of a JSON value (NULL: none)
+    output TEXT,             -- JSON text of the output (NULL: none)
+    custom_status TEXT,      -- JSON text (NULL: none)
+    created_time REAL NOT NULL,
+    last_updated_time REAL NOT NULL,
+    parent_instance_id TEXT,
+    parent_execution_id TEXT,
+    parent_task_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS instances_created ON instances (created_time);
+-- The history of each instance's current execution, in order.
+CREATE TABLE IF NOT EXISTS history (
+    instance_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (instance_id, seq)
+) WITHOUT ROWID;
+-- Messages an orchestration has not consumed yet (ExecutionStarted, completions, events, timers, terminate...).
+-- A timer is a TimerFired message that becomes visible at its fire time.
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    execution_id TEXT,       -- NULL: for whichever execution is current
+    visible_at REAL NOT NULL,
+    event TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_instance ON inbox (instance_id, id);
+CREATE INDEX IF NOT EXISTS inbox_visible ON inbox (visible_at);
+-- Activities scheduled and not yet completed (run again after a crash: at-least-once).
+CREATE TABLE IF NOT EXISTS activities (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    input TEXT
+);
+-- Entity operations (signals and calls) not yet processed, in arrival order.
+CREATE TABLE IF NOT EXISTS entity_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    entity_id TEXT NOT NULL,  -- scheduler id: @name@key
+    operation TEXT NOT NULL,
+    input TEXT,               -- the batch's `input`: JSON text of the JSON text (twice encoded), or NULL
+    is_signal INTEGER NOT NULL,
+    request_id TEXT,
+    parent_instance_id TEXT,
+    parent_execution_id TEXT,
+    visible_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entity_messages_entity ON entity_messages (entity_id, id);
+CREATE INDEX IF NOT EXISTS entity_messages_visible ON entity_messages (visible_at);
+CREATE TABLE IF NOT EXISTS entities (
+    entity_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,      -- JSON text
+    last_modified REAL NOT NULL
+);
+-- Timer triggers: when each last fired and when it is due next.
+CREATE TABLE IF NOT EXISTS timer_triggers (
+    function_name TEXT PRIMARY KEY,
+    last_fire REAL,
+    next_fire REAL,
+    last_updated REAL NOT NULL
+);
+"""
+
+TERMINAL_STATUSES = ("Completed", "Failed", "Terminated", "Canceled")
+ACTIVE_STATUSES = ("Pending", "Running", "ContinuedAsNew", "Suspended")
+
+
+class StateDirInUseError(RuntimeError):
+    """Another devhost process holds the state directory."""
+
+
+@dataclass
+class Instance:
+    """One orchestration instance row."""
+
+    instance_id: str
+    execution_id: str
+    name: str
+    version: str
+    status: str
+    input: str | None
+    output: str | None
+    custom_status: str | None
+    created_time: float
+    last_updated_time: float
+    parent_instance_id: str | None
+    parent_execution_id: str | None
+    parent_task_id: int | None
+
+
+@dataclass
+class InboxMessage:
+    """A message waiting for an orchestration episode."""
+
+    id: int
+    instance_id: str
+    execution_id: str | None
+    visible_at: float
+    event: Event
+
+
+@dataclass
+class ActivityItem:
+    """An activity waiting to run (or running)."""
+
+    id: int
+    instance_id: str
+    execution_id: str
+    task_id: int
+    name: str
+    input: str | None
+
+
+@dataclass
+class EntityMessage:
+    """An entity operation waiting to run."""
+
+    id: int
+    entity_id: str
+    operation: str
+    input: str | None
+    is_signal: bool
+    request_id: str | None
+    parent_instance_id: str | None
+    parent_execution_id: str | None
+
+
+def database_path(state_dir: Path, hub_name: str) -> Path:
+    """One file per task hub, as each hub is a separate store on Azure."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", hub_name) or "default"
+    return state_dir / f"durable-{safe}.sqlite3"
+
+
+class Store:
+    """The SQLite database of one task hub."""
+
+    def __init__(self, state_dir: Path, hub_name: str) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(state_dir / "devhost.lock", "a+")  # held for the store's lifetime
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            self._lock_file.close()
+            raise StateDirInUseError(f"The state directory {state_dir} is used by another devhost process") from error
+        self.path = database_path(state_dir, hub_name)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('hub_name', ?)", (hub_name,))
+
+    def close(self) -> None:
+        """Close the database and release the state directory."""
+        self._db.close()
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic, durable unit of work: committed (and on disk) when the block exits without error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ instances
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        """The instance row, or None."""
+        sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?"  # noqa: S608 - constant columns
+        row = self._db.execute(sql, (instance_id,))
+        found = row.fetchone()
+        return Instance(*found) if found else None
+
+    def query_instances(
+        self,
+        *,
+        created_from: float | None = None,
+        created_to: float | None = None,
+        statuses: list[str] | None = None,
+        prefix: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[Instance]:
+        """Instances matching every given filter, oldest first."""
+        clauses, args = _instance_filter(created_from, created_to, statuses, prefix)
+        sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances"  # noqa: S608 - constant columns, bound arguments
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY created_time, instance_id LIMIT ? OFFSET ?"
+        args += [limit if limit is not None else -1, offset]
+        return [Instance(*row) for row in self._db.execute(sql, args)]
+
+    def load_history(self, instance_id: str) -> list[Event]:
+        """The history of the instance's current execution, in order."""
+        rows = self._db.execute("SELECT event FROM history WHERE instance_id = ? ORDER BY seq", (instance_id,))
+        return [json.loads(row[0]) for row in rows]
+
+    @staticmethod
+    def append_history(db: sqlite3.Connection, instance_id: str, start_seq: int, events: list[Event]) -> None:
+        """Append events after `start_seq - 1` (inside a transaction)."""
+        db.executemany(
+            "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
+            [(instance_id, start_seq + i, json.dumps(event)) for i, event in enumerate(events)],
+        )
+
+    @staticmethod
+    def delete_instance_data(db: sqlite3.Connection, instance_id: str) -> None:
+        """Remove an instance's history, queued messages and pending activities (not the instance row)."""
+        db.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
+        db.execute("DELETE FROM inbox WHERE instance_id = ?", (instance_id,))
+        db.execute("DELETE FROM activities WHERE instance_id = ?", (instance_id,))
+
+    # ------------------------------------------------------------------ inbox
+
+    @staticmethod
+    def enqueue(
+        db: sqlite3.Connection, instance_id: str, execution_id: str | None, event: Event, visible_at: float
+    ) -> int:
+        """Queue a message for an orchestration (inside a transaction); returns its id."""
+        cursor = db.execute(
+            "INSERT INTO inbox (instance_id, execution_id, visible_at, event) VALUES (?, ?, ?, ?)",
+            (instance_id, execution_id, visible_at, json.dumps(event)),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def visible_messages(self, instance_id: str, now: float) -> list[InboxMessage]:
+        """The instance's messages that are visible now, in arrival order."""
+        rows = self._db.execute(
+            "SELECT id, instance_id, execution_id, visible_at, event FROM inbox "
+            "WHERE instance_id = ? AND visible_at <= ? ORDER BY id",
+            (instance_id, now),
+        )
+        return [InboxMessage(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def instances_with_visible_messages(self, now: float) -> list[str]:
+        """Instances that have at least one message visible now."""
+        rows = self._db.execute("SELECT DISTINCT instance_id FROM inbox WHERE visible_at <= ?", (now,))
+        return [row[0] for row in rows]
+
+    def next_invisible_times(self, now: float) -> list[tuple[float, str]]:
+        """(visible_at, instance id) of every future orchestration message (durable timers)."""
+        rows = self._db.execute("SELECT visible_at, instance_id FROM inbox WHERE visible_at > ?", (now,))
+        return [(row[0], row[1]) for row in rows]
+
+    # ------------------------------------------------------------------ activities
+
+    def pending_activities(self) -> list[ActivityItem]:
+        """Every activity not yet completed."""
+        rows = self._db.execute("SELECT id, instance_id, execution_id, task_id, name, input FROM activities")
+        return [ActivityItem(*row) for row in rows]
+
+    # ------------------------------------------------------------------ entities
+
+    def entity_batch(self, entity_id: str, now: float, limit: int) -> list[EntityMessage]:
+        """The entity's oldest visible operations, in arrival order."""
+        rows = self._db.execute(
+            "SELECT id, entity_id, operation, input, is_signal, request_id, parent_instance_id, parent_execution_id "
+            "FROM entity_messages WHERE entity_id = ? AND visible_at <= ? ORDER BY id LIMIT ?",
+            (entity_id, now, limit),
+        )
+        return [EntityMessage(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    def entities_with_visible_messages(self, now: float) -> list[str]:
+        """Entities that have at least one operation visible now."""
+        rows = self._db.execute("SELECT DISTINCT entity_id FROM entity_messages WHERE visible_at <= ?", (now,))
+        return [row[0] for row in rows]
+
+    def next_invisible_entity_times(self, now: float) -> list[tuple[float, str]]:
+        """(visible_at, entity id) of every scheduled signal."""
+        rows = self._db.execute("SELECT visible_at, entity_id FROM entity_messages WHERE visible_at > ?", (now,))
+        return [(row[0], row[1]) for row in rows]
+
+    def get_entity_state(self, entity_id: str) -> str | None:
+        """The entity's state as JSON text, or None when it does not exist."""
+        row = self._db.execute("SELECT state FROM entities WHERE entity_id = ?", (entity_id,)).fetchone()
+        return row[0] if row else None
+
+    def list_entities(self, name: str | None) -> list[tuple[str, str, str, float]]:
+        """(name, key, state, last_modified) of the existing entities, optionally of one name."""
+        sql = "SELECT name, key, state, last_modified FROM entities"
+        args: list[Any] = []
+        if name:
+            sql += " WHERE name = ?"
+            args.append(name.lower())
+        return [(r[0], r[1], r[2], r[3]) for r in self._db.execute(sql + " ORDER BY name, key", args)]
+
+    @staticmethod
+    def enqueue_entity_message(
+        db: sqlite3.Connection,
+        entity_id: str,
+        operation: str,
+        input_text: str | None,
+        *,
+        is_signal: bool,
+        request_id: str | None = None,
+        parent_instance_id: str | None = None,
+        parent_execution_id: str | None = None,
+        visible_at: float = 0.0,
+    ) -> None:
+        """Queue one entity operation (inside a transaction)."""
+        db.execute(
+            "INSERT INTO entity_messages (entity_id, operation, input, is_signal, request_id, parent_instance_id, "
+            "parent_execution_id, visible_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entity_id,
+                operation,
+                input_text,
+                int(is_signal),
+                request_id,
+                parent_instance_id,
+                parent_execution_id,
+                visible_at,
+            ),
+        )
+
+    # ------------------------------------------------------------------ timer triggers
+
+    def get_timer_state(self, function_name: str) -> tuple[float | None, float | None]:
+        """(last fire, next fire) of a timer trigger, as epoch seconds."""
+        row = self._db.execute(
+            "SELECT last_fire, next_fire FROM timer_triggers WHERE function_name = ?", (function_name,)
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def set_timer_state(self, function_name: str, last_fire: float | None, next_fire: float | None, now: float) -> None:
+        """Record a timer trigger's last and next fire times."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO timer_triggers (function_name, last_fire, next_fire, last_updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (function_name) DO UPDATE SET last_fire = excluded.last_fire, "
+                "next_fire = excluded.next_fire, last_updated = excluded.last_updated",
+                (function_name, last_fire, next_fire, now),
+            )
+
+
+_INSTANCE_COLUMNS = (
+    "instance_id, execution_id, name, version, status, input, output, custom_status, created_time, "
+    "last_updated_time, parent_instance_id, parent_execution_id, parent_task_id"
+)
+
+
+def _instance_filter(
+    created_from: float | None, created_to: float | None, statuses: list[str] | None, prefix: str | None
+) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if created_from is not None:
+        clauses.append("created_time >= ?")
+        args.append(created_from)
+    if created_to is not None:
+        clauses.append("created_time <= ?")
+        args.append(created_to)
+    if statuses:
+        clauses.append("status IN (" + ",".join("?" * len(statuses)) + ")")
+        args.extend(statuses)
+    if prefix:
+        clauses.append("substr(instance_id, 1, ?) = ?")
+        args.extend([len(prefix), prefix])
+    return clauses, args
+
+
+def ensure_private(path: Path) -> None:
+    """Restrict a file to its owner (the keys file)."""
+    try:
+        os.chmod(path, 0o600)
+    except OSError:
+        logger.debug("could not chmod %s", path)
+
+
+class GroupCommitter:
+    """Group commit: every write submitted during one loop iteration commits in one transaction.
+
+    Each write function runs inside its own savepoint, so a write that raises is undone alone and its future gets
+    the exception; the others commit together (one fsync). A future resolves only after the commit, which is what
+    makes it safe to acknowledge the write then.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._scheduled = False
+
+    def submit(self, write: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        """Queue `write(db)`; the future gets its return value once it is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((write, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        try:
+            with self._store.transaction() as db:
+                for number, (write, future) in enumerate(batch):
+                    db.execute(f"SAVEPOINT write_{number}")
+                    try:
+                        outcomes.append((future, True, write(db)))
+                    except Exception as error:
+                        db.execute(f"ROLLBACK TO write_{number}")
+                        outcomes.append((future, False, error))
+                    db.execute(f"RELEASE write_{number}")
+        except Exception as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for future, succeeded, value in outcomes:
+            if future.done():
+                continue
+            if succeeded:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
