@@ -7,11 +7,11 @@ PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint format bench clean
+.PHONY: install run test lint format bench clean
 
 install: $(PY_STAMP) $(NODE_STAMP) ## create .venv and install the Python and npm dependencies
 
-$(PY_STAMP): requirements.txt requirements-dev.txt requirements-local.txt
+$(PY_STAMP): requirements.txt requirements-dev.txt requirements-local.txt requirements-devhost.txt
 	@echo "==> Python environment in $(VENV) ($(PYTHON))"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -22,6 +22,10 @@ $(NODE_STAMP): package.json package-lock.json
 	@echo "==> npm packages (test emulators) in node_modules"
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# Serve function_app.py on http://localhost:7071 with the local host: SQLite, local models, no cloud.
+run: $(PY_STAMP) ## start the service locally (python run_server.py; arguments in RUN_ARGS, e.g. --port 7072)
+	$(BIN)/python run_server.py $(RUN_ARGS)
 
 # The test session starts the Cosmos DB API server (tests/support/cosmos_emulator.py) on a free loopback port and
 # stops it at the end, so nothing is left running.

