@@ -113,10 +113,12 @@ def _user_token(user_id: str) -> str:
 
 
 def _scope(user_id: str, kind: MemoryKind, active: bool = True) -> str:
-    # FTS5 ranks before it can join, so the filters live inside the index: each row's ``scope`` column holds a
-    # word for its user, its kind and whether it is current. A query ``scope:<user> AND ... AND (<terms>)`` ranks
-    # only that user's rows and the join touches just the top hits (3x faster than filtering after the join).
-    return f"{_user_token(user_id)} k{kind.value} {'current' if active else 'retired'}"
+    # FTS5 ranks before it can join, so the filters live inside the index: a current row's ``scope`` column holds
+    # one word for "this user, any kind" and one for "this user, this kind"; a retired row (a superseded insight)
+    # holds neither. A query ``scope:<user-all> AND (<terms>)`` then ranks only that user's current rows, and the
+    # join touches just the top hits (about 3x faster than filtering after the join, measured on 10k turns).
+    token = _user_token(user_id)
+    return f"{token}all {token}k{kind.value}" if active else f"{token}retired"
 
 
 def _doc(model: Any) -> str:
@@ -413,10 +415,12 @@ class SqliteStore:
             return []
         # Every term is quoted, so nothing the caller typed is read as FTS5 query syntax.
         words = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        filters = [f'scope:"{_user_token(user_id)}"', 'scope:"current"']
-        if set(kinds) != set(MemoryKind):
-            filters.append("(" + " OR ".join(f'scope:"k{k.value}"' for k in kinds) + ")")
-        match = " AND ".join([*filters, f"({words})"])
+        token = _user_token(user_id)
+        if set(kinds) == set(MemoryKind):
+            scope = f'scope:"{token}all"'
+        else:
+            scope = "(" + " OR ".join(f'scope:"{token}k{k.value}"' for k in kinds) + ")"
+        match = f"{scope} AND text:({words})"
 
         def rank(conn: sqlite3.Connection) -> list[SearchHit]:
             ranked = conn.execute(
@@ -548,5 +552,5 @@ def _hit(row: Sequence[Any], score: float) -> SearchHit:
         score=score,
         session_id=session_id,
         seqs=seqs,
-        timestamp=datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
+        timestamp=datetime.fromisoformat(ts),
     )
