@@ -2,7 +2,8 @@
 
 It serves ``function_app.py`` with the local host (``devhost``) on the embedded default: the SQLite store, the local
 chat model, and local embeddings where the local model is installed (``requirements-local.txt``), else full-text
-search only. ``local.settings.json`` and the environment override any of it. Arguments go to ``python -m devhost``.
+search only. ``local.settings.json`` and the environment override any of it (``--no-local-settings``: the
+environment only). Arguments go to ``python -m devhost``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def banner(port: str) -> str:
 def main(argv: list[str]) -> int:
     """Apply the embedded defaults, print the banner, and run the local host."""
     os.chdir(ROOT)
-    apply_settings(load_local_settings(ROOT))
+    if "--no-local-settings" not in argv:
+        apply_settings(load_local_settings(ROOT))
     if not os.environ.get("EMBEDDINGS_PROVIDER"):
         os.environ["EMBEDDINGS_PROVIDER"] = "local" if _local_embeddings_installed() else "none"
     os.environ.setdefault("DURABLE_HUB_NAME", "AgentMemory")

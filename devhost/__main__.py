@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--enable-auth", action="store_true", help="check function keys, as on Azure")
     parser.add_argument(
+        "--no-local-settings",
+        dest="local_settings",
+        action="store_false",
+        help="ignore local.settings.json: settings come from the environment only",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
     )
     return parser.parse_args(argv)
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         host=args.host,
         enable_auth=args.enable_auth,
+        local_settings=args.local_settings,
     )
     asyncio.run(serve(options))
     return 0

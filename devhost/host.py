@@ -47,6 +47,8 @@ class HostOptions:
     host: str = "127.0.0.1"
     public_hostname: str = "localhost"
     enable_auth: bool = False
+    # False: ignore local.settings.json; only the environment counts (hermetic runs such as the end-to-end tests).
+    local_settings: bool = True
 
 
 class DevHost:
@@ -80,7 +82,7 @@ class DevHost:
             found = find_module_file(options.app, Path.cwd())
             script_root = found.parent if found is not None and options.app.endswith(".py") else Path.cwd()
         self._script_root = script_root.resolve()
-        applied = apply_settings(load_local_settings(self._script_root))
+        applied = apply_settings(load_local_settings(self._script_root)) if options.local_settings else []
         if applied:
             logger.debug("Settings from local.settings.json: %s", ", ".join(sorted(applied)))
         host_json = load_host_json(self._script_root)

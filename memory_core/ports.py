@@ -187,7 +187,10 @@ class SessionHost(Protocol):
         """Put a session into the hot pool (an existing hot state is kept)."""
 
     async def submit_turn(self, user_id: str, session_id: str, turn: TurnInput) -> None:
-        """Durably accept a turn for ingestion; a repeat of an accepted turn is accepted again, not run twice."""
+        """Durably accept a turn for ingestion; a repeat of an accepted turn is accepted again, not run twice.
+
+        Raises ``SessionEndedError`` once the session's end was asked for.
+        """
 
     async def start_reflection(self, user_id: str, session_id: str) -> ReflectionHandle:
         """Start the session's reflection, or return the one already started."""

@@ -36,6 +36,7 @@ from memory_core.models import (
 )
 from memory_core.ports import ChatModel, Embedder, Store, UserDeletion, UserExport
 from memory_core.session import (
+    MAX_TRACKED_TURN_IDS,
     Compaction,
     SessionState,
     new_session,
@@ -119,7 +120,9 @@ class MemoryService:
                 "A session with this id already exists; start it with restore=true or omit session_id",
                 field="session_id",
             )
-        turns = await self.store.get_turns(user_id, session_id, after_seq=record.compacted_through)
+        # The open turns, and enough before them to recognise retried turn ids as a hot session does.
+        after_seq = min(record.compacted_through, max(0, record.turn_count - MAX_TRACKED_TURN_IDS))
+        turns = await self.store.get_turns(user_id, session_id, after_seq=after_seq)
         state = restore_session(record, turns, self.settings.K_TURN_BUFFER, now)
         if record.status is SessionStatus.ACTIVE:
             # Recorded as hot but its state was not in the pool yet (a turn raced its start): not a cold restore.

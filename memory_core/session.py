@@ -103,10 +103,15 @@ def new_session(user_id: str, session_id: str, now: datetime) -> SessionState:
 
 
 def restore_session(record: SessionRecord, turns: list[Turn], keep_recent: int, now: datetime) -> SessionState:
-    """Rebuild the hot state of an evicted session from its store record and its not-yet-compacted turns."""
+    """Rebuild the hot state of an evicted session from its store record and its turns.
+
+    ``turns`` must hold at least the not-yet-compacted turns; the ids of all of them are remembered (the last
+    ``MAX_TRACKED_TURN_IDS``, as in a hot session), so a retry of an already compacted turn is still recognised.
+    """
     if record.status is SessionStatus.ENDED:
         raise SessionNotFoundError(record.user_id, record.session_id)
-    open_turns = tuple(sorted((t for t in turns if t.seq > record.compacted_through), key=lambda t: t.seq))
+    known = tuple(sorted(turns, key=lambda t: t.seq))
+    open_turns = tuple(t for t in known if t.seq > record.compacted_through)
     split = max(0, len(open_turns) - keep_recent)
     last_seq = max([record.turn_count, record.compacted_through, *(t.seq for t in open_turns)])
     return SessionState(
@@ -121,7 +126,7 @@ def restore_session(record: SessionRecord, turns: list[Turn], keep_recent: int, 
         claimed_through=record.compacted_through,
         cumulative_summary=record.cumulative_summary,
         chunk_count=record.chunk_count,
-        turn_ids=_remember({}, open_turns),
+        turn_ids=_remember({}, known),
         restored=True,
     )
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import azure.durable_functions as df
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
+from memory_core.errors import SessionEndedError
 from memory_core.pool import PoolEntry, PoolState
 from memory_core.ports import ReflectionHandle
 from memory_core.session import SessionState, TurnInput
@@ -62,7 +63,14 @@ class DurableSessionHost:
         )
 
     async def submit_turn(self, user_id: str, session_id: str, turn: TurnInput) -> None:
-        """Start the turn's ingest; a repeat while the first is still running is accepted, not run twice."""
+        """Start the turn's ingest; a repeat while the first is still running is accepted, not run twice.
+
+        Once the session's end was asked (its reflection exists) no turn is accepted: the session entity may still
+        look active until reflection ends it, and a turn accepted then would be refused by its ingest, unseen.
+        """
+        reflection = await self._client.get_status(names.reflection_instance_id(user_id, session_id))
+        if reflection and reflection.runtime_status is not None:
+            raise SessionEndedError(user_id, session_id)
         instance_id = names.ingest_instance_id(user_id, session_id, turn.turn_id)
         job = {"user_id": user_id, "session_id": session_id, "turn": turn.model_dump(mode="json")}
         try:
@@ -135,5 +143,7 @@ class DurableSessionHost:
 
     async def purge_finished(self, before: datetime) -> int:
         """Purge histories of orchestrations that finished and were created before ``before``."""
-        result = await self._client.purge_instance_history_by(created_time_to=before, runtime_status=_FINISHED)
+        result = await self._client.purge_instance_history_by(
+            created_time_from=_EPOCH, created_time_to=before, runtime_status=_FINISHED
+        )
         return int(result.instances_deleted)

@@ -173,3 +173,26 @@ async def test_timer_runs_on_startup_and_catches_up_a_missed_occurrence(tmp_path
     await runner.stop()
     store.close()
     assert sorted(calls) == [("missed", True), ("startup", False)]
+
+
+async def test_no_local_settings_leaves_local_settings_json_unread(tmp_path, monkeypatch):
+    import os
+
+    from devhost import DevHost, HostOptions
+    from devhost.__main__ import parse_args
+    from devhost.config import SettingError
+    from tests.devhost.conftest import APP_MODULE, make_script_root
+
+    assert parse_args([]).local_settings is True
+    assert parse_args(["--no-local-settings"]).local_settings is False
+    root = make_script_root(tmp_path / "root", {"SAMPLE_HUB": "FromTheFile", "SAMPLE_ONLY_IN_FILE": "x"})
+    monkeypatch.delenv("SAMPLE_HUB", raising=False)
+    monkeypatch.delenv("SAMPLE_ONLY_IN_FILE", raising=False)
+    host = DevHost(
+        HostOptions(app=APP_MODULE, script_root=root, state_dir=root / "state", port=0, local_settings=False)
+    )
+    # host.json's %SAMPLE_HUB% is defined only in the file: without it, the host cannot resolve the hub
+    with pytest.raises(SettingError, match="SAMPLE_HUB"):
+        await host.start()
+    await host.stop()
+    assert "SAMPLE_ONLY_IN_FILE" not in os.environ

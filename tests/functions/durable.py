@@ -516,6 +516,8 @@ class FakeDurableClient:
         created_time_to: datetime | None = None,
         runtime_status: list[Any] | None = None,
     ) -> PurgeHistoryResult:
+        if created_time_from is None:  # as the SDK's client: the extension needs a lower bound
+            raise ValueError("created_time_from is required when purging instance history")
         self.purge_filters.append({"from": created_time_from, "to": created_time_to, "statuses": runtime_status})
         doomed = self._matching(created_time_from, created_time_to, runtime_status, None)
         for instance in doomed:

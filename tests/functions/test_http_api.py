@@ -247,6 +247,18 @@ async def test_store_into_an_ending_session_is_409(api: Api, client: FakeDurable
     assert reply.body["field"] == "session_id"
 
 
+async def test_store_after_end_was_answered_is_409_before_the_reflection_runs(
+    api: Api, client: FakeDurableClient
+) -> None:
+    # The reflection is only Pending: the session entity still says "active". A turn accepted now would be refused
+    # by its ingest once the reflection ends the session, after the caller was told 202.
+    await start(api, "s1", restore=False)
+    assert (await api.post("end_session", {"user_id": USER, "session_id": "s1"})).status == 202
+    reply = await store(api, "s1", "Too late", turn_id="late")
+    assert reply.status == 409 and reply.body["error"] == "SessionEndedError"
+    assert [s for s in client.starts if s[0] == names.INGEST_ORCHESTRATOR] == []
+
+
 async def test_store_into_a_hot_session_that_has_ended_is_409(api: Api, client: FakeDurableClient) -> None:
     await start(api, "s1", restore=False)
     client.apply(

@@ -115,6 +115,9 @@ def test_restore_rebuilds_recent_and_pending_from_uncompacted_turns():
     # a retry of a restored turn is still recognised
     _, again = append_turn(restored, turn("t7"), keep_recent=2, chunk_size=100, now=T0)
     assert again.duplicate and again.seq == 8
+    # and so is a retry of a turn that was compacted before the eviction
+    _, again = append_turn(restored, turn("t1"), keep_recent=2, chunk_size=100, now=T0)
+    assert again.duplicate and again.seq == 2
 
 
 def test_ended_session_is_not_restored():

@@ -1,0 +1,114 @@
+"""Errors over HTTP: every one a JSON body ``{"error", "detail", "field"}`` with the README's status."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.helpers import context, follow, start, store, unique
+from tests.support.service import MemoryServiceProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error", "detail", "field"}
+    return body
+
+
+async def test_unknown_session_is_404_session_not_found(client: httpx.AsyncClient):
+    user = unique("nobody")
+    requests = [
+        ("/memory/context", {"user_id": user, "session_id": "no-such-session"}),
+        ("/sessions/start", {"user_id": user, "session_id": "no-such-session", "restore": True}),
+        ("/sessions/end", {"user_id": user, "session_id": "no-such-session"}),
+        (
+            "/memory/store",
+            {"user_id": user, "session_id": "no-such-session", "user_message": "Hi", "agent_message": "Hello"},
+        ),
+    ]
+    for path, body in requests:
+        error = error_of(await client.post(path, json=body), 404)
+        assert error == {"error": "SessionNotFoundError", "detail": "Session not found", "field": "session_id"}, path
+
+
+async def test_ended_session_refuses_turns_with_409_and_is_not_found_afterwards(
+    client: httpx.AsyncClient, shared_service: MemoryServiceProcess
+):
+    user = unique("ender")
+    session_id = (await start(client, user))["session_id"]
+    assert (await store(client, user, session_id, "t1", "I live in Lisbon.", "Lisbon is sunny.")).status_code == 202
+    await context(client, user, session_id, after_turn_id="t1")
+    response = await client.post("/sessions/end", json={"user_id": user, "session_id": session_id})
+    assert response.status_code == 202, response.text
+    status_uri = shared_service.url(response.json()["statusQueryGetUri"])
+
+    # Refused while reflection runs and after it is done.
+    error = error_of(await store(client, user, session_id, "t2", "One more thing.", "Sure."), 409)
+    assert error["error"] == "SessionEndedError" and error["field"] == "session_id"
+    assert (await follow(client, status_uri))["runtimeStatus"] == "Completed"
+    error = error_of(await store(client, user, session_id, "t3", "Still there?", "No."), 409)
+    assert error["error"] == "SessionEndedError"
+
+    # An ended session is "not found" for context and restore (the guide's troubleshooting), ...
+    error = error_of(await client.post("/memory/context", json={"user_id": user, "session_id": session_id}), 404)
+    assert error["detail"] == "Session not found"
+    error = error_of(await client.post("/sessions/start", json={"user_id": user, "session_id": session_id}), 404)
+    assert error["detail"] == "Session not found"
+    # ... and ending it again returns the same reflection.
+    again = await client.post("/sessions/end", json={"user_id": user, "session_id": session_id})
+    assert again.status_code == 202 and shared_service.url(again.json()["statusQueryGetUri"]) == status_uri
+
+
+async def test_taken_session_id_is_409(client: httpx.AsyncClient):
+    user = unique("taken")
+    session_id = unique("s")
+    assert (await start(client, user, session_id=session_id, restore=False))["session_id"] == session_id
+    response = await client.post("/sessions/start", json={"user_id": user, "session_id": session_id, "restore": False})
+    error = error_of(response, 409)
+    assert error["error"] == "ConflictError" and error["field"] == "session_id"
+    # restore=true (the default) continues it instead
+    assert (await start(client, user, session_id=session_id))["session_id"] == session_id
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/sessions/start", {"user_id": "no spaces allowed"}, "user_id"),
+        ("/sessions/start", {"user_id": "u" * 129}, "user_id"),
+        ("/sessions/start", {"user_id": "ok", "session_id": "a/b"}, "session_id"),
+        ("/sessions/end", {"user_id": "ok", "session_id": ""}, "session_id"),
+        ("/memory/context", {"user_id": "ok", "session_id": "s", "after_turn_id": "t 1"}, "after_turn_id"),
+        (
+            "/memory/store",
+            {"user_id": "ok", "session_id": "s", "turn_id": "t#1", "user_message": "Hi", "agent_message": "Hey"},
+            "turn_id",
+        ),
+        ("/memory/store", {"user_id": "ok", "session_id": "s", "user_message": "Hi"}, "agent_message"),
+        ("/memory/retrieve", {"user_id": "ü", "query": "anything"}, "user_id"),
+        ("/memory/retrieve", {"user_id": "ok", "query": "x", "top_k": 0}, "top_k"),
+        ("/insights", {"user_id": "ok", "limit": 100_000}, "limit"),
+        ("/summaries", {"user_id": "bad\nid"}, "user_id"),
+    ],
+)
+async def test_bad_input_is_400_naming_the_field(client: httpx.AsyncClient, path: str, body: dict, field: str):
+    error = error_of(await client.post(path, json=body), 400)
+    assert error["error"] == "ValidationError" and error["field"] == field, error
+    assert field in str(error["detail"])
+
+
+async def test_bad_user_id_in_the_path_and_bad_bodies_are_400(client: httpx.AsyncClient):
+    error = error_of(await client.get("/users/bad%20id/export"), 400)
+    assert error["field"] == "user_id"
+    error = error_of(await client.delete("/users/bad%20id"), 400)
+    assert error["field"] == "user_id"
+    for content in (b"{not json", b"[1, 2]", b""):
+        error = error_of(
+            await client.post("/sessions/start", content=content, headers={"content-type": "application/json"}), 400
+        )
+        assert error["error"] == "InvalidRequestError" and error["field"] is None
+    error = error_of(await client.post("/sessions/start", json={"user_id": "ok", "extra": 1}), 400)
+    assert error["field"] == "extra"
