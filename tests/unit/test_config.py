@@ -78,3 +78,12 @@ def test_settings_are_built_once_and_on_first_use(monkeypatch: pytest.MonkeyPatc
     get_settings.cache_clear()
     assert get_settings() is get_settings()
     assert get_settings().K_TURN_BUFFER == 7
+
+
+def test_every_setting_is_documented_in_the_readme():
+    from pathlib import Path
+
+    from memory_core.config import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert [name for name in Settings.model_fields if f"`{name}`" not in readme] == []
