@@ -32,10 +32,11 @@ run: $(PY_STAMP) ## start the service locally (python run_server.py; arguments i
 test: install ## run the whole suite: unit, contract (SQLite and Cosmos DB API), integration
 	$(BIN)/pytest -v $(PYTEST_ARGS)
 
-lint: install ## ruff (lint and format check) and mypy --strict on memory_core
+lint: install ## ruff (lint and format check) and mypy --strict on memory_core and memory_client
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --strict memory_client
 
 format: install
 	$(BIN)/ruff format .

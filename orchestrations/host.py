@@ -24,6 +24,7 @@ _FINISHED = [
     OrchestrationRuntimeStatus.Terminated,
 ]
 _RUNNING = {OrchestrationRuntimeStatus.Pending, OrchestrationRuntimeStatus.Running}
+_ACCEPTED = {*_RUNNING, OrchestrationRuntimeStatus.Completed}
 _RETRYABLE = (OrchestrationRuntimeStatus.Failed, OrchestrationRuntimeStatus.Terminated)
 _TERMINATION_POLLS = 50
 _TERMINATION_POLL_SECONDS = 0.1
@@ -77,13 +78,14 @@ class DurableSessionHost:
             await self._client.start_new(names.INGEST_ORCHESTRATOR, instance_id, job)
         except Exception:
             # host.json keeps running instances from being replaced, so starting a running one fails: that is a
-            # retried request, already accepted. Anything else is a real failure.
+            # retried request, already accepted (and it may have completed since). Otherwise try once more.
             status = await self._client.get_status(instance_id)
-            if not status or status.runtime_status not in _RUNNING:
-                raise
-            logger.info(
-                "Turn %s of %s/%s is already being ingested (%s)", turn.turn_id, user_id, session_id, instance_id
-            )
+            if status and status.runtime_status in _ACCEPTED:
+                logger.info(
+                    "Turn %s of %s/%s was already accepted (%s)", turn.turn_id, user_id, session_id, instance_id
+                )
+                return
+            await self._client.start_new(names.INGEST_ORCHESTRATOR, instance_id, job)
 
     async def start_reflection(self, user_id: str, session_id: str) -> ReflectionHandle:
         """Start the session's one reflection, unless it is running or done (a failed one is started again)."""

@@ -300,7 +300,7 @@ async def test_a_retried_turn_after_its_ingest_completed_is_stored_once(
 async def test_store_fails_with_500_when_the_ingest_cannot_be_started(api: Api, client: FakeDurableClient) -> None:
     await start(api, "s1", restore=False)
     await store(api, "s1", "Hi", turn_id="t1")
-    client.instances[names.ingest_instance_id(USER, "s1", "t1")].status = "Completed"
+    client.instances[names.ingest_instance_id(USER, "s1", "t1")].status = "Failed"
 
     async def broken(*args: Any, **kwargs: Any) -> str:
         raise Exception("task hub storage unavailable: secret-connection-string")
@@ -309,6 +309,24 @@ async def test_store_fails_with_500_when_the_ingest_cannot_be_started(api: Api, 
     reply = await store(api, "s1", "Hi", turn_id="t1")
     assert reply.status == 500 and reply.body["error"] == "InternalError"
     assert "secret" not in reply.text
+
+
+async def test_a_retried_turn_whose_ingest_completed_while_starting_is_accepted(
+    api: Api, client: FakeDurableClient
+) -> None:
+    await start(api, "s1", restore=False)
+    await store(api, "s1", "Hi", turn_id="t1")
+    instance = client.instances[names.ingest_instance_id(USER, "s1", "t1")]
+    real_start = client.start_new
+
+    async def finishes_meanwhile(*args: Any, **kwargs: Any) -> str:
+        instance.status = "Completed"  # the first ingest ended between the refused start and the status check
+        raise Exception("An instance with this id is already running")
+
+    client.start_new = finishes_meanwhile  # type: ignore[method-assign]
+    reply = await store(api, "s1", "Hi", turn_id="t1")
+    client.start_new = real_start  # type: ignore[method-assign]
+    assert reply.status == 202 and reply.body["turn_id"] == "t1"
 
 
 # -- /memory/context --------------------------------------------------------------------------------------------
