@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -47,6 +46,18 @@ async def stored_turn_ids(client: MemoryServiceClient, session_id: str, count: i
     return [t["turn_id"] for t in turns]
 
 
+class CountingTransport(httpx.AsyncHTTPTransport):
+    """The real transport, counting the requests it is asked to send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        return await super().handle_async_request(request)
+
+
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "memory_client" and r.levelno == logging.WARNING]
 
@@ -55,7 +66,8 @@ async def test_unreachable_service_the_agent_keeps_working(
     closed_url: str, user: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="memory_client")
-    async with MemoryServiceClient(closed_url, user, **FAST) as client:
+    transport = CountingTransport()
+    async with MemoryServiceClient(closed_url, user, transport=transport, **FAST) as client:
         context = await client.start_session()
         session_id = context["session_id"]
         assert context == empty_context(user, session_id)  # the service's keys, nothing in them
@@ -65,14 +77,15 @@ async def test_unreachable_service_the_agent_keeps_working(
         stored = await client.store_turn("Hello", "Hi there")
         assert stored["status"] == "buffered" and client.pending_turns == 1
 
-        started = time.monotonic()
+        sent = transport.requests
         context = await client.get_context()
         assert context == empty_context(user, session_id)
         found = await client.retrieve("hello")
         assert found == {"query": "hello", "facts": [], "count": 0, "items": []}
         assert (await client.get_insights())["insights"] == []
         assert (await client.get_summaries())["summaries"] == []
-        assert time.monotonic() - started < 2  # while degraded each call makes one quick attempt
+        # while degraded a call makes one attempt (plus one to send the buffered turn), not max_attempts of them
+        assert transport.requests - sent <= 2 * 4 < 4 * client.max_attempts
 
         with pytest.raises(ServiceUnavailable, match="still buffered"):
             await client.end_session()  # ending would refuse the buffered turn: not done, the turn is kept

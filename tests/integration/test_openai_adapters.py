@@ -224,9 +224,7 @@ async def test_429_then_500_then_success(server: FakeOpenAIServer) -> None:
     server.enqueue(error_reply(429), error_reply(500, code="InternalServerError"), chat_reply("Recovered."))
     model = build_chat_model(azure_settings(server, MODEL_MAX_RETRIES=2))
     try:
-        started = time.perf_counter()
         assert await model.summarize(TURNS) == "Recovered."
-        assert time.perf_counter() - started < 2
     finally:
         await model.close()
     assert len(server.requests) == 3
