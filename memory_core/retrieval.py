@@ -15,8 +15,12 @@ from memory_core.ports import Embedder, Store
 
 logger = logging.getLogger(__name__)
 
-# The constant of reciprocal rank fusion (Cormack et al., 2009): 60 damps the weight of the very first ranks.
-RRF_K = 60
+# The constant of reciprocal rank fusion. The customary 60 makes fusion "intersection first": at the depth searched
+# here, any item both retrievers found (even 40th in each) outscores the best item only one of them found. With 10,
+# a retriever's top hits keep their place. Measured with bench/locomo_bench.py (5 LoCoMo conversations, 760
+# questions, top 10 turns): any@10 70.7 -> 73.8, all@10 58.3 -> 61.6, no conversation worse, and no longer
+# sensitive to the search depth (73.9 at depth 100).
+RRF_K = 10
 ALL_KINDS: tuple[MemoryKind, ...] = tuple(MemoryKind)
 
 
