@@ -1,0 +1,142 @@
+// The function app: Flex Consumption (FC1), Linux, Python 3.11 (the version the tests run on), one user-assigned
+// identity for everything. App settings carry endpoints, names and the identity's client id only: no keys, no
+// connection strings with secrets (memory_core.config.Settings reads them; tests/infra checks the names).
+param name string
+param planName string
+param location string = resourceGroup().location
+param tags object = {}
+
+@description('azd deploys the service of this name (azure.yaml) to the app tagged with it.')
+param serviceName string = 'api'
+
+param identityId string
+param identityClientId string
+param storageAccountName string
+param deploymentStorageContainerName string
+param applicationInsightsName string
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+param cosmosEndpoint string
+param cosmosDatabaseName string
+param cosmosInteractionsContainerName string
+param cosmosSummariesContainerName string
+param cosmosInsightsContainerName string
+
+param openAiEndpoint string
+param openAiApiVersion string
+param chatDeploymentName string
+param embeddingDeploymentName string
+param embeddingDimensions int
+
+param durableHubName string
+param cleanupSchedule string
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': serviceName })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentStorageContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Flex Consumption takes the runtime from functionAppConfig: FUNCTIONS_WORKER_RUNTIME, FUNCTIONS_EXTENSION_VERSION and
+// WEBSITE_RUN_FROM_PACKAGE must not be set here.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'appsettings'
+  properties: {
+    // Host storage (Functions host and the Durable task hub's blobs, queues and tables) through the identity.
+    AzureWebJobsStorage__accountName: storage.name
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identityClientId
+
+    // Telemetry with an Entra ID token (the component has local auth disabled).
+    APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+
+    // The identity DefaultAzureCredential uses for Cosmos DB and Azure OpenAI.
+    AZURE_CLIENT_ID: identityClientId
+
+    // Durable Functions task hub (host.json) and the cleanup timer (orchestrations/cleanup.py).
+    DURABLE_HUB_NAME: durableHubName
+    CLEANUP_SCHEDULE: cleanupSchedule
+
+    // Store: Cosmos DB with Entra ID (COSMOS_KEY stays unset).
+    STORE: 'cosmos'
+    COSMOS_ENDPOINT: cosmosEndpoint
+    COSMOS_DATABASE_NAME: cosmosDatabaseName
+    COSMOS_INTERACTIONS_CONTAINER: cosmosInteractionsContainerName
+    COSMOS_SUMMARIES_CONTAINER: cosmosSummariesContainerName
+    COSMOS_INSIGHTS_CONTAINER: cosmosInsightsContainerName
+    COSMOS_VECTOR_SEARCH: 'true'
+    COSMOS_FULL_TEXT_SEARCH: 'true'
+
+    // Models: Azure OpenAI with Entra ID (AZURE_OPENAI_API_KEY stays unset).
+    LLM_PROVIDER: 'azure_openai'
+    EMBEDDINGS_PROVIDER: 'azure_openai'
+    AZURE_OPENAI_ENDPOINT: openAiEndpoint
+    AZURE_OPENAI_API_VERSION: openAiApiVersion
+    AZURE_OPENAI_DEPLOYMENT: chatDeploymentName
+    AZURE_OPENAI_EMBEDDING_DEPLOYMENT: embeddingDeploymentName
+    EMBEDDING_DIMENSIONS: string(embeddingDimensions)
+  }
+}
+
+output name string = functionApp.name
+output uri string = 'https://${functionApp.properties.defaultHostName}'
