@@ -107,7 +107,7 @@ async def test_every_method_of_the_guides_pattern_2(service: MemoryServiceProces
         # a new session starts with what reflection learned
         context = await client.start_session()
         assert "The user lives in Lisbon." in context["formatted_context"]
-        await client.end_session()
+        await client.wait_for_reflection(await client.end_session())  # nothing of the user is still being written
 
         forgotten = await client.forget_user()
         assert forgotten["user_id"] == user and forgotten["turns"] == 3 and forgotten["sessions"] == 2

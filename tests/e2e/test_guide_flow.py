@@ -6,6 +6,7 @@ Runs on the shared service (K=5 recent turns, chunks of L=10, insights from 15 t
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -116,7 +117,13 @@ async def test_guide_flow_then_the_next_session_remembers(
     assert "Earlier in this session (summary):" in ctx["formatted_context"]
     for line in ctx["cumulative_summary"].splitlines():
         assert f"> {line}" in ctx["formatted_context"]  # the summary is quoted line by line
-    exported = await export(client, user)
+
+    # The context reads the session entity; the store catches up a moment later (the ingest writes after appending).
+    async def all_stored() -> dict[str, Any] | None:
+        found = await export(client, user)
+        return found if len(session_turns(found, session_id)) >= 20 else None
+
+    exported = await eventually(all_stored)
     assert_exactly_once(session_turns(exported, session_id), {f"t{i:02d}" for i in range(1, 21)})
     assert session_turns(exported, session_id)[3]["metadata"] == {"channel": "web", "index": 3}
 
