@@ -95,10 +95,10 @@ def formatted_context(
     # (title, items in priority order, whether to show items in reverse priority order)
     summary = [quote(cumulative_summary)] if cumulative_summary.strip() else []
     sections: list[tuple[str, list[str], bool]] = [
-        ("What the user has told us about themselves:", [quote(f"- {i}") for i in insights], False),
+        ("What the user has told us about themselves:", [quote("- " + " ".join(i.split())) for i in insights], False),
         ("Earlier in this session (summary):", summary, False),
         ("Latest turns of this session:", [render_turn(t) for t in reversed(recent_turns)], True),
-        ("Previous sessions, newest first:", [quote(f"- {s}") for s in session_summaries], False),
+        ("Previous sessions, newest first:", [quote("- " + " ".join(s.split())) for s in session_summaries], False),
     ]
     chosen: dict[str, list[str]] = {}
     for title, items, _ in sections:

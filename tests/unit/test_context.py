@@ -71,3 +71,14 @@ def test_context_fits_the_budget_and_keeps_the_most_important_first():
 def test_empty_memory_still_gives_a_context():
     text = formatted_context(insights=[], session_summaries=[], cumulative_summary="", recent_turns=[], budget=200)
     assert "No memory about this user yet." in text
+
+
+def test_a_multi_line_summary_is_one_bullet():
+    text = formatted_context(
+        insights=[],
+        session_summaries=["User: I live in Lisbon.\nUser: I work at Contoso."],
+        cumulative_summary="",
+        recent_turns=[],
+        budget=500,
+    )
+    assert "> - User: I live in Lisbon. User: I work at Contoso." in text
