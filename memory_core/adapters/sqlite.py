@@ -137,6 +137,37 @@ def _blob(vector: Vector | None) -> bytes | None:
     return None if vector is None else np.asarray(vector, dtype=np.float32).tobytes()
 
 
+def _row(
+    item: Turn | Chunk | SessionSummary | Insight,
+    kind: MemoryKind,
+    *,
+    item_id: str,
+    session_id: str,
+    seqs: Sequence[int],
+    ts: datetime,
+    text: str,
+    embedding: Vector | None,
+    turn_id: str | None = None,
+    active: bool = True,
+) -> dict[str, Any]:
+    """The ``items`` row of a searchable memory item."""
+    return {
+        "id": item_id,
+        "user_id": item.user_id,
+        "kind": kind.value,
+        "session_id": session_id,
+        "first_seq": min(seqs, default=None),
+        "last_seq": max(seqs, default=None),
+        "turn_id": turn_id,
+        "active": int(active),
+        "ts": _iso(ts),
+        "text": text,
+        "scope": _scope(item.user_id, kind, active),
+        "doc": _doc(item),
+        "embedding": _blob(embedding),
+    }
+
+
 class _VectorCache:
     """Per-user matrices of unit vectors, rebuilt after the user's rows change."""
 
@@ -264,41 +295,36 @@ class SqliteStore:
         return [SessionRecord.model_validate(_load(r[0])) for r in rows]
 
     # -- items ------------------------------------------------------------------------------------------------
-    async def _upsert(self, user_id: str, rows: list[dict[str, Any]]) -> None:
+    async def _upsert(self, rows: list[dict[str, Any]]) -> None:
         def write(conn: sqlite3.Connection) -> None:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(_UPSERT_ITEM, rows)
 
+        if not rows:
+            return
         await self._run(write)
-        self._vectors.invalidate(user_id)
+        for user_id in {row["user_id"] for row in rows}:
+            self._vectors.invalidate(user_id)
 
     async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
         """Upsert turns by (user, session, seq); an embedding (when given) is stored with its turn."""
-        if not turns:
-            return
         vectors = list(embeddings) if embeddings is not None else [None] * len(turns)
-        for user_id in {t.user_id for t in turns}:
-            rows = [
-                {
-                    "id": turn_doc_id(t.user_id, t.session_id, t.seq),
-                    "user_id": t.user_id,
-                    "kind": MemoryKind.TURN.value,
-                    "session_id": t.session_id,
-                    "first_seq": t.seq,
-                    "last_seq": t.seq,
-                    "turn_id": t.turn_id,
-                    "active": 1,
-                    "ts": _iso(t.timestamp),
-                    "text": t.text(),
-                    "scope": _scope(t.user_id, MemoryKind.TURN),
-                    "doc": _doc(t),
-                    "embedding": _blob(v),
-                }
-                for t, v in zip(turns, vectors, strict=True)
-                if t.user_id == user_id
-            ]
-            await self._upsert(user_id, rows)
+        rows = [
+            _row(
+                t,
+                MemoryKind.TURN,
+                item_id=turn_doc_id(t.user_id, t.session_id, t.seq),
+                session_id=t.session_id,
+                seqs=(t.seq,),
+                ts=t.timestamp,
+                text=t.text(),
+                embedding=v,
+                turn_id=t.turn_id,
+            )
+            for t, v in zip(turns, vectors, strict=True)
+        ]
+        await self._upsert(rows)
 
     async def _docs(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
@@ -317,22 +343,17 @@ class SqliteStore:
 
     async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
         """Upsert a chunk by (user, session, index)."""
-        row = {
-            "id": chunk.id,
-            "user_id": chunk.user_id,
-            "kind": MemoryKind.CHUNK.value,
-            "session_id": chunk.session_id,
-            "first_seq": chunk.first_seq,
-            "last_seq": chunk.last_seq,
-            "turn_id": None,
-            "active": 1,
-            "ts": _iso(chunk.timestamp),
-            "text": chunk.summary,
-            "scope": _scope(chunk.user_id, MemoryKind.CHUNK),
-            "doc": _doc(chunk),
-            "embedding": _blob(embedding),
-        }
-        await self._upsert(chunk.user_id, [row])
+        row = _row(
+            chunk,
+            MemoryKind.CHUNK,
+            item_id=chunk.id,
+            session_id=chunk.session_id,
+            seqs=(chunk.first_seq, chunk.last_seq),
+            ts=chunk.timestamp,
+            text=chunk.summary,
+            embedding=embedding,
+        )
+        await self._upsert([row])
 
     async def get_chunks(self, user_id: str, session_id: str) -> list[Chunk]:
         """The session's chunks in order."""
@@ -344,22 +365,17 @@ class SqliteStore:
 
     async def put_summary(self, summary: SessionSummary, embedding: Vector | None = None) -> None:
         """Upsert the one summary of a session."""
-        row = {
-            "id": summary.id,
-            "user_id": summary.user_id,
-            "kind": MemoryKind.SUMMARY.value,
-            "session_id": summary.session_id,
-            "first_seq": summary.first_seq,
-            "last_seq": summary.last_seq,
-            "turn_id": None,
-            "active": 1,
-            "ts": _iso(summary.created_at),
-            "text": summary.summary,
-            "scope": _scope(summary.user_id, MemoryKind.SUMMARY),
-            "doc": _doc(summary),
-            "embedding": _blob(embedding),
-        }
-        await self._upsert(summary.user_id, [row])
+        row = _row(
+            summary,
+            MemoryKind.SUMMARY,
+            item_id=summary.id,
+            session_id=summary.session_id,
+            seqs=(summary.first_seq, summary.last_seq),
+            ts=summary.created_at,
+            text=summary.summary,
+            embedding=embedding,
+        )
+        await self._upsert([row])
 
     async def get_summaries(self, user_id: str, limit: int = 5) -> list[SessionSummary]:
         """The user's session summaries, newest first."""
@@ -373,30 +389,22 @@ class SqliteStore:
         self, insights: Sequence[Insight], embeddings: Sequence[Vector | None] | None = None
     ) -> None:
         """Upsert insights by id."""
-        if not insights:
-            return
         vectors = list(embeddings) if embeddings is not None else [None] * len(insights)
-        for user_id in {i.user_id for i in insights}:
-            rows = [
-                {
-                    "id": i.id,
-                    "user_id": i.user_id,
-                    "kind": MemoryKind.INSIGHT.value,
-                    "session_id": i.source_session_id,
-                    "first_seq": min(i.source_turns, default=None),
-                    "last_seq": max(i.source_turns, default=None),
-                    "turn_id": None,
-                    "active": int(i.status == "active"),
-                    "ts": _iso(i.updated_at),
-                    "text": i.text,
-                    "scope": _scope(i.user_id, MemoryKind.INSIGHT, i.status == "active"),
-                    "doc": _doc(i),
-                    "embedding": _blob(v),
-                }
-                for i, v in zip(insights, vectors, strict=True)
-                if i.user_id == user_id
-            ]
-            await self._upsert(user_id, rows)
+        rows = [
+            _row(
+                i,
+                MemoryKind.INSIGHT,
+                item_id=i.id,
+                session_id=i.source_session_id,
+                seqs=i.source_turns,
+                ts=i.updated_at,
+                text=i.text,
+                embedding=v,
+                active=i.status == "active",
+            )
+            for i, v in zip(insights, vectors, strict=True)
+        ]
+        await self._upsert(rows)
 
     async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
         """The user's insights, most recently updated first."""
