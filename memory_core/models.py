@@ -22,6 +22,7 @@ from pydantic import (
 
 from memory_core.config import Settings
 from memory_core.domain import Insight, MemoryKind, SearchHit, SessionSummary
+from memory_core.pool import PoolStats
 
 ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
 Id = Annotated[
@@ -342,16 +343,10 @@ class SummariesResponse(_Response):
 # -- monitoring -------------------------------------------------------------------------------------------------
 
 
-class StatsResponse(_Response):
-    """Response of ``GET /stats``: the hot pool as it really is."""
+class StatsResponse(PoolStats):
+    """Response of ``GET /stats``: the guide's seven figures of the hot pool, as ``memory_core.pool`` computes them."""
 
-    total_sessions: int
-    dirty_sessions: int
-    max_capacity: int
-    utilization: float
-    ttl_seconds: float
-    avg_age_seconds: float
-    oldest_age_seconds: float
+    model_config = ConfigDict(extra="forbid")
 
 
 class ForgetResponse(_Response):
