@@ -1,4 +1,4 @@
-"""`python -m devhost [--port 7071] [--state-dir .devhost] [--app function_app]`."""
+"""`python -m devhost [--port 7071] [--state-dir .devhost] [--app function_app] [--durable-latency MS]`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from devhost.config import SettingError
 from devhost.functions import AppLoadError
 from devhost.host import DevHost, HostOptions
+from devhost.latency import JITTER_ENV, LATENCY_ENV, SEED_ENV, milliseconds
 from devhost.store import StateDirInUseError
 
 logger = logging.getLogger("devhost")
@@ -46,6 +47,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
+    )
+    durable = parser.add_argument_group(
+        "Durable queue latency",
+        "Deliver every Durable message (orchestration starts, events, activity work items and results, entity "
+        "operations and responses, timers) no sooner than LATENCY + a random 0-JITTER ms after it is committed, as "
+        "on Azure Storage's queues (polled up to every 30 s by default). Messages from different senders may then "
+        "overtake each other; entity operations from one sender to one entity keep their order. The command line "
+        "wins over the environment variables.",
+    )
+    durable.add_argument(
+        "--durable-latency",
+        type=milliseconds,
+        default=None,
+        metavar="MS",
+        help=f"the latency of every Durable hop in milliseconds (default: ${LATENCY_ENV}, else 0: at once)",
+    )
+    durable.add_argument(
+        "--durable-jitter",
+        type=milliseconds,
+        default=None,
+        metavar="MS",
+        help=(
+            f"the random extra delay, 0 to MS milliseconds (default: half the latency; ${JITTER_ENV} when the "
+            "latency comes from the environment)"
+        ),
+    )
+    durable.add_argument(
+        "--durable-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"seed the jitter's random numbers, for reproducible runs (default: ${SEED_ENV}, else unseeded)",
     )
     return parser.parse_args(argv)
 
@@ -100,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         enable_auth=args.enable_auth,
         local_settings=args.local_settings,
+        durable_latency_ms=args.durable_latency,
+        durable_jitter_ms=args.durable_jitter,
+        durable_seed=args.durable_seed,
     )
     asyncio.run(serve(options))
     return 0

@@ -335,79 +335,76 @@ def _json_or_text(text: Any) -> Any:
         return text
 
 
+_RESULT_EVENTS = (
+    EventType.TASK_COMPLETED,
+    EventType.TASK_FAILED,
+    EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
+    EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
+)
+_SCHEDULING_EVENTS = (EventType.TASK_SCHEDULED, EventType.SUB_ORCHESTRATION_INSTANCE_CREATED)
+
+
 def status_history(history: list[dict[str, Any]], show_output: bool, show_input: bool) -> list[dict[str, Any]]:
     """The `historyEvents` of a status query, shaped like the extension's: scheduling events folded into results."""
-    scheduled = {
-        e["EventId"]: e
-        for e in history
-        if e["EventType"] in (EventType.TASK_SCHEDULED, EventType.SUB_ORCHESTRATION_INSTANCE_CREATED)
-    }
-    completed_ids = {
-        e.get("TaskScheduledId")
-        for e in history
-        if e["EventType"]
-        in (
-            EventType.TASK_COMPLETED,
-            EventType.TASK_FAILED,
-            EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
-            EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
-        )
-    }
+    scheduled = {e["EventId"]: e for e in history if e["EventType"] in _SCHEDULING_EVENTS}
+    completed_ids = {e.get("TaskScheduledId") for e in history if e["EventType"] in _RESULT_EVENTS}
     events: list[dict[str, Any]] = []
     for event in history:
         event_type = event["EventType"]
         if event_type in (EventType.ORCHESTRATOR_STARTED, EventType.ORCHESTRATOR_COMPLETED):
             continue
-        if event_type in (EventType.TASK_SCHEDULED, EventType.SUB_ORCHESTRATION_INSTANCE_CREATED):
-            if event["EventId"] in completed_ids:
-                continue
+        if event_type in _SCHEDULING_EVENTS and event["EventId"] in completed_ids:
+            continue
         item: dict[str, Any] = {"EventType": _EVENT_NAMES.get(event_type, str(event_type))}
         if event.get("EventId", -1) != -1:
             item["EventId"] = event["EventId"]
         item["Timestamp"] = event["Timestamp"]
-        if event_type == EventType.EXECUTION_STARTED:
-            item["FunctionName"] = event.get("Name")
-            if show_input:
-                item["Input"] = _json_or_text(event.get("Input"))
-        elif event_type in (
-            EventType.TASK_COMPLETED,
-            EventType.TASK_FAILED,
-            EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
-            EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
-        ):
-            origin = scheduled.get(event.get("TaskScheduledId"), {})
-            item["FunctionName"] = origin.get("Name")
-            item["ScheduledTime"] = origin.get("Timestamp")
-            if origin.get("InstanceId"):
-                item["InstanceId"] = origin.get("InstanceId")
-            if event_type in (EventType.TASK_FAILED, EventType.SUB_ORCHESTRATION_INSTANCE_FAILED):
-                item["Reason"] = event.get("Reason")
-                if show_output:
-                    item["Details"] = event.get("Details")
-            elif show_output:
-                item["Result"] = _json_or_text(event.get("Result"))
-        elif event_type in (EventType.TASK_SCHEDULED, EventType.SUB_ORCHESTRATION_INSTANCE_CREATED):
-            item["FunctionName"] = event.get("Name")
-            if event.get("InstanceId"):
-                item["InstanceId"] = event.get("InstanceId")
-        elif event_type in (EventType.TIMER_CREATED, EventType.TIMER_FIRED):
-            item["FireAt"] = event.get("FireAt")
-            if event_type == EventType.TIMER_FIRED:
-                item["TimerId"] = event.get("TimerId")
-        elif event_type == EventType.EVENT_RAISED:
-            item["Name"] = event.get("Name")
-            if show_output:
-                item["Input"] = _json_or_text(event.get("Input"))
-        elif event_type == EventType.EVENT_SENT:
-            item["Name"] = event.get("Name")
-            item["InstanceId"] = event.get("InstanceId")
-            if show_output:
-                item["Input"] = _json_or_text(event.get("Input"))
-        elif event_type == EventType.EXECUTION_COMPLETED:
-            item["OrchestrationStatus"] = event.get("OrchestrationStatus")
-            if show_output:
-                item["Result"] = _json_or_text(event.get("Result"))
-        elif event_type == EventType.EXECUTION_TERMINATED:
-            item["Input"] = event.get("Input")
+        if event_type in _RESULT_EVENTS:
+            _add_result_fields(item, event, scheduled.get(event.get("TaskScheduledId"), {}), show_output)
+        else:
+            _add_event_fields(item, event, show_output, show_input)
         events.append(item)
     return events
+
+
+def _add_result_fields(item: dict[str, Any], event: dict[str, Any], origin: dict[str, Any], show_output: bool) -> None:
+    """An activity's or sub-orchestration's result, with the name and time of the event that scheduled it."""
+    item["FunctionName"] = origin.get("Name")
+    item["ScheduledTime"] = origin.get("Timestamp")
+    if origin.get("InstanceId"):
+        item["InstanceId"] = origin.get("InstanceId")
+    if event["EventType"] in (EventType.TASK_FAILED, EventType.SUB_ORCHESTRATION_INSTANCE_FAILED):
+        item["Reason"] = event.get("Reason")
+        if show_output:
+            item["Details"] = event.get("Details")
+    elif show_output:
+        item["Result"] = _json_or_text(event.get("Result"))
+
+
+def _add_event_fields(item: dict[str, Any], event: dict[str, Any], show_output: bool, show_input: bool) -> None:
+    """The type-specific fields of every other event."""
+    event_type = event["EventType"]
+    if event_type == EventType.EXECUTION_STARTED:
+        item["FunctionName"] = event.get("Name")
+        if show_input:
+            item["Input"] = _json_or_text(event.get("Input"))
+    elif event_type in _SCHEDULING_EVENTS:
+        item["FunctionName"] = event.get("Name")
+        if event.get("InstanceId"):
+            item["InstanceId"] = event.get("InstanceId")
+    elif event_type in (EventType.TIMER_CREATED, EventType.TIMER_FIRED):
+        item["FireAt"] = event.get("FireAt")
+        if event_type == EventType.TIMER_FIRED:
+            item["TimerId"] = event.get("TimerId")
+    elif event_type in (EventType.EVENT_RAISED, EventType.EVENT_SENT):
+        item["Name"] = event.get("Name")
+        if event_type == EventType.EVENT_SENT:
+            item["InstanceId"] = event.get("InstanceId")
+        if show_output:
+            item["Input"] = _json_or_text(event.get("Input"))
+    elif event_type == EventType.EXECUTION_COMPLETED:
+        item["OrchestrationStatus"] = event.get("OrchestrationStatus")
+        if show_output:
+            item["Result"] = _json_or_text(event.get("Result"))
+    elif event_type == EventType.EXECUTION_TERMINATED:
+        item["Input"] = event.get("Input")

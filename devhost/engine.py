@@ -18,6 +18,16 @@ Episodes run inline on the loop (they are pure and fast) and are serialized per 
 instance is only run again after its previous episode has committed. Writes go through a group commit
 (`store.GroupCommitter`): everything submitted during one loop iteration commits in one transaction, each write in
 its own savepoint, and nothing is acknowledged or acted on before that commit.
+
+Every message row (inbox, activities, entity_messages) has a `visible_at`: nothing consumes it earlier. Without
+`--durable-latency` it is 0 (at once), except for durable timers and scheduled signals (their fire time). With a
+latency (`devhost.latency.QueueLatency`), every message is visible `latency + U(0, jitter)` after it is committed
+(timers: after their fire time), as when it rides an Azure Storage queue; the dispatcher's timer heap wakes its
+consumer then, and `start()` puts whatever is still invisible back on the heap after a restart. Consumers take
+visible messages in the order they became visible, so messages from different senders may overtake each other;
+entity operations from one sender to one entity never do (see `_entity_visible_at`). Client management calls
+answer from the committed rows at once: a started instance is Pending until its ExecutionStarted is delivered, and
+entity state is the last one an entity batch committed.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -53,8 +63,17 @@ from devhost.history import (
     with_played_flags,
 )
 from devhost.invocation import InvocationContext, invocation
-from devhost.replay import HTTP_ACTIVITY, NonDeterminismError, Replayer, Work
-from devhost.store import ACTIVE_STATUSES, TERMINAL_STATUSES, ActivityItem, GroupCommitter, Instance, Store
+from devhost.latency import QueueLatency
+from devhost.replay import HTTP_ACTIVITY, NonDeterminismError, Replayer, ReplayResult, Work
+from devhost.store import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    ActivityItem,
+    GroupCommitter,
+    InboxMessage,
+    Instance,
+    Store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +103,37 @@ class Episode:
 
 def _nothing() -> None:
     return None
+
+
+@dataclass
+class Followups:
+    """What a committed write sets going: activities to start, and orchestrations and entities to run."""
+
+    activities: list[ActivityItem] = field(default_factory=list)
+    wake: list[tuple[float, str, str]] = field(default_factory=list)
+    instances: list[str] = field(default_factory=list)
+    entities: list[str] = field(default_factory=list)
+
+    def deliver(self, kind: str, target: str, at: float) -> None:
+        """Run `target` (kind "instance" or "entity") for a message visible at `at` (0.0: at once)."""
+        if at:
+            self.wake.append((at, kind, target))
+        elif kind == "instance":
+            self.instances.append(target)
+        else:
+            self.entities.append(target)
+
+
+@dataclass
+class Outcome:
+    """How an orchestration episode leaves its instance."""
+
+    status: str
+    output: str | None
+    custom_status: str | None
+    error: str | None
+    done_event: Event | None = None
+    continue_as_new: bool = False
 
 
 @dataclass
@@ -121,8 +171,10 @@ class DurableEngine:
         index: FunctionIndex,
         executor: Executor,
         function_directory: Path,
+        latency: QueueLatency | None = None,
     ) -> None:
         self.store = store
+        self.latency = latency or QueueLatency()
         self._committer = GroupCommitter(store)
         self.index = index
         self._executor = executor
@@ -145,7 +197,7 @@ class DurableEngine:
         now = time.time()
         pending = self.store.pending_activities()
         for item in pending:
-            self._spawn_activity(item)
+            self._spawn_activity(item)  # one still invisible goes on the timer heap
         self._dirty_instances.update(self.store.instances_with_visible_messages(now))
         self._dirty_entities.update(self.store.entities_with_visible_messages(now))
         for at, instance_id in self.store.next_invisible_times(now):
@@ -194,15 +246,35 @@ class DurableEngine:
         self._wake.set()
 
     def _schedule_wake(self, at: float, kind: str, target: str) -> None:
+        """At `at`, run the instance or entity `target`, or start the activity whose id is `target`."""
         heapq.heappush(self._timers, (at, kind, target))
         self._wake.set()
 
+    def _deliver(self, kind: str, target: str, at: float) -> None:
+        """Act on one committed message for `target` that becomes visible at `at` (0.0: at once)."""
+        if at:
+            self._schedule_wake(at, kind, target)
+        elif kind == "instance":
+            self._notify_instance(target)
+        else:
+            self._notify_entity(target)
+
+    def _take_due(self, now: float) -> None:
+        """Pop the wake-ups that are due: mark their instances and entities, start their activities."""
+        while self._timers and self._timers[0][0] <= now:
+            _, kind, target = heapq.heappop(self._timers)
+            if kind == "instance":
+                self._dirty_instances.add(target)
+            elif kind == "entity":
+                self._dirty_entities.add(target)
+            else:
+                item = self.store.get_activity(int(target))
+                if item is not None:  # None: completed, or dropped by a terminate or purge meanwhile
+                    self._spawn_activity(item)
+
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
-            now = time.time()
-            while self._timers and self._timers[0][0] <= now:
-                _, kind, target = heapq.heappop(self._timers)
-                (self._dirty_instances if kind == "instance" else self._dirty_entities).add(target)
+            self._take_due(time.time())
             instances = sorted(self._dirty_instances)[:EPISODES_PER_COMMIT]
             self._dirty_instances.difference_update(instances)
             await self._run_episodes(instances)
@@ -270,10 +342,10 @@ class DurableEngine:
             )
         new_id = instance_id or uuid.uuid4().hex
         validate_instance_id(new_id)
-        await self._committer.submit(
+        at = await self._committer.submit(
             lambda db: self._create_instance(db, new_id, name, input_token, version, None, None, None)
         )
-        self._notify_instance(new_id)
+        self._deliver("instance", new_id, at)
         return new_id
 
     def _create_instance(
@@ -286,7 +358,8 @@ class DurableEngine:
         parent_instance_id: str | None,
         parent_execution_id: str | None,
         parent_task_id: int | None,
-    ) -> str:
+    ) -> float:
+        """Insert the instance row and its ExecutionStarted message; returns when that message becomes visible."""
         existing = self.store.get_instance(instance_id)
         if existing is not None and existing.status in ACTIVE_STATUSES:
             raise DurableError(409, f"An Orchestration instance with the status {existing.status} already exists.")
@@ -325,8 +398,9 @@ class DurableEngine:
                 "OrchestrationInstance": {"InstanceId": parent_instance_id, "ExecutionId": parent_execution_id},
                 "TaskScheduleId": parent_task_id,
             }
-        Store.enqueue(db, instance_id, execution_id, started, 0.0)
-        return execution_id
+        at = self.latency.deliver_at()
+        Store.enqueue(db, instance_id, execution_id, started, at)
+        return at
 
     def _require_instance(self, instance_id: str) -> Instance:
         instance = self.store.get_instance(instance_id)
@@ -340,8 +414,17 @@ class DurableEngine:
         if instance.status in TERMINAL_STATUSES:
             raise DurableError(410, f"Instance with ID {instance_id} is gone: either completed or failed")
         event = new_event(EventType.EVENT_RAISED, utcnow(), Name=event_name, Input=data_text)
-        await self._committer.submit(lambda db: Store.enqueue(db, instance_id, instance.execution_id, event, 0.0))
-        self._notify_instance(instance_id)
+        await self._send(instance_id, instance.execution_id, event)
+
+    async def _send(self, instance_id: str, execution_id: str, event: Event) -> None:
+        """Queue a client's message for an instance; returns once committed (it is delivered after the latency)."""
+
+        def write(db: Any) -> float:
+            at = self.latency.deliver_at()
+            Store.enqueue(db, instance_id, execution_id, event, at)
+            return at
+
+        self._deliver("instance", instance_id, await self._committer.submit(write))
 
     async def terminate(self, instance_id: str, reason: str | None) -> None:
         """Queue the termination of a running instance (410 when it has already finished)."""
@@ -360,8 +443,7 @@ class DurableEngine:
         if instance.status in TERMINAL_STATUSES:
             raise DurableError(410, f"Instance with ID {instance_id} is gone: either completed or failed")
         event = new_event(event_type, utcnow(), Input=reason)
-        await self._committer.submit(lambda db: Store.enqueue(db, instance_id, instance.execution_id, event, 0.0))
-        self._notify_instance(instance_id)
+        await self._send(instance_id, instance.execution_id, event)
 
     async def restart(self, instance_id: str, new_instance_id: bool) -> str:
         """Start the orchestration again with its original input, under a new id or the same one."""
@@ -391,8 +473,16 @@ class DurableEngine:
             Store.append_history(db, instance_id, 0, kept)
             for event in scheduled:
                 db.execute(
-                    "INSERT INTO activities (instance_id, execution_id, task_id, name, input) VALUES (?, ?, ?, ?, ?)",
-                    (instance_id, instance.execution_id, event["EventId"], event.get("Name"), event.get("Input")),
+                    "INSERT INTO activities (instance_id, execution_id, task_id, name, input, visible_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        instance_id,
+                        instance.execution_id,
+                        event["EventId"],
+                        event.get("Name"),
+                        event.get("Input"),
+                        self.latency.deliver_at(),
+                    ),
                 )
             db.execute(
                 "UPDATE instances SET status = 'Running', output = NULL, last_updated_time = ? WHERE instance_id = ?",
@@ -438,10 +528,32 @@ class DurableEngine:
                 400, f"The function '{entity_name}' doesn't exist, is disabled, or is not an entity function."
             )
         entity_id = scheduler_id(entity_name, entity_key)
-        await self._committer.submit(
-            lambda db: Store.enqueue_entity_message(db, entity_id, operation, input_text, is_signal=True)
-        )
-        self._notify_entity(entity_id)
+
+        def write(db: Any) -> float:
+            at = self._entity_visible_at(db, entity_id, None)
+            Store.enqueue_entity_message(db, entity_id, operation, input_text, is_signal=True, visible_at=at)
+            return at
+
+        self._deliver("entity", entity_id, await self._committer.submit(write))
+
+    def _entity_visible_at(self, db: Any, entity_id: str, sender: str | None, fire_at: float = 0.0) -> float:
+        """When an entity operation committed now becomes visible: after the latency, and never before an earlier one.
+
+        Messages from one sender (an orchestration, or the clients, which count as one sender) to one entity keep
+        their order, as on Azure: the operation becomes visible no sooner than the last one from the same sender to
+        the same entity that is still queued. Scheduled signals not yet due do not count.
+
+        Args:
+            db: the connection, inside the transaction that queues the operation.
+            entity_id: the target's scheduler id.
+            sender: the sending orchestration's instance id, None for a client.
+            fire_at: a scheduled signal's time (epoch seconds), 0.0 for "now".
+        """
+        at = self.latency.deliver_at(fire_at)
+        if not self.latency.enabled:
+            return at
+        horizon = time.time() + self.latency.max_delay
+        return max(at, Store.last_entity_visible_at(db, entity_id, sender, horizon))
 
     async def wait_for_completion(self, instance_id: str, within: float) -> None:
         """Wait until the instance is in a terminal state or the timeout passes."""
@@ -462,10 +574,11 @@ class DurableEngine:
     # ------------------------------------------------------------------ orchestration episodes
 
     def _prepare_episode(self, instance_id: str) -> Episode | None:
+        """The instance's next episode, from its visible messages; None when they ask for nothing to be done."""
         now = utcnow()
-        messages = self.store.visible_messages(instance_id, now.timestamp())
+        messages = self.store.visible_messages(instance_id, now.timestamp(), by_visibility=self.latency.enabled)
         if not messages:
-            return
+            return None
         instance = self.store.get_instance(instance_id)
         current = [m for m in messages if instance and m.execution_id in (None, instance.execution_id)]
         if instance is None or instance.status in TERMINAL_STATUSES or not current:
@@ -476,14 +589,27 @@ class DurableEngine:
                 if m not in current or instance is None or instance.status in TERMINAL_STATUSES
             ]
             return Episode(lambda db: db.executemany("DELETE FROM inbox WHERE id = ?", dropped), _nothing)
-        stale = [m for m in messages if m not in current]
         terminate = next((m for m in current if m.event["EventType"] == EventType.EXECUTION_TERMINATED), None)
         if terminate is not None:
             return self._terminate(instance, terminate.event.get("Input"), now)
+        status, consumed, work_messages = self._sort_messages(instance, current)
+        consumed += [m for m in messages if m not in current]  # stale: for an earlier execution
+        history = self.store.load_history(instance_id)
+        if not history and not any(m.event["EventType"] == EventType.EXECUTION_STARTED for m in work_messages):
+            work_messages = []  # events that arrived before the start is processed wait for it
+        if not work_messages:
+            return self._status_episode(instance, status, consumed, now)
+        status = "Running" if status == "Pending" else status
+        return self._orchestrator_episode(instance, history, status, consumed + work_messages, work_messages, now)
 
+    @staticmethod
+    def _sort_messages(
+        instance: Instance, current: list[InboxMessage]
+    ) -> tuple[str, list[InboxMessage], list[InboxMessage]]:
+        """Apply suspend/resume messages: (the new status, the messages they consume, the messages for the SDK)."""
         status = instance.status
-        consumed = list(stale)
-        work_messages = []
+        consumed: list[InboxMessage] = []
+        work_messages: list[InboxMessage] = []
         for message in current:
             event_type = message.event["EventType"]
             if event_type == EventType.EXECUTION_SUSPENDED:
@@ -496,83 +622,62 @@ class DurableEngine:
                 work_messages.append(message)
         if status == "Suspended":
             work_messages = []  # kept queued until the instance is resumed
-        history = self.store.load_history(instance_id)
-        if not history and not any(m.event["EventType"] == EventType.EXECUTION_STARTED for m in work_messages):
-            work_messages = []  # events that arrived before the start is processed wait for it
-        if not work_messages:
-            if not consumed and status == instance.status:
-                return None
+        return status, consumed, work_messages
 
-            def update_status(db: Any) -> None:
-                db.executemany("DELETE FROM inbox WHERE id = ?", [(m.id,) for m in consumed])
-                db.execute(
-                    "UPDATE instances SET status = ?, last_updated_time = ? WHERE instance_id = ?",
-                    (status, now.timestamp(), instance_id),
-                )
+    @staticmethod
+    def _status_episode(instance: Instance, status: str, consumed: list[InboxMessage], now: datetime) -> Episode | None:
+        """An episode that only consumes control messages and sets the status (None when nothing changes)."""
+        if not consumed and status == instance.status:
+            return None
 
-            return Episode(update_status, _nothing)
-        consumed += work_messages
-        if status == "Pending":
-            status = "Running"
+        def update_status(db: Any) -> None:
+            db.executemany("DELETE FROM inbox WHERE id = ?", [(m.id,) for m in consumed])
+            db.execute(
+                "UPDATE instances SET status = ?, last_updated_time = ? WHERE instance_id = ?",
+                (status, now.timestamp(), instance.instance_id),
+            )
 
+        return Episode(update_status, _nothing)
+
+    def _orchestrator_episode(
+        self,
+        instance: Instance,
+        history: list[Event],
+        status: str,
+        consumed: list[InboxMessage],
+        work_messages: list[InboxMessage],
+        now: datetime,
+    ) -> Episode:
+        """Run the orchestrator on its history plus the new messages; the episode commits what it decided.
+
+        Args:
+            instance: the instance row.
+            history: the current execution's history so far.
+            status: the status once the episode has run, unless the orchestrator ends or fails.
+            consumed: every message the episode deletes (the new ones, control messages, stale ones).
+            work_messages: the new messages the orchestrator sees.
+            now: the episode's time.
+        """
+        instance_id = instance.instance_id
         new_events = [m.event for m in work_messages]
         new_events.sort(key=lambda e: 0 if e["EventType"] == EventType.EXECUTION_STARTED else 1)
         started_at = next_orchestrator_time(history, now)
         episode = [new_event(EventType.ORCHESTRATOR_STARTED, started_at), *new_events]
         full_history = history + episode
-
-        state, error = self._invoke_orchestrator(instance, full_history)
-        actions: list[dict[str, Any]] = []
-        if state and isinstance(state.get("actions"), list) and state["actions"]:
-            actions = state["actions"][0] or []
-        replay = None
-        try:
-            replay = Replayer(instance_id, instance.execution_id, actions).run(full_history)
-        except NonDeterminismError as mismatch:
-            error = str(mismatch)
-            logger.error("Orchestration %s (%s) failed: %s", instance.name, instance_id, error)
-
-        scheduled: list[Event] = []
+        state, error, replay = self._run_orchestrator(instance, full_history)
         new_work: list[Work] = replay.new_work if replay else []
-        for work in new_work:
-            scheduled.append(self._scheduling_event(instance, work, started_at))
-        done_event: Event | None = None
-        output = instance.output
-        custom_status = instance.custom_status
-        if state is not None and state.get("customStatus") is not None:
-            custom_status = json.dumps(state["customStatus"])
-        continue_as_new = False
-        if error is not None:
-            status = "Failed"
-            message = f"Orchestrator function '{instance.name}' failed: {error}"
-            output = json.dumps(message)
-            done_event = new_event(
-                EventType.EXECUTION_COMPLETED, started_at, OrchestrationStatus="Failed", Result=message
-            )
-        elif state is not None and state.get("isDone"):
-            if replay is not None and replay.continue_as_new:
-                continue_as_new = True
-                status = "ContinuedAsNew"
-            else:
-                status = "Completed"
-                output = json.dumps(state.get("output"))
-                done_event = new_event(
-                    EventType.EXECUTION_COMPLETED, started_at, OrchestrationStatus="Completed", Result=output
-                )
+        scheduled = [self._scheduling_event(instance, work, started_at) for work in new_work]
+        outcome = self._episode_outcome(instance, status, state, error, replay, started_at)
         appended = [*episode, *scheduled, new_event(EventType.ORCHESTRATOR_COMPLETED, started_at)]
-        if done_event is not None:
-            appended.append(done_event)
-
-        activities: list[ActivityItem] = []
-        wake: list[tuple[float, str, str]] = []
-        notify_instances: list[str] = []
-        notify_entities: list[str] = []
+        if outcome.done_event is not None:
+            appended.append(outcome.done_event)
+        followups = Followups()
 
         def write(db: Any) -> None:
             db.executemany("DELETE FROM inbox WHERE id = ?", [(m.id,) for m in consumed])
             Store.append_history(db, instance_id, len(history), appended)
             for work in new_work:
-                self._persist_work(db, instance, work, activities, wake, notify_instances, notify_entities)
+                self._persist_work(db, instance, work, followups)
             if replay is not None and replay.canceled_timer_ids:
                 db.executemany(
                     "DELETE FROM inbox WHERE instance_id = ? AND json_extract(event, '$.EventType') = ? "
@@ -582,21 +687,76 @@ class DurableEngine:
             db.execute(
                 "UPDATE instances SET status = ?, output = ?, custom_status = ?, last_updated_time = ? "
                 "WHERE instance_id = ?",
-                (status, output, custom_status, time.time(), instance_id),
+                (outcome.status, outcome.output, outcome.custom_status, time.time(), instance_id),
             )
-            if continue_as_new and replay is not None:
-                self._continue_as_new(db, instance, replay.continue_as_new_input)
-                notify_instances.append(instance_id)
-            if status in TERMINAL_STATUSES and instance.parent_instance_id:
-                self._notify_parent(db, instance, status, output, error)
-                notify_instances.append(instance.parent_instance_id)
+            self._write_ending(db, instance, outcome, replay, followups)
 
         def after_commit() -> None:
-            self._after_commit(activities, wake, notify_instances, notify_entities)
-            if status in TERMINAL_STATUSES:
+            self._after_commit(followups)
+            if outcome.status in TERMINAL_STATUSES:
                 self._completed(instance_id)
 
         return Episode(write, after_commit)
+
+    def _write_ending(
+        self, db: Any, instance: Instance, outcome: Outcome, replay: ReplayResult | None, followups: Followups
+    ) -> None:
+        """Inside the episode's transaction: start the next execution, or tell the parent this one has ended."""
+        if outcome.continue_as_new and replay is not None:
+            at = self._continue_as_new(db, instance, replay.continue_as_new_input)
+            followups.deliver("instance", instance.instance_id, at)
+        if outcome.status in TERMINAL_STATUSES and instance.parent_instance_id:
+            at = self._notify_parent(db, instance, outcome.status, outcome.output, outcome.error)
+            followups.deliver("instance", instance.parent_instance_id, at)
+
+    def _run_orchestrator(
+        self, instance: Instance, full_history: list[Event]
+    ) -> tuple[dict[str, Any] | None, str | None, ReplayResult | None]:
+        """Invoke the orchestrator and replay its actions: (its state, an error message or None, the replay)."""
+        state, error = self._invoke_orchestrator(instance, full_history)
+        actions: list[dict[str, Any]] = []
+        if state and isinstance(state.get("actions"), list) and state["actions"]:
+            actions = state["actions"][0] or []
+        replay: ReplayResult | None = None
+        try:
+            replay = Replayer(instance.instance_id, instance.execution_id, actions).run(full_history)
+        except NonDeterminismError as mismatch:
+            error = str(mismatch)
+            logger.error("Orchestration %s (%s) failed: %s", instance.name, instance.instance_id, error)
+        return state, error, replay
+
+    @staticmethod
+    def _episode_outcome(
+        instance: Instance,
+        status: str,
+        state: dict[str, Any] | None,
+        error: str | None,
+        replay: ReplayResult | None,
+        started_at: datetime,
+    ) -> Outcome:
+        """The status, output and custom status the episode leaves, and its ExecutionCompleted event if it ends."""
+        custom_status = instance.custom_status
+        if state is not None and state.get("customStatus") is not None:
+            custom_status = json.dumps(state["customStatus"])
+        outcome = Outcome(status, instance.output, custom_status, error)
+        if error is not None:
+            message = f"Orchestrator function '{instance.name}' failed: {error}"
+            outcome.status = "Failed"
+            outcome.output = json.dumps(message)
+            outcome.done_event = new_event(
+                EventType.EXECUTION_COMPLETED, started_at, OrchestrationStatus="Failed", Result=message
+            )
+        elif state is not None and state.get("isDone"):
+            if replay is not None and replay.continue_as_new:
+                outcome.continue_as_new = True
+                outcome.status = "ContinuedAsNew"
+            else:
+                outcome.status = "Completed"
+                outcome.output = json.dumps(state.get("output"))
+                outcome.done_event = new_event(
+                    EventType.EXECUTION_COMPLETED, started_at, OrchestrationStatus="Completed", Result=outcome.output
+                )
+        return outcome
 
     def _invoke_orchestrator(
         self, instance: Instance, history: list[Event]
@@ -667,22 +827,16 @@ class DurableEngine:
             EventType.EVENT_SENT, at, work.event_id, InstanceId=work.name, Name="op", Input=json.dumps(request)
         )
 
-    def _persist_work(
-        self,
-        db: Any,
-        instance: Instance,
-        work: Work,
-        activities: list[ActivityItem],
-        wake: list[tuple[float, str, str]],
-        notify_instances: list[str],
-        notify_entities: list[str],
-    ) -> None:
+    def _persist_work(self, db: Any, instance: Instance, work: Work, followups: Followups) -> None:
+        """Inside the episode's transaction: queue one piece of new work (its message or work item)."""
         if work.kind == "activity":
+            visible_at = self.latency.deliver_at()
             cursor = db.execute(
-                "INSERT INTO activities (instance_id, execution_id, task_id, name, input) VALUES (?, ?, ?, ?, ?)",
-                (instance.instance_id, instance.execution_id, work.event_id, work.name, work.input),
+                "INSERT INTO activities (instance_id, execution_id, task_id, name, input, visible_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (instance.instance_id, instance.execution_id, work.event_id, work.name, work.input, visible_at),
             )
-            activities.append(
+            followups.activities.append(
                 ActivityItem(
                     int(cursor.lastrowid or 0),
                     instance.instance_id,
@@ -690,6 +844,7 @@ class DurableEngine:
                     work.event_id,
                     work.name,
                     work.input,
+                    visible_at,
                 )
             )
         elif work.kind == "timer":
@@ -698,52 +853,60 @@ class DurableEngine:
             fired = new_event(
                 EventType.TIMER_FIRED, work.fire_at, TimerId=work.event_id, FireAt=format_sdk_time(work.fire_at)
             )
-            at = work.fire_at.timestamp()
+            at = self.latency.deliver_at(work.fire_at.timestamp())
             Store.enqueue(db, instance.instance_id, instance.execution_id, fired, at)
-            wake.append((at, "instance", instance.instance_id))
+            followups.deliver("instance", instance.instance_id, at)
         elif work.kind == "entity":
-            at = work.fire_at.timestamp() if work.fire_at is not None else 0.0
-            Store.enqueue_entity_message(
-                db,
-                work.name,
-                work.operation or "",
-                json.dumps(work.input) if work.input is not None else None,
-                is_signal=work.signal,
-                request_id=None if work.signal else work.request_id,
-                parent_instance_id=instance.instance_id,
-                parent_execution_id=instance.execution_id,
-                visible_at=at,
-            )
-            if at:
-                wake.append((at, "entity", work.name))
-            else:
-                notify_entities.append(work.name)
+            self._persist_entity_message(db, instance, work, followups)
         elif work.kind == "suborchestration":
-            child_id = work.instance_id or f"{instance.instance_id}:{work.event_id}"
-            try:
-                self._create_instance(
-                    db,
-                    child_id,
-                    work.name,
-                    json.dumps(work.input) if work.input is not None else None,
-                    "",
-                    instance.instance_id,
-                    instance.execution_id,
-                    work.event_id,
-                )
-                notify_instances.append(child_id)
-            except DurableError as refused:
-                failed = new_event(
-                    EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
-                    utcnow(),
-                    TaskScheduledId=work.event_id,
-                    Reason=refused.message,
-                    Details=None,
-                )
-                Store.enqueue(db, instance.instance_id, instance.execution_id, failed, 0.0)
-                notify_instances.append(instance.instance_id)
+            self._persist_suborchestration(db, instance, work, followups)
 
-    def _continue_as_new(self, db: Any, instance: Instance, input_text: str | None) -> None:
+    def _persist_entity_message(self, db: Any, instance: Instance, work: Work, followups: Followups) -> None:
+        """Queue an orchestration's call or signal (a scheduled signal becomes visible at its time)."""
+        fire_at = work.fire_at.timestamp() if work.fire_at is not None else 0.0
+        at = self._entity_visible_at(db, work.name, instance.instance_id, fire_at)
+        Store.enqueue_entity_message(
+            db,
+            work.name,
+            work.operation or "",
+            json.dumps(work.input) if work.input is not None else None,
+            is_signal=work.signal,
+            request_id=None if work.signal else work.request_id,
+            parent_instance_id=instance.instance_id,
+            parent_execution_id=instance.execution_id,
+            visible_at=at,
+        )
+        followups.deliver("entity", work.name, at)
+
+    def _persist_suborchestration(self, db: Any, instance: Instance, work: Work, followups: Followups) -> None:
+        """Create the child instance, or queue its failure for the parent when the id is taken by a running one."""
+        child_id = work.instance_id or f"{instance.instance_id}:{work.event_id}"
+        try:
+            at = self._create_instance(
+                db,
+                child_id,
+                work.name,
+                json.dumps(work.input) if work.input is not None else None,
+                "",
+                instance.instance_id,
+                instance.execution_id,
+                work.event_id,
+            )
+            followups.deliver("instance", child_id, at)
+        except DurableError as refused:
+            failed = new_event(
+                EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
+                utcnow(),
+                TaskScheduledId=work.event_id,
+                Reason=refused.message,
+                Details=None,
+            )
+            at = self.latency.deliver_at()
+            Store.enqueue(db, instance.instance_id, instance.execution_id, failed, at)
+            followups.deliver("instance", instance.instance_id, at)
+
+    def _continue_as_new(self, db: Any, instance: Instance, input_text: str | None) -> float:
+        """Start the instance's next execution; returns when its ExecutionStarted becomes visible."""
         execution_id = uuid.uuid4().hex
         input_token = json.dumps(input_text) if input_text is not None else None
         db.execute("DELETE FROM history WHERE instance_id = ?", (instance.instance_id,))
@@ -760,9 +923,12 @@ class DurableEngine:
             Input=input_text,
             OrchestrationInstance={"InstanceId": instance.instance_id, "ExecutionId": execution_id},
         )
-        Store.enqueue(db, instance.instance_id, execution_id, started, 0.0)
+        at = self.latency.deliver_at()
+        Store.enqueue(db, instance.instance_id, execution_id, started, at)
+        return at
 
-    def _notify_parent(self, db: Any, instance: Instance, status: str, output: str | None, error: str | None) -> None:
+    def _notify_parent(self, db: Any, instance: Instance, status: str, output: str | None, error: str | None) -> float:
+        """Queue a sub-orchestration's completion or failure for its parent; returns when it becomes visible."""
         assert instance.parent_instance_id is not None
         now = utcnow()
         if status == "Completed":
@@ -781,12 +947,14 @@ class DurableEngine:
                 Reason=f"Sub-orchestration '{instance.name}' failed: {reason}",
                 Details=None,
             )
-        Store.enqueue(db, instance.parent_instance_id, instance.parent_execution_id, event, 0.0)
+        at = self.latency.deliver_at()
+        Store.enqueue(db, instance.parent_instance_id, instance.parent_execution_id, event, at)
+        return at
 
     def _terminate(self, instance: Instance, reason: str | None, now: datetime) -> Episode:
         history = self.store.load_history(instance.instance_id)
         event = new_event(EventType.EXECUTION_TERMINATED, now, Input=reason)
-        notify: list[str] = []
+        followups = Followups()
 
         def write(db: Any) -> None:
             db.execute("DELETE FROM inbox WHERE instance_id = ?", (instance.instance_id,))
@@ -797,13 +965,12 @@ class DurableEngine:
                 (json.dumps(reason), now.timestamp(), instance.instance_id),
             )
             if instance.parent_instance_id:
-                self._notify_parent(db, instance, "Terminated", None, f"terminated: {reason}")
-                notify.append(instance.parent_instance_id)
+                at = self._notify_parent(db, instance, "Terminated", None, f"terminated: {reason}")
+                followups.deliver("instance", instance.parent_instance_id, at)
 
         def after_commit() -> None:
             logger.info("Orchestration %s (%s) terminated: %s", instance.name, instance.instance_id, reason)
-            for instance_id in notify:
-                self._notify_instance(instance_id)
+            self._after_commit(followups)
             self._completed(instance.instance_id)
 
         return Episode(write, after_commit)
@@ -813,26 +980,24 @@ class DurableEngine:
             if not future.done():
                 future.set_result(None)
 
-    def _after_commit(
-        self,
-        activities: list[ActivityItem],
-        wake: list[tuple[float, str, str]],
-        notify_instances: list[str],
-        notify_entities: list[str],
-    ) -> None:
-        for item in activities:
+    def _after_commit(self, followups: Followups) -> None:
+        for item in followups.activities:
             self._spawn_activity(item)
-        for at, kind, target in wake:
+        for at, kind, target in followups.wake:
             self._schedule_wake(at, kind, target)
-        for instance_id in notify_instances:
+        for instance_id in followups.instances:
             self._notify_instance(instance_id)
-        for entity_id in notify_entities:
+        for entity_id in followups.entities:
             self._notify_entity(entity_id)
 
     # ------------------------------------------------------------------ activities
 
     def _spawn_activity(self, item: ActivityItem) -> None:
+        """Run an activity now, or put it on the timer heap while its work item is not visible yet."""
         if item.id in self._activities or self._stopping:
+            return
+        if item.visible_at > time.time():
+            self._schedule_wake(item.visible_at, "activity", str(item.id))
             return
         task = asyncio.create_task(self._run_activity(item), name=f"activity-{item.name}-{item.id}")
         self._activities[item.id] = task
@@ -862,14 +1027,16 @@ class DurableEngine:
                 Details="".join(traceback.format_exception(exc)),
             )
 
-        def write(db: Any) -> bool:
+        def write(db: Any) -> float | None:
             if not db.execute("DELETE FROM activities WHERE id = ?", (item.id,)).rowcount:
-                return False  # the instance was terminated, purged or replaced meanwhile
-            Store.enqueue(db, item.instance_id, item.execution_id, result_event, 0.0)
-            return True
+                return None  # the instance was terminated, purged or replaced meanwhile
+            at = self.latency.deliver_at()
+            Store.enqueue(db, item.instance_id, item.execution_id, result_event, at)
+            return at
 
-        if await self._committer.submit(write):
-            self._notify_instance(item.instance_id)
+        at = await self._committer.submit(write)
+        if at is not None:
+            self._deliver("instance", item.instance_id, at)
 
     async def _call_activity(self, item: ActivityItem) -> str:
         function = self.index.activities.get(item.name)
@@ -915,7 +1082,9 @@ class DurableEngine:
     async def _run_entity(self, entity_id: str) -> None:
         try:
             while not self._stopping:
-                batch = self.store.entity_batch(entity_id, time.time(), ENTITY_BATCH_SIZE)
+                batch = self.store.entity_batch(
+                    entity_id, time.time(), ENTITY_BATCH_SIZE, by_visibility=self.latency.enabled
+                )
                 if not batch:
                     break
                 await self._run_entity_batch(entity_id, batch)
@@ -960,7 +1129,7 @@ class DurableEngine:
                     results = [{"isError": True, "result": json.dumps(f"{type(exc).__name__}: {exc}")} for _ in batch]
         while len(results) < len(batch):
             results.append({"isError": True, "result": json.dumps("The entity returned no result")})
-        notify: list[str] = []
+        followups = Followups()
 
         def write(db: Any) -> None:
             db.executemany("DELETE FROM entity_messages WHERE id = ?", [(m.id,) for m in batch])
@@ -980,9 +1149,9 @@ class DurableEngine:
                 if result.get("isError"):
                     payload["exceptionType"] = "Error"
                 event = new_event(EventType.EVENT_RAISED, utcnow(), Name=message.request_id, Input=json.dumps(payload))
-                Store.enqueue(db, message.parent_instance_id, message.parent_execution_id, event, 0.0)
-                notify.append(message.parent_instance_id)
+                at = self.latency.deliver_at()
+                Store.enqueue(db, message.parent_instance_id, message.parent_execution_id, event, at)
+                followups.deliver("instance", message.parent_instance_id, at)
 
         await self._committer.submit(write)
-        for instance_id in notify:
-            self._notify_instance(instance_id)
+        self._after_commit(followups)

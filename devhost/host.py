@@ -25,6 +25,7 @@ from devhost.functions import ALL_METHODS, FunctionIndex, HttpFunction, TimerFun
 from devhost.functions import module_file as find_module_file
 from devhost.invocation import InvocationContext, invocation
 from devhost.keys import Keys, authorized, authorized_system, load_keys
+from devhost.latency import QueueLatency
 from devhost.routing import Route, Router, compile_route
 from devhost.store import Store
 from devhost.timers import TimerRunner
@@ -49,6 +50,12 @@ class HostOptions:
     enable_auth: bool = False
     # False: ignore local.settings.json; only the environment counts (hermetic runs such as the end-to-end tests).
     local_settings: bool = True
+    # The latency of every Durable hop, as on Azure Storage's queues (devhost.latency). None: from the environment
+    # (DEVHOST_DURABLE_LATENCY_MS, DEVHOST_DURABLE_JITTER_MS, DEVHOST_DURABLE_SEED, local.settings.json included),
+    # else 0 (at once); jitter None: half the latency; seed None: unseeded.
+    durable_latency_ms: float | None = None
+    durable_jitter_ms: float | None = None
+    durable_seed: int | None = None
 
 
 class DevHost:
@@ -61,6 +68,7 @@ class DevHost:
         self.port = options.port
         self.route_prefix = "api"
         self.hub_name = ""
+        self.latency = QueueLatency()
         self._store: Store | None = None
         self._engine: DurableEngine | None = None
         self._timers: TimerRunner | None = None
@@ -86,6 +94,9 @@ class DevHost:
         if applied:
             logger.debug("Settings from local.settings.json: %s", ", ".join(sorted(applied)))
         host_json = load_host_json(self._script_root)
+        self.latency = QueueLatency.from_settings(
+            options.durable_latency_ms, options.durable_jitter_ms, options.durable_seed
+        )
         self.route_prefix = host_json.route_prefix
         self.hub_name = host_json.hub_name
         app, _ = import_app(options.app, self._script_root)
@@ -102,7 +113,7 @@ class DevHost:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((options.host, options.port))
         self.port = sock.getsockname()[1]
-        self._engine = DurableEngine(self._store, self.index, self._executor, self._script_root)
+        self._engine = DurableEngine(self._store, self.index, self._executor, self._script_root, self.latency)
         self._configure_durable_api()
         web_app = web.Application(client_max_size=MAX_REQUEST_BODY)
         web_app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -165,6 +176,7 @@ class DevHost:
                 lines.append(f"  {name}: {trigger_type}")
         lines.append("")
         lines.append(f"Durable task hub '{self.hub_name}': {self.base_url}{DURABLE_PATH}/")
+        lines.append(self.latency.describe())
         if self.keys is not None:
             lines.append("Function keys are required (--enable-auth):")
             lines.append(f"  master key: {self.keys.master}")

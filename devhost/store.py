@@ -24,7 +24,7 @@ from devhost.history import Event
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: activities.visible_at (--durable-latency)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -66,16 +66,19 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 CREATE INDEX IF NOT EXISTS inbox_instance ON inbox (instance_id, id);
 CREATE INDEX IF NOT EXISTS inbox_visible ON inbox (visible_at);
--- Activities scheduled and not yet completed (run again after a crash: at-least-once).
+-- Activities scheduled and not yet completed (run again after a crash: at-least-once). An activity does not start
+-- before visible_at (0: at once; later with --durable-latency, as its work item rides a queue on Azure).
 CREATE TABLE IF NOT EXISTS activities (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     instance_id TEXT NOT NULL,
     execution_id TEXT NOT NULL,
     task_id INTEGER NOT NULL,
     name TEXT NOT NULL,
-    input TEXT
+    input TEXT,
+    visible_at REAL NOT NULL DEFAULT 0
 );
--- Entity operations (signals and calls) not yet processed, in arrival order.
+-- Entity operations (signals and calls) not yet processed, in arrival order. The sender is parent_instance_id
+-- (NULL: a client).
 CREATE TABLE IF NOT EXISTS entity_messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     entity_id TEXT NOT NULL,  -- scheduler id: @name@key
@@ -153,6 +156,7 @@ class ActivityItem:
     task_id: int
     name: str
     input: str | None
+    visible_at: float = 0.0
 
 
 @dataclass
@@ -192,7 +196,12 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         with self.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            _migrate(db)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('hub_name', ?)", (hub_name,))
 
     def close(self) -> None:
@@ -273,13 +282,17 @@ class Store:
         )
         return int(cursor.lastrowid or 0)
 
-    def visible_messages(self, instance_id: str, now: float) -> list[InboxMessage]:
-        """The instance's messages that are visible now, in arrival order."""
-        rows = self._db.execute(
-            "SELECT id, instance_id, execution_id, visible_at, event FROM inbox "
-            "WHERE instance_id = ? AND visible_at <= ? ORDER BY id",
-            (instance_id, now),
-        )
+    def visible_messages(self, instance_id: str, now: float, *, by_visibility: bool = False) -> list[InboxMessage]:
+        """The instance's messages that are visible now, in arrival order.
+
+        Args:
+            instance_id: the orchestration instance.
+            now: epoch seconds; messages with a later `visible_at` are not returned.
+            by_visibility: order by when each message became visible, then by when it was sent (the arrival order
+                when messages ride queues with a latency); False: by when they were sent.
+        """
+        sql = _VISIBLE_MESSAGES_BY_VISIBILITY if by_visibility else _VISIBLE_MESSAGES
+        rows = self._db.execute(sql, (instance_id, now))
         return [InboxMessage(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
     def instances_with_visible_messages(self, now: float) -> list[str]:
@@ -296,19 +309,41 @@ class Store:
 
     def pending_activities(self) -> list[ActivityItem]:
         """Every activity not yet completed."""
-        rows = self._db.execute("SELECT id, instance_id, execution_id, task_id, name, input FROM activities")
+        rows = self._db.execute(f"SELECT {_ACTIVITY_COLUMNS} FROM activities")  # noqa: S608 - constant columns
         return [ActivityItem(*row) for row in rows]
+
+    def get_activity(self, activity_id: int) -> ActivityItem | None:
+        """One activity not yet completed, or None when it completed or was dropped (terminate, purge)."""
+        sql = f"SELECT {_ACTIVITY_COLUMNS} FROM activities WHERE id = ?"  # noqa: S608 - constant columns
+        found = self._db.execute(sql, (activity_id,)).fetchone()
+        return ActivityItem(*found) if found else None
 
     # ------------------------------------------------------------------ entities
 
-    def entity_batch(self, entity_id: str, now: float, limit: int) -> list[EntityMessage]:
-        """The entity's oldest visible operations, in arrival order."""
-        rows = self._db.execute(
-            "SELECT id, entity_id, operation, input, is_signal, request_id, parent_instance_id, parent_execution_id "
-            "FROM entity_messages WHERE entity_id = ? AND visible_at <= ? ORDER BY id LIMIT ?",
-            (entity_id, now, limit),
-        )
+    def entity_batch(
+        self, entity_id: str, now: float, limit: int, *, by_visibility: bool = False
+    ) -> list[EntityMessage]:
+        """The entity's oldest visible operations, in arrival order (see `visible_messages` for `by_visibility`)."""
+        sql = _ENTITY_BATCH_BY_VISIBILITY if by_visibility else _ENTITY_BATCH
+        rows = self._db.execute(sql, (entity_id, now, limit))
         return [EntityMessage(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    @staticmethod
+    def last_entity_visible_at(db: sqlite3.Connection, entity_id: str, sender: str | None, horizon: float) -> float:
+        """The latest `visible_at` (up to `horizon`) of the queued operations from one sender to one entity, or 0.0.
+
+        Args:
+            db: the connection, inside the transaction that queues the next operation.
+            entity_id: the target entity's scheduler id.
+            sender: the sending orchestration's instance id, or None for clients.
+            horizon: operations visible later than this are scheduled signals not yet sent, and do not count.
+        """
+        row = db.execute(
+            "SELECT MAX(visible_at) FROM entity_messages WHERE entity_id = ? AND parent_instance_id IS ? "
+            "AND visible_at <= ?",
+            (entity_id, sender, horizon),
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else 0.0
 
     def entities_with_visible_messages(self, now: float) -> list[str]:
         """Entities that have at least one operation visible now."""
@@ -383,10 +418,31 @@ class Store:
             )
 
 
+_VISIBLE_MESSAGES_WHERE = (
+    "SELECT id, instance_id, execution_id, visible_at, event FROM inbox WHERE instance_id = ? AND visible_at <= ?"
+)
+_VISIBLE_MESSAGES = _VISIBLE_MESSAGES_WHERE + " ORDER BY id"
+_VISIBLE_MESSAGES_BY_VISIBILITY = _VISIBLE_MESSAGES_WHERE + " ORDER BY visible_at, id"
+_ENTITY_BATCH_WHERE = (
+    "SELECT id, entity_id, operation, input, is_signal, request_id, parent_instance_id, parent_execution_id "
+    "FROM entity_messages WHERE entity_id = ? AND visible_at <= ?"
+)
+_ENTITY_BATCH = _ENTITY_BATCH_WHERE + " ORDER BY id LIMIT ?"
+_ENTITY_BATCH_BY_VISIBILITY = _ENTITY_BATCH_WHERE + " ORDER BY visible_at, id LIMIT ?"
+_ACTIVITY_COLUMNS = "id, instance_id, execution_id, task_id, name, input, visible_at"
+
 _INSTANCE_COLUMNS = (
     "instance_id, execution_id, name, version, status, input, output, custom_status, created_time, "
     "last_updated_time, parent_instance_id, parent_execution_id, parent_task_id"
 )
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a state directory written by an older devhost up to `SCHEMA_VERSION` (inside a transaction)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(activities)")}
+    if "visible_at" not in columns:  # schema 1
+        db.execute("ALTER TABLE activities ADD COLUMN visible_at REAL NOT NULL DEFAULT 0")
+        logger.info("Upgraded the durable store to schema %d (activities.visible_at)", SCHEMA_VERSION)
 
 
 def _instance_filter(

@@ -61,7 +61,10 @@ async def host(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevHos
     root = make_script_root(
         tmp_path_factory.mktemp("devhost"), {"SAMPLE_HUB": "DevhostTests", "SAMPLE_SCHEDULE": NEVER}
     )
-    running = DevHost(HostOptions(app=APP_MODULE, script_root=root, state_dir=root / "state", port=0))
+    # durable_latency_ms=0: deliver at once whatever DEVHOST_DURABLE_LATENCY_MS says (tests/devhost/test_latency.py
+    # starts hosts with a latency)
+    options = HostOptions(app=APP_MODULE, script_root=root, state_dir=root / "state", port=0, durable_latency_ms=0)
+    running = DevHost(options)
     await running.start()
     yield running
     await running.stop()
@@ -129,7 +132,7 @@ class HostProcess:
         self.base_url = ""
 
     def start(self, timeout: float = 20.0) -> HostProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SAMPLE_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMPLE_", "DEVHOST_DURABLE_"))}
         env["PYTHONPATH"] = str(REPO_ROOT)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self._args, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -19,7 +19,10 @@ API = "/runtime/webhooks/durabletask"
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevHost]:
     root = make_script_root(tmp_path_factory.mktemp("auth"), {"SAMPLE_HUB": "DevhostTests", "SAMPLE_SCHEDULE": NEVER})
-    running = DevHost(HostOptions(app=APP_MODULE, script_root=root, state_dir=root / "state", port=0, enable_auth=True))
+    options = HostOptions(
+        app=APP_MODULE, script_root=root, state_dir=root / "state", port=0, enable_auth=True, durable_latency_ms=0
+    )
+    running = DevHost(options)
     await running.start()
     yield running
     await running.stop()

@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 COUNTER = "counter"
+JOURNAL = "journal"
 
 # ---------------------------------------------------------------- HTTP routes
 
@@ -219,6 +220,41 @@ def nondeterministic(context: df.DurableOrchestrationContext):
     return "unreachable"
 
 
+@app.orchestration_trigger(context_name="context")
+def chain(context: df.DurableOrchestrationContext):
+    """N activities one after the other: 2N+1 Durable hops (the start, then each work item and its result)."""
+    results = []
+    for i in range(context.get_input()):
+        results.append((yield context.call_activity("hello", str(i))))
+    return results
+
+
+@app.orchestration_trigger(context_name="context")
+def signal_journal(context: df.DurableOrchestrationContext):
+    """Signals `append` to the journal entity `key` once per item, in order, from this one sender."""
+    params = context.get_input()
+    for item in params["items"]:
+        context.signal_entity(df.EntityId(JOURNAL, params["key"]), "append", item)
+    return len(params["items"])
+
+
+@app.orchestration_trigger(context_name="context")
+def signal_journal_stamped(context: df.DurableOrchestrationContext):
+    """Signals one `append` of {"sender", "sent"} to the journal `key`; `sent` is when this episode sent it."""
+    params = context.get_input()
+    item = {"sender": params["sender"], "sent": context.current_utc_datetime.timestamp()}
+    context.signal_entity(df.EntityId(JOURNAL, params["key"]), "append", item)
+    return item
+
+
+@app.orchestration_trigger(context_name="context")
+def timer_then_now(context: df.DurableOrchestrationContext):
+    """Waits on a durable timer; returns its fire time and the time of the episode the timer woke (epoch seconds)."""
+    fire_at = context.current_utc_datetime + timedelta(seconds=context.get_input())
+    yield context.create_timer(fire_at)
+    return {"fire_at": fire_at.timestamp(), "woke_at": context.current_utc_datetime.timestamp()}
+
+
 # ---------------------------------------------------------------- activities
 
 
@@ -265,6 +301,16 @@ def counter(context: df.DurableEntityContext) -> None:
         context.destruct_on_exit()
     else:
         raise ValueError(f"unknown operation {operation}")
+
+
+@app.entity_trigger(context_name="context")
+def journal(context: df.DurableEntityContext) -> None:
+    """A list of every `append` input, in the order the operations ran."""
+    entries = context.get_state(list)
+    if context.operation_name == "append":
+        entries.append(context.get_input())
+        context.set_state(entries)
+    context.set_result(entries)
 
 
 # ---------------------------------------------------------------- timer
