@@ -32,9 +32,9 @@ class MemoryKind(StrEnum):
 class SessionStatus(StrEnum):
     """Lifecycle of a session as the store knows it."""
 
-    ACTIVE = "active"  # hot: its state lives in the session entity
-    IDLE = "idle"  # evicted from the hot pool; cold-restorable
-    ENDED = "ended"  # reflection started or done; never restored
+    ACTIVE = "active"  # hot: in the hot pool (counted by /stats, evicted when idle)
+    IDLE = "idle"  # evicted from the hot pool; cold-restorable, and a new turn makes it active again
+    ENDED = "ended"  # its end was asked: no turn is accepted any more; reflection runs or ran; never restored
 
 
 class Turn(_Frozen):
@@ -72,18 +72,29 @@ class Chunk(_Frozen):
 
 
 class SessionRecord(_Frozen):
-    """What the store keeps about a session, enough to restore it cold."""
+    """What the store keeps about a session: its status, its turn sequence, and how far background work got.
+
+    The store updates it in the same transaction as every turn it appends, so it is the session's authoritative
+    state: the request path reads nothing else.
+    """
 
     user_id: str
     session_id: str
     status: SessionStatus
     started_at: datetime
     last_activity: datetime
-    turn_count: int = Field(default=0, ge=0)
+    turn_count: int = Field(default=0, ge=0, description="seq of the last turn appended")
     compacted_through: int = Field(default=0, ge=0, description="last seq folded into cumulative_summary")
     cumulative_summary: str = ""
     chunk_count: int = Field(default=0, ge=0)
+    indexed_through: int = Field(
+        default=0, ge=0, description="every turn up to this seq is indexed (has its vector when there is an embedder)"
+    )
+    indexed_ahead: tuple[tuple[int, int], ...] = Field(
+        default=(), description="windows (first, last seq) indexed beyond a gap after indexed_through"
+    )
     ended_at: datetime | None = None
+    reflected_at: datetime | None = Field(None, description="when the reflection of the ended session finished")
 
 
 class SessionSummary(_Frozen):
@@ -142,6 +153,6 @@ def stable_id(*parts: str) -> str:
     return f"{parts[0]}-{digest[:32]}"
 
 
-def turn_doc_id(user_id: str, session_id: str, seq: int) -> str:
-    """Deterministic id of a stored turn."""
-    return stable_id("turn", user_id, session_id, str(seq))
+def turn_doc_id(user_id: str, session_id: str, turn_id: str) -> str:
+    """Deterministic id of a stored turn: one turn per ``turn_id`` in a session, however late a repeat comes."""
+    return stable_id("turn", user_id, session_id, turn_id)

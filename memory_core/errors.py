@@ -23,7 +23,11 @@ class InvalidRequestError(MemoryServiceError):
     """The caller sent something the service cannot accept (names the field when there is one)."""
 
 
-class SessionNotFoundError(MemoryServiceError):
+class NotFoundError(MemoryServiceError):
+    """Something the request names does not exist (the field says what)."""
+
+
+class SessionNotFoundError(NotFoundError):
     """The session does not exist, or it was completed and cannot be restored."""
 
     def __init__(self, user_id: str, session_id: str) -> None:

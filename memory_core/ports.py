@@ -5,7 +5,7 @@ Every method is scoped to one user: no port method can read or write across user
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -21,10 +21,11 @@ from memory_core.domain import (
     SessionSummary,
     Turn,
 )
-from memory_core.pool import PoolState
-from memory_core.session import SessionState, TurnInput
+from memory_core.session import HotSession, TurnInput
 
 Vector = Sequence[float]
+# A pure transition of a session record (``memory_core.session``): the new record, or None to change nothing.
+RecordChange = Callable[[SessionRecord], SessionRecord | None]
 
 
 class UserDeletion(BaseModel):
@@ -35,6 +36,30 @@ class UserDeletion(BaseModel):
     chunks: int = 0
     summaries: int = 0
     insights: int = 0
+
+
+class AppendOutcome(BaseModel):
+    """What appending a turn did: the stored turn (the earlier one for a repeat) and the session record after it."""
+
+    turn: Turn
+    duplicate: bool
+    record: SessionRecord
+
+
+class RecordUpdate(BaseModel):
+    """The session record after an update (None: there is no such session), and whether the update changed it."""
+
+    record: SessionRecord | None
+    changed: bool
+
+
+class SessionFigures(BaseModel):
+    """Aggregates over the sessions of one status, across users (for ``/stats``)."""
+
+    count: int = 0
+    lagging: int = Field(0, description="sessions whose background work is a whole batch or more behind")
+    oldest_activity: datetime | None = None
+    mean_activity: datetime | None = None
 
 
 class UserExport(BaseModel):
@@ -68,8 +93,43 @@ class Store(Protocol):
     async def put_session(self, record: SessionRecord) -> None:
         """Insert or replace a session record."""
 
+    async def create_session(self, record: SessionRecord) -> bool:
+        """Insert a session record unless one with its id exists; False when it did."""
+
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
         """One session record, or None."""
+
+    async def update_session(self, user_id: str, session_id: str, change: RecordChange) -> RecordUpdate:
+        """Apply a pure transition to the current record atomically (re-read and retried if a write intervened)."""
+
+    async def append_turn(self, user_id: str, session_id: str, turn: TurnInput, now: datetime) -> AppendOutcome:
+        """Store a turn with the next sequence number and count it in its session record, atomically.
+
+        A ``turn_id`` the session already holds returns that turn (``duplicate``) and writes nothing, however long
+        ago it was stored. Raises ``SessionNotFoundError`` (no such session), ``SessionEndedError`` (the session has
+        ended) and ``ConflictError`` naming the field (the ``turn_id`` was stored with other content).
+        """
+
+    async def scan_sessions(
+        self,
+        status: SessionStatus,
+        *,
+        idle_before: datetime | None = None,
+        lagging_by: int | None = None,
+        unreflected: bool = False,
+        limit: int = 100,
+    ) -> list[SessionRecord]:
+        """Sessions of every user with ``status``, least recently active first (the cleanup timer's query).
+
+        ``idle_before``: last active before that time; ``lagging_by``: ``turn_count - indexed_through`` at least
+        that; ``unreflected``: reflection has not finished.
+        """
+
+    async def session_figures(self, status: SessionStatus, lagging_by: int) -> SessionFigures:
+        """Count and activity of every user's sessions with ``status``."""
+
+    async def claim_cleanup(self, now: datetime, interval_seconds: float) -> bool:
+        """True, and remember ``now``, when no cleanup was claimed in the last ``interval_seconds``."""
 
     async def list_sessions(
         self, user_id: str, status: SessionStatus | None = None, limit: int = 100
@@ -78,12 +138,18 @@ class Store(Protocol):
 
     # turns
     async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
-        """Upsert turns by (user, session, seq); an embedding (when given) is stored with its turn."""
+        """Write turns as they are (numbered by ``append_turn``), by (user, session, turn_id), with their embeddings.
+
+        Background indexing uses it to add vectors to stored turns; without an embedding a stored one is kept.
+        """
 
     async def get_turns(
         self, user_id: str, session_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[Turn]:
         """The session's turns with seq > after_seq, in seq order."""
+
+    async def get_turn(self, user_id: str, session_id: str, turn_id: str) -> Turn | None:
+        """The session's turn stored under ``turn_id``, or None."""
 
     # chunks
     async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
@@ -175,37 +241,29 @@ class ReflectionHandle(BaseModel):
 
 
 class SessionHost(Protocol):
-    """What the host offers the use cases: hot session state, background work, the pool.
+    """What the host offers the use cases: background work and the hot mirror of sessions.
 
-    On Azure Functions it is the Durable client (session entity, orchestrations); nothing here names Durable.
+    On Azure Functions it is the Durable client (session entities, orchestrations); nothing here names Durable.
+    Every method returns once the work is durably requested; none waits for the work itself.
     """
 
-    async def read(self, user_id: str, session_id: str) -> SessionState | None:
-        """The session's hot state, or None when it is not in the hot pool."""
+    async def read(self, user_id: str, session_id: str) -> HotSession | None:
+        """The session's hot state as last persisted, or None."""
 
-    async def hold(self, state: SessionState) -> None:
-        """Put a session into the hot pool (an existing hot state is kept)."""
-
-    async def submit_turn(self, user_id: str, session_id: str, turn: TurnInput) -> None:
-        """Durably accept a turn for ingestion; a repeat of an accepted turn is accepted again, not run twice.
-
-        Raises ``SessionEndedError`` once the session's end was asked for.
-        """
+    async def start_batch(self, user_id: str, session_id: str, through_seq: int) -> None:
+        """Start the background work (indexing, compaction) of the turns up to ``through_seq``; a repeat is a no-op."""
 
     async def start_reflection(self, user_id: str, session_id: str) -> ReflectionHandle:
-        """Start the session's reflection, or return the one already started."""
+        """Start the ended session's reflection, or return the one already started."""
 
-    async def pool(self) -> PoolState:
-        """The hot pool's bookkeeping."""
-
-    async def forget(self, user_id: str, session_ids: Sequence[str]) -> int:
-        """Delete the user's hot states and background-work histories; returns how many histories were purged."""
+    async def reflection_started(self, user_id: str, session_id: str) -> bool:
+        """Whether the session's reflection was ever started (and not purged)."""
 
     async def start_eviction(self, user_id: str, session_id: str, cutoff: datetime) -> None:
         """Start moving a session out of the hot pool if nothing happened in it after ``cutoff``."""
 
-    async def mark_cleaned(self, now: datetime) -> None:
-        """Record that a cleanup ran at ``now``."""
+    async def forget(self, user_id: str, session_ids: Sequence[str]) -> int:
+        """Delete the user's hot states and background-work histories; returns how many histories were purged."""
 
     async def purge_finished(self, before: datetime) -> int:
         """Delete histories of background work that finished before ``before``; returns how many."""

@@ -1,261 +1,429 @@
-"""The hot session state and its pure transitions.
+"""A session's rules: appending turns to its store record, and the hot state its session entity keeps.
 
-The session entity holds one ``SessionState`` and applies these functions to it; they do no I/O and never read the
-clock (callers pass ``now``), so the entity stays a dispatcher and every rule here is unit-testable.
+Two states, each with pure transitions (no I/O, no clock: callers pass ``now``):
 
-A turn moves through three places and is in exactly one of them at any time:
+* ``SessionRecord`` (``memory_core.domain``) is the authoritative state. The store keeps it and applies ``append``
+  in the same transaction as the turn it writes (SQLite: one transaction; Cosmos DB: a transactional batch with the
+  record's ETag), so a turn is stored, numbered and counted at once, or not at all. The other record transitions
+  (``end``, ``revive``, ``mark_idle``, ``record_compaction``, ``record_indexed``, ``record_reflected``) are applied
+  with ``Store.update_session``, which re-reads and retries when a concurrent write got there first. Each returns
+  None when it changes nothing, so a retried step writes nothing.
+* ``HotSession`` is the session entity's state: the hot pool's bounded mirror of the session (status, counts, the
+  cumulative summary and the recent turns as references) and the compaction claim that makes chunks fold into the
+  summary one at a time and in order. Texts live in the store, so the state stays a few kilobytes whatever the
+  turns' sizes. Background work keeps it current; the request path never waits for it.
 
-* ``recent``: the last K turns, kept verbatim;
-* ``pending``: older turns waiting until L of them form a chunk;
-* compacted: folded into ``cumulative_summary`` (``seq <= compacted_through``); the turns themselves are in the store.
-
-At most one chunk is compacted at a time (``claimed_through`` marks it), so chunks fold into the cumulative summary
-in order even when many turns arrive at once.
+Chunk ``c`` holds the turns ``c*L+1 .. (c+1)*L``; it is due for compaction once ``K`` turns follow it (the last K
+turns stay verbatim in the context).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from memory_core.domain import JsonDict, SessionRecord, SessionStatus, Turn
-from memory_core.errors import SessionEndedError, SessionNotFoundError
+from memory_core.errors import ConflictError, SessionEndedError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# Turn ids remembered for de-duplication. Retries arrive within seconds, so a window of recent ids is enough here;
-# the store's unique (session, turn_id) index is the backstop for anything older.
-MAX_TRACKED_TURN_IDS = 1000
+# Bounds that keep the entity's state and every Durable payload small (the turns themselves never ride Durable).
+# Sizes are of the text as JSON with non-ASCII escaped, as the Durable SDK serialises it (an emoji is 12 bytes).
+RECENT_REFS = 10  # turn references the hot state keeps
+PREVIEW_CHARS = 64  # at most this many characters of the user message kept as a turn's preview...
+PREVIEW_BYTES = 96  # ...and at most this many bytes of JSON
+MAX_SUMMARY_BYTES = 3_000  # the cumulative summary as JSON (a 250-word English summary is about 1,600)
 
 
 class TurnInput(BaseModel):
-    """A turn as the caller sends it, before it has a sequence number."""
+    """A turn as the caller sends it, before the store gives it a sequence number."""
 
     model_config = ConfigDict(frozen=True)
 
     turn_id: str
     user_message: str
     agent_message: str
-    timestamp: datetime
+    timestamp: datetime | None = Field(None, description="When the turn happened; None: when it is stored")
     metadata: JsonDict = Field(default_factory=dict)
-    received_at: datetime | None = Field(None, description="When the service accepted the turn")
 
 
-class SessionState(BaseModel):
-    """Everything the hot pool holds about one session."""
+# -- the store record -----------------------------------------------------------------------------------------------
+
+
+def new_record(user_id: str, session_id: str, now: datetime) -> SessionRecord:
+    """The record of a new, empty, active session."""
+    return SessionRecord(
+        user_id=user_id, session_id=session_id, status=SessionStatus.ACTIVE, started_at=now, last_activity=now
+    )
+
+
+def append(record: SessionRecord, turn: TurnInput, now: datetime) -> tuple[SessionRecord, Turn]:
+    """Number the turn after the last one and count it; an idle (evicted) session becomes active again.
+
+    Raises ``SessionEndedError`` once the session's end was asked for.
+    """
+    if record.status is SessionStatus.ENDED:
+        raise SessionEndedError(record.user_id, record.session_id)
+    stored = Turn(
+        user_id=record.user_id,
+        session_id=record.session_id,
+        seq=record.turn_count + 1,
+        turn_id=turn.turn_id,
+        user_message=turn.user_message,
+        agent_message=turn.agent_message,
+        timestamp=turn.timestamp or now,
+        metadata=turn.metadata,
+    )
+    updated = record.model_copy(
+        update={
+            "turn_count": stored.seq,
+            "last_activity": max(record.last_activity, now),
+            "status": SessionStatus.ACTIVE,
+        }
+    )
+    return updated, stored
+
+
+def ensure_same_turn(stored: Turn, turn: TurnInput) -> None:
+    """Accept a repeated ``turn_id`` only with the content stored under it, else a ``ConflictError`` naming it."""
+    field = conflicting_field(stored, turn)
+    if field is not None:
+        raise ConflictError(
+            f"turn_id {turn.turn_id!r} was stored (as turn {stored.seq}) with another {field}; "
+            "a turn_id names one turn: send new content under a new turn_id",
+            field=field,
+        )
+
+
+def conflicting_field(stored: Turn, turn: TurnInput) -> str | None:
+    """The message in which a repeated ``turn_id`` differs from the turn first stored under it, or None.
+
+    The messages are the turn; a repeat's timestamp and metadata are not compared (a client that stamps each attempt
+    with its own time still repeats the same turn), and the stored ones stand.
+    """
+    if stored.user_message != turn.user_message:
+        return "user_message"
+    if stored.agent_message != turn.agent_message:
+        return "agent_message"
+    return None
+
+
+def end(record: SessionRecord, now: datetime) -> SessionRecord | None:
+    """Mark the session ended: from now on no turn is accepted. None when it had ended already."""
+    if record.status is SessionStatus.ENDED:
+        return None
+    return record.model_copy(
+        update={"status": SessionStatus.ENDED, "ended_at": now, "last_activity": max(record.last_activity, now)}
+    )
+
+
+def revive(record: SessionRecord, now: datetime) -> SessionRecord | None:
+    """Bring an evicted (idle) session back into the hot pool. None when it is not idle."""
+    if record.status is not SessionStatus.IDLE:
+        return None
+    return record.model_copy(update={"status": SessionStatus.ACTIVE, "last_activity": max(record.last_activity, now)})
+
+
+def mark_idle(record: SessionRecord, cutoff: datetime) -> SessionRecord | None:
+    """Evict an active session nothing happened in after ``cutoff``. None when it is not active or not idle enough."""
+    if record.status is not SessionStatus.ACTIVE or record.last_activity > cutoff:
+        return None
+    return record.model_copy(update={"status": SessionStatus.IDLE})
+
+
+def record_compaction(
+    record: SessionRecord, index: int, first_seq: int, last_seq: int, summary: str
+) -> SessionRecord | None:
+    """Fold chunk ``index`` into the record, if it is the next one. None when it was folded already (or is not next)."""
+    if record.chunk_count != index or record.compacted_through != first_seq - 1:
+        return None
+    return record.model_copy(
+        update={
+            "compacted_through": last_seq,
+            "cumulative_summary": bounded_summary(summary),
+            "chunk_count": index + 1,
+        }
+    )
+
+
+MAX_INDEXED_AHEAD = 64  # windows remembered beyond a gap; a forgotten one is indexed again, never lost
+
+
+def record_indexed(record: SessionRecord, first_seq: int, last_seq: int) -> SessionRecord | None:
+    """Note that turns ``first_seq..last_seq`` are indexed. None when that changes nothing.
+
+    Batches finish in any order, so ``indexed_through`` only moves over contiguous windows: one that finishes beyond
+    a gap waits in ``indexed_ahead`` until the gap is filled.
+    """
+    last_seq = min(last_seq, record.turn_count)
+    if last_seq < first_seq or last_seq <= record.indexed_through:
+        return None
+    through, ahead = record.indexed_through, []
+    for first, last in sorted({*record.indexed_ahead, (first_seq, last_seq)}):
+        if first <= through + 1:
+            through = max(through, last)
+        else:
+            ahead.append((first, last))
+    kept = tuple(ahead[:MAX_INDEXED_AHEAD])
+    if through == record.indexed_through and kept == record.indexed_ahead:
+        return None
+    return record.model_copy(update={"indexed_through": through, "indexed_ahead": kept})
+
+
+def record_reflected(record: SessionRecord, now: datetime) -> SessionRecord | None:
+    """Note that the ended session's reflection finished. None when it was noted already."""
+    if record.reflected_at is not None:
+        return None
+    return record.model_copy(update={"reflected_at": now})
+
+
+def bounded_summary(text: str) -> str:
+    """The summary cut to ``MAX_SUMMARY_BYTES`` of JSON at a word boundary, marked with an ellipsis when cut."""
+    return truncate(text, MAX_SUMMARY_BYTES)
+
+
+def json_size(text: str) -> int:
+    """Bytes of ``text`` as a JSON string's content with non-ASCII escaped (what Durable messages carry)."""
+    return len(json.dumps(text)) - 2
+
+
+_ELLIPSIS = "…"
+
+
+def truncate(text: str, max_bytes: int) -> str:
+    """``text`` if it fits ``max_bytes`` of JSON, else its longest prefix that fits with an ellipsis, cut at a word."""
+    if json_size(text) <= max_bytes:
+        return text
+    room = max_bytes - json_size(_ELLIPSIS)
+    low, high = 0, len(text)
+    while low < high:  # the longest prefix that fits
+        middle = (low + high + 1) // 2
+        if json_size(text[:middle]) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    cut = text[:low]
+    head, _, _ = cut.rpartition(" ")
+    return (head or cut).rstrip() + _ELLIPSIS
+
+
+def batch_due(seq: int, keep_recent: int, chunk_size: int) -> bool:
+    """Whether storing turn ``seq`` makes a chunk due, which is when that turn's batch of background work starts.
+
+    Chunk ``c`` is due once ``K`` turns follow it, at turn ``(c+1)*L + K``: a batch then indexes the turns so far and
+    compacts the chunk. Between two batches at most ``L + K - 1`` turns wait for their vectors (full-text search has
+    them at once), and at most ``L - 1`` turns are neither verbatim in the context nor in the cumulative summary.
+    """
+    return seq > keep_recent and (seq - keep_recent) % chunk_size == 0
+
+
+def batch_window(through_seq: int, keep_recent: int, chunk_size: int) -> tuple[int, int]:
+    """The turns (first, last seq) the batch started at turn ``through_seq`` indexes: those since the batch before.
+
+    Windows of successive batches do not overlap, so batches that run at the same time never index a turn twice.
+    """
+    previous = through_seq - chunk_size
+    first = previous + 1 if previous >= keep_recent + chunk_size else 1
+    return first, through_seq
+
+
+def next_batch_end(seq: int, keep_recent: int, chunk_size: int) -> int:
+    """The turn whose batch indexes turn ``seq``: the first batch end at or after it."""
+    if seq <= keep_recent + chunk_size:
+        return keep_recent + chunk_size
+    return keep_recent + -(-(seq - keep_recent) // chunk_size) * chunk_size
+
+
+def batch_lag(keep_recent: int, chunk_size: int) -> int:
+    """Unindexed turns that mean a session's batch was missed (it never started, or failed for good)."""
+    return keep_recent + chunk_size
+
+
+def next_chunk(record_or_state: SessionRecord | HotSession, chunk_size: int) -> tuple[int, int]:
+    """First and last seq of the next chunk to compact."""
+    first = record_or_state.compacted_through + 1
+    return first, first + chunk_size - 1
+
+
+# -- the session entity's hot state ---------------------------------------------------------------------------------
+
+
+class TurnRef(BaseModel):
+    """A turn as the hot state refers to it: its number, id, time and a short preview (never the whole text)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    turn_id: str
+    timestamp: datetime
+    preview: str = Field(max_length=PREVIEW_CHARS)
+
+    @classmethod
+    def of(cls, turn: Turn) -> TurnRef:
+        """The reference of a stored turn."""
+        words = " ".join(turn.user_message.split())
+        preview = truncate(
+            words if len(words) <= PREVIEW_CHARS else words[: PREVIEW_CHARS - 1] + _ELLIPSIS, PREVIEW_BYTES
+        )
+        return cls(seq=turn.seq, turn_id=turn.turn_id, timestamp=turn.timestamp, preview=preview)
+
+
+class SessionSnapshot(BaseModel):
+    """What the store says about a session, as background work reads it for the session entity."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    session_id: str
+    status: SessionStatus
+    last_activity: datetime
+    turn_count: int
+    indexed_through: int
+    compacted_through: int
+    chunk_count: int
+    cumulative_summary: str = Field(max_length=MAX_SUMMARY_BYTES)
+    recent: tuple[TurnRef, ...] = Field(default=(), max_length=RECENT_REFS)
+
+    @classmethod
+    def of(cls, record: SessionRecord, recent: list[Turn]) -> SessionSnapshot:
+        """The snapshot of a record and its last turns."""
+        return cls(
+            user_id=record.user_id,
+            session_id=record.session_id,
+            status=record.status,
+            last_activity=record.last_activity,
+            turn_count=record.turn_count,
+            indexed_through=record.indexed_through,
+            compacted_through=record.compacted_through,
+            chunk_count=record.chunk_count,
+            cumulative_summary=bounded_summary(record.cumulative_summary),
+            recent=tuple(TurnRef.of(t) for t in recent[-RECENT_REFS:]),
+        )
+
+
+class HotSession(BaseModel):
+    """The session entity's state. ``claimed_through > compacted_through`` while a chunk is being compacted."""
 
     model_config = ConfigDict(frozen=True)
 
     schema_version: int = SCHEMA_VERSION
     user_id: str
     session_id: str
-    status: Literal["active", "ended"] = "active"
-    started_at: datetime
+    status: Literal["active", "idle", "ended"] = "active"
     last_activity: datetime
     turn_count: int = 0
-    recent: tuple[Turn, ...] = ()
-    pending: tuple[Turn, ...] = ()
+    indexed_through: int = 0
     compacted_through: int = 0
     claimed_through: int = 0
-    cumulative_summary: str = ""
     chunk_count: int = 0
-    turn_ids: dict[str, int] = Field(default_factory=dict)
-    restored: bool = False
-    ended_at: datetime | None = None
+    cumulative_summary: str = ""
+    recent: tuple[TurnRef, ...] = ()
 
 
-class Compaction(BaseModel):
-    """A chunk of pending turns claimed for compaction."""
+class Claim(BaseModel):
+    """A chunk claimed for compaction: ``index`` and the seqs it holds."""
 
     model_config = ConfigDict(frozen=True)
 
     user_id: str
     session_id: str
     index: int
-    turns: tuple[Turn, ...]
-    previous_summary: str
-
-    @property
-    def through_seq(self) -> int:
-        """The last sequence number in the chunk."""
-        return self.turns[-1].seq
+    first_seq: int
+    last_seq: int
 
 
-class AppendResult(BaseModel):
-    """What an append did: the turn's sequence number, whether it was a repeat, and a chunk to compact if one is due.
-
-    ``turn`` is the stored turn; it is None only for a repeat of a turn already compacted out of the hot state.
-    """
+class CompactionDone(BaseModel):
+    """The session's compaction after a compaction step: ``chunk_count`` chunks folded, through ``through_seq``."""
 
     model_config = ConfigDict(frozen=True)
 
-    seq: int
-    turn: Turn | None
-    duplicate: bool
-    compaction: Compaction | None = None
+    chunk_count: int
+    through_seq: int
+    summary: str = Field(max_length=MAX_SUMMARY_BYTES)
 
 
-def new_session(user_id: str, session_id: str, now: datetime) -> SessionState:
-    """A fresh, empty session."""
-    return SessionState(user_id=user_id, session_id=session_id, started_at=now, last_activity=now)
+def sync(
+    state: HotSession | None, snapshot: SessionSnapshot, keep_recent: int, chunk_size: int
+) -> tuple[HotSession, Claim | None]:
+    """Bring the hot state up to the store's snapshot (newer news wins) and claim the next chunk if one is due.
 
-
-def restore_session(record: SessionRecord, turns: list[Turn], keep_recent: int, now: datetime) -> SessionState:
-    """Rebuild the hot state of an evicted session from its store record and its turns.
-
-    ``turns`` must hold at least the not-yet-compacted turns; the ids of all of them are remembered (the last
-    ``MAX_TRACKED_TURN_IDS``, as in a hot session), so a retry of an already compacted turn is still recognised.
+    An ended session's state is final: it changes no more and claims nothing.
     """
-    if record.status is SessionStatus.ENDED:
-        raise SessionNotFoundError(record.user_id, record.session_id)
-    known = tuple(sorted(turns, key=lambda t: t.seq))
-    open_turns = tuple(t for t in known if t.seq > record.compacted_through)
-    split = max(0, len(open_turns) - keep_recent)
-    last_seq = max([record.turn_count, record.compacted_through, *(t.seq for t in open_turns)])
-    return SessionState(
-        user_id=record.user_id,
-        session_id=record.session_id,
-        started_at=record.started_at,
-        last_activity=now,
-        turn_count=last_seq,
-        recent=open_turns[split:],
-        pending=open_turns[:split],
-        compacted_through=record.compacted_through,
-        claimed_through=record.compacted_through,
-        cumulative_summary=record.cumulative_summary,
-        chunk_count=record.chunk_count,
-        turn_ids=_remember({}, known),
-        restored=True,
-    )
-
-
-def append_turn(
-    state: SessionState, turn: TurnInput, keep_recent: int, chunk_size: int, now: datetime
-) -> tuple[SessionState, AppendResult]:
-    """Append one turn: assign the next sequence number, keep the last ``keep_recent`` verbatim, claim a chunk.
-
-    A repeated ``turn_id`` changes nothing and returns the turn first stored under it. An ended session refuses
-    turns, except those the service accepted before the end was asked for (they are in flight, not late).
-    """
-    if state.status == "ended" and not _accepted_before_end(state, turn):
-        raise SessionEndedError(state.user_id, state.session_id)
-    known = state.turn_ids.get(turn.turn_id)
-    if known is not None:
-        stored = next((t for t in uncompacted_turns(state) if t.seq == known), None)
-        return state, AppendResult(seq=known, turn=stored, duplicate=True)
-    seq = state.turn_count + 1
-    stored_turn = Turn(
-        user_id=state.user_id,
-        session_id=state.session_id,
-        seq=seq,
-        turn_id=turn.turn_id,
-        user_message=turn.user_message,
-        agent_message=turn.agent_message,
-        timestamp=turn.timestamp,
-        metadata=turn.metadata,
-    )
-    recent = (*state.recent, stored_turn)
-    overflow = max(0, len(recent) - keep_recent)
-    state = state.model_copy(
-        update={
-            "turn_count": seq,
-            "recent": recent[overflow:],
-            "pending": (*state.pending, *recent[:overflow]),
-            "last_activity": max(state.last_activity, now),
-            "turn_ids": _remember(state.turn_ids, (stored_turn,)),
+    if state is None:
+        state = HotSession(
+            user_id=snapshot.user_id, session_id=snapshot.session_id, last_activity=snapshot.last_activity
+        )
+    if state.status == "ended":
+        return state, None
+    update: dict[str, object] = {
+        "status": snapshot.status.value,
+        "last_activity": max(state.last_activity, snapshot.last_activity),
+        "turn_count": max(state.turn_count, snapshot.turn_count),
+        "indexed_through": max(state.indexed_through, snapshot.indexed_through),
+    }
+    if snapshot.turn_count >= state.turn_count:
+        update["recent"] = snapshot.recent
+    if snapshot.compacted_through > state.compacted_through:
+        update |= {
+            "compacted_through": snapshot.compacted_through,
+            "chunk_count": snapshot.chunk_count,
+            "cumulative_summary": snapshot.cumulative_summary,
+            "claimed_through": max(state.claimed_through, snapshot.compacted_through),
         }
-    )
-    state, compaction = claim_chunk(state, chunk_size)
-    return state, AppendResult(seq=seq, turn=stored_turn, duplicate=False, compaction=compaction)
+    return claim_chunk(state.model_copy(update=update), keep_recent, chunk_size)
 
 
-def claim_chunk(state: SessionState, chunk_size: int, *, flush: bool = False) -> tuple[SessionState, Compaction | None]:
-    """Claim the next chunk of pending turns when ``chunk_size`` are waiting and no other chunk is being compacted.
-
-    With ``flush`` (eviction, end of session) a shorter final chunk is claimed too.
-    """
-    if state.claimed_through > state.compacted_through:
+def claim_chunk(state: HotSession, keep_recent: int, chunk_size: int) -> tuple[HotSession, Claim | None]:
+    """Claim the next chunk when it is due and no other chunk is being compacted."""
+    if state.status == "ended" or state.claimed_through > state.compacted_through:
         return state, None
-    unclaimed = [t for t in state.pending if t.seq > state.claimed_through]
-    if not unclaimed or (len(unclaimed) < chunk_size and not flush):
+    first, last = next_chunk(state, chunk_size)
+    if last + keep_recent > state.turn_count:
         return state, None
-    chunk = tuple(unclaimed[:chunk_size])
-    compaction = Compaction(
-        user_id=state.user_id,
-        session_id=state.session_id,
-        index=state.chunk_count,
-        turns=chunk,
-        previous_summary=state.cumulative_summary,
+    claim = Claim(
+        user_id=state.user_id, session_id=state.session_id, index=state.chunk_count, first_seq=first, last_seq=last
     )
-    return state.model_copy(update={"claimed_through": chunk[-1].seq}), compaction
+    return state.model_copy(update={"claimed_through": last}), claim
 
 
 def apply_compaction(
-    state: SessionState, index: int, through_seq: int, summary: str, chunk_size: int, *, flush: bool = False
-) -> tuple[SessionState, Compaction | None]:
-    """Fold a compacted chunk into the cumulative summary and claim the next chunk if one is due.
-
-    Applying the same chunk twice (a retried activity) changes nothing.
-    """
-    if index != state.chunk_count or through_seq <= state.compacted_through:
+    state: HotSession, done: CompactionDone, keep_recent: int, chunk_size: int
+) -> tuple[HotSession, Claim | None]:
+    """Take in a compaction step's outcome and claim the next chunk if one is due. Applying twice changes nothing."""
+    if done.through_seq > state.compacted_through:
+        state = state.model_copy(
+            update={
+                "compacted_through": done.through_seq,
+                "chunk_count": done.chunk_count,
+                "cumulative_summary": done.summary,
+                "claimed_through": max(state.claimed_through, done.through_seq),
+            }
+        )
+    if state.claimed_through > state.compacted_through:
+        # A claim is in flight beyond what this step folded (its own orchestration reports it): not ours to extend.
         return state, None
-    state = state.model_copy(
-        update={
-            "pending": tuple(t for t in state.pending if t.seq > through_seq),
-            "compacted_through": through_seq,
-            "claimed_through": max(state.claimed_through, through_seq),
-            "cumulative_summary": summary,
-            "chunk_count": state.chunk_count + 1,
-        }
-    )
-    return claim_chunk(state, chunk_size, flush=flush)
+    return claim_chunk(state, keep_recent, chunk_size)
 
 
-def release_claim(state: SessionState) -> SessionState:
-    """Give up an in-flight chunk claim (its compaction failed) so a later append claims it again."""
+def release_claim(state: HotSession) -> HotSession:
+    """Give up the in-flight claim (its compaction failed for good) so that later work claims the chunk again."""
     return state.model_copy(update={"claimed_through": state.compacted_through})
 
 
-def end_session(state: SessionState, now: datetime) -> SessionState:
-    """Freeze the session: no turn accepted after ``now`` is appended. Ending twice is harmless."""
-    if state.status == "ended":
-        return state
-    return state.model_copy(update={"status": "ended", "ended_at": now, "last_activity": max(state.last_activity, now)})
-
-
-def _accepted_before_end(state: SessionState, turn: TurnInput) -> bool:
-    return state.ended_at is not None and turn.received_at is not None and turn.received_at <= state.ended_at
-
-
-def idle_since(state: SessionState, cutoff: datetime) -> bool:
-    """True when nothing happened in the session after ``cutoff``."""
-    return state.last_activity <= cutoff
-
-
-def uncompacted_turns(state: SessionState) -> tuple[Turn, ...]:
-    """Turns not yet folded into the cumulative summary, oldest first."""
-    return (*state.pending, *state.recent)
-
-
-def to_record(state: SessionState, status: SessionStatus) -> SessionRecord:
-    """The store's view of the session, for persisting on eviction or end."""
-    return SessionRecord(
-        user_id=state.user_id,
-        session_id=state.session_id,
-        status=status,
-        started_at=state.started_at,
-        last_activity=state.last_activity,
-        turn_count=state.turn_count,
-        compacted_through=state.compacted_through,
-        cumulative_summary=state.cumulative_summary,
-        chunk_count=state.chunk_count,
+def finish(state: HotSession | None, user_id: str, session_id: str, now: datetime) -> HotSession:
+    """The final state of an ended session: its status and counts, no text (it is all in the store)."""
+    base = state or HotSession(user_id=user_id, session_id=session_id, last_activity=now)
+    return HotSession(
+        user_id=base.user_id,
+        session_id=base.session_id,
+        status="ended",
+        last_activity=max(base.last_activity, now),
+        turn_count=base.turn_count,
+        indexed_through=base.indexed_through,
+        compacted_through=base.compacted_through,
+        claimed_through=base.compacted_through,
+        chunk_count=base.chunk_count,
     )
-
-
-def _remember(turn_ids: dict[str, int], turns: tuple[Turn, ...]) -> dict[str, int]:
-    merged = {**turn_ids, **{t.turn_id: t.seq for t in turns}}
-    if len(merged) > MAX_TRACKED_TURN_IDS:
-        merged = dict(sorted(merged.items(), key=lambda item: item[1])[-MAX_TRACKED_TURN_IDS:])
-    return merged

@@ -3,8 +3,9 @@
 Three containers, each partitioned by ``/user_id`` so that every read, query and write stays inside one user's
 partition:
 
-* interactions: session records (``type: "session"``), turns (``"turn"``), chunks (``"chunk"``), plus one metadata
-  document (``"meta"``) in the reserved partition ``__meta__`` that records the store's embedding identity;
+* interactions: session records (``type: "session"``), turns (``"turn"``), chunks (``"chunk"``), plus metadata
+  documents (``"meta"``) in the reserved partition ``__meta__``: the store's embedding identity and the last cleanup
+  claim;
 * session_summaries: one ``"summary"`` per session;
 * insights: ``"insight"`` documents.
 
@@ -12,6 +13,10 @@ The stored-document shapes below (``SessionDocument``, ``TurnDocument``, ...) ar
 ``schema_version``, ``type``, ``user_id`` and, for searchable items, ``text`` and the fields that queries filter or
 order on. They are converted to and from the domain models here and nowhere else. Embeddings live in an
 ``embedding`` property that is never read back except for vector search.
+
+A session record and its turns share the user's partition, so appending a turn is one transactional batch: the turn
+is created and the record (with its ETag) replaced together, or neither is (``append_turn``). Every other change of a
+record is an optimistic read-modify-replace with ``If-Match`` (``update_session``).
 
 Search has two paths, chosen by settings: with ``COSMOS_VECTOR_SEARCH`` / ``COSMOS_FULL_TEXT_SEARCH`` on, the
 account's ``VectorDistance`` and ``FullTextScore`` do the work; with them off (accounts without those features, and
@@ -23,24 +28,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
 
 import numpy as np
+from azure.core import MatchConditions
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import AzureError
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 from azure.cosmos.exceptions import (
+    CosmosAccessConditionFailedError,
+    CosmosBatchOperationError,
     CosmosHttpResponseError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
 from pydantic import BaseModel, ConfigDict, Field
 
+from memory_core import session as rules
 from memory_core.domain import (
     Chunk,
     Insight,
@@ -55,8 +65,23 @@ from memory_core.domain import (
     stable_id,
     turn_doc_id,
 )
-from memory_core.errors import ConfigurationError, EmbeddingDimensionMismatchError, UpstreamUnavailableError
-from memory_core.ports import UserDeletion, UserExport, Vector
+from memory_core.errors import (
+    ConfigurationError,
+    EmbeddingDimensionMismatchError,
+    SessionEndedError,
+    SessionNotFoundError,
+    UpstreamUnavailableError,
+)
+from memory_core.ports import (
+    AppendOutcome,
+    RecordChange,
+    RecordUpdate,
+    SessionFigures,
+    UserDeletion,
+    UserExport,
+    Vector,
+)
+from memory_core.session import TurnInput
 from memory_core.text import content_words, query_terms
 
 if TYPE_CHECKING:
@@ -67,11 +92,14 @@ logger = logging.getLogger(__name__)
 DOC_SCHEMA_VERSION = 1
 META_PARTITION = "__meta__"  # not a valid user id (ids allow letters, digits and ._:@- only)
 META_ID = "embedding-identity"
+CLEANUP_ID = "cleanup"  # the last cleanup claim (``claim_cleanup``), next to the embedding identity
 
 # Throttling (429) and transient failures are retried by the SDK itself, configured on the client: up to
 # ``retry_throttle_total`` retries of a throttled request, honouring the service's retry-after, for at most
 # ``retry_throttle_backoff_max`` seconds in all; connection errors up to ``retry_total`` times. Writes may be retried
-# too (``retry_write``) because every write here is idempotent: upserts and deletes by deterministic ids.
+# too (``retry_write``): upserts and deletes by deterministic ids are idempotent, and the conditional writes (create
+# only, replace If-Match, the append batch) stay safe: a retry of one that did land fails with 409 or 412 and the
+# adapter then reads what is stored (so that write is reported as a duplicate, unchanged or unclaimed: never twice).
 _RETRY_TOTAL = 3
 _RETRY_THROTTLE_TOTAL = 9
 _RETRY_THROTTLE_BACKOFF_MAX_SECONDS = 30
@@ -81,6 +109,12 @@ _MAX_PARALLEL_REQUESTS = 16  # fan-out of multi-document writes and deletes
 _FALLBACK_CANDIDATES = 1000
 _BM25_K1 = 1.2
 _BM25_B = 0.75
+# Optimistic concurrency on a session record: a write that lost to another (412 on its If-Match) re-reads and tries
+# again after a short jittered pause, at most this many times before the store is reported unavailable.
+_MAX_WRITE_CONFLICTS = 20
+_CONFLICT_PAUSE_SECONDS = 0.002  # doubled per conflict, at most _CONFLICT_PAUSE_MAX_SECONDS (full jitter)
+_CONFLICT_PAUSE_MAX_SECONDS = 0.1
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _DocT = TypeVar("_DocT", bound="_Document")
 _DomainModel: TypeAlias = type[BaseModel]  # an alias: documents have a field named "type"
@@ -88,15 +122,24 @@ _T = TypeVar("_T")
 
 
 # -- stored documents -----------------------------------------------------------------------------------------------
+def _utc(value: datetime) -> datetime:
+    """The time in UTC (naive times are taken as UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _sort_key(value: datetime) -> str:
     """UTC ISO-8601 with a fixed width, so that string order is time order (naive times are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits, where strftime("%Y") does not on every platform (glibc: year 999 is
+    # "999"), which would break both the fixed width and the order.
+    return _utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _from_sort_key(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(value.removesuffix("Z")).replace(tzinfo=UTC)
+
+
+def _epoch_seconds(value: datetime) -> float:
+    return (_utc(value) - _UNIX_EPOCH).total_seconds()
 
 
 def session_doc_id(user_id: str, session_id: str) -> str:
@@ -146,7 +189,12 @@ class SessionDocument(_Document):
     compacted_through: int
     cumulative_summary: str
     chunk_count: int
+    indexed_through: int = 0
+    indexed_ahead: tuple[tuple[int, int], ...] = ()
     ended_at: datetime | None = None
+    reflected_at: datetime | None = None
+    # last_activity in seconds since the Unix epoch: what AVG needs for /stats' mean activity (AVG takes numbers only)
+    activity_epoch: float | None = None
 
     @classmethod
     def from_domain(cls, record: SessionRecord) -> SessionDocument:
@@ -156,6 +204,7 @@ class SessionDocument(_Document):
                 **record.model_dump(),
                 "id": session_doc_id(record.user_id, record.session_id),
                 "ts": _sort_key(record.last_activity),
+                "activity_epoch": _epoch_seconds(record.last_activity),
             }
         )
 
@@ -165,7 +214,7 @@ class SessionDocument(_Document):
 
 
 class TurnDocument(_SearchableDocument):
-    """One turn (container: interactions); ``first_seq == last_seq == seq``."""
+    """One turn (container: interactions), keyed by its ``turn_id``; ``first_seq == last_seq == seq``."""
 
     domain: ClassVar[_DomainModel] = Turn
     type: Literal["turn"] = "turn"
@@ -184,7 +233,7 @@ class TurnDocument(_SearchableDocument):
         return cls.model_validate(
             {
                 **turn.model_dump(),
-                "id": turn_doc_id(turn.user_id, turn.session_id, turn.seq),
+                "id": turn_doc_id(turn.user_id, turn.session_id, turn.turn_id),
                 "text": text,
                 "ts": _sort_key(turn.timestamp),
                 "first_seq": turn.seq,
@@ -348,6 +397,33 @@ def bm25_scores(
     return scores
 
 
+class _SessionLocks:
+    """One FIFO lock per session record, held while this process writes it; dropped when nobody holds or awaits it.
+
+    Writers of one record in one process then take turns instead of racing for its ETag (each loser would pay a 412,
+    a re-read and a retry); writers in other processes are still met by If-Match and the retry.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, user_id: str, session_id: str) -> AsyncIterator[None]:
+        key = (user_id, session_id)
+        lock, users = self._locks.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 # -- the store ------------------------------------------------------------------------------------------------------
 class CosmosStore:
     """The ``Store`` port on Cosmos DB for NoSQL (three containers partitioned by ``/user_id``)."""
@@ -379,6 +455,7 @@ class CosmosStore:
         self._containers: dict[str, ContainerProxy] = {}
         self._dimensions: int | None = None
         self._limit: asyncio.Semaphore | None = None
+        self._session_locks = _SessionLocks()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CosmosStore:
@@ -444,6 +521,21 @@ class CosmosStore:
         async with self._sdk_errors("query"):
             return [row async for row in container.query_items(query, parameters=parameters, partition_key=user_id)]
 
+    async def _query_all_users(self, query: str, params: dict[str, Any]) -> list[Any]:
+        """Run a parameterised query over the session records of every user: a cross-partition query.
+
+        Only the admin and timer paths use it (the cleanup timer's scan, ``/stats``), never a request path: it fans
+        out to every physical partition and costs RUs in proportion to the container, not to one user.
+        """
+        if "c.type = 'session'" not in query:
+            raise AssertionError("a cross-partition query must stay on session records")
+        parameters = [{"name": name, "value": value} for name, value in params.items()]
+        container = self._container("interactions")
+        async with self._sdk_errors("query"):
+            # No partition key: the SDK queries every partition key range and merges the results (ORDER BY, TOP and
+            # aggregates through the query plan it asks the gateway for).
+            return [row async for row in container.query_items(query, parameters=parameters)]
+
     async def _find(
         self,
         doc_cls: type[_DocT],
@@ -471,6 +563,36 @@ class CosmosStore:
             except CosmosResourceNotFoundError:
                 return None
             return item
+
+    async def _read_session(self, user_id: str, session_id: str) -> tuple[SessionRecord, str] | None:
+        """The session record and the ETag of its document, or None."""
+        row = await self._read(self._container("interactions"), session_doc_id(user_id, session_id), user_id)
+        return None if row is None else (SessionDocument.model_validate(row).to_domain(), str(row["_etag"]))
+
+    async def _replace_session(self, record: SessionRecord, etag: str) -> bool:
+        """Replace the session document if it still has ``etag``; False when another write (or a delete) came first."""
+        doc = SessionDocument.from_domain(record)
+        async with self._sdk_errors("replace"):
+            try:
+                await self._container("interactions").replace_item(
+                    doc.id, doc.model_dump(mode="json"), etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+                return False
+            return True
+
+    @staticmethod
+    async def _pause_after_conflict(attempt: int) -> None:
+        """Wait a little before re-reading a record another writer changed (exponential back-off, full jitter)."""
+        ceiling = min(_CONFLICT_PAUSE_MAX_SECONDS, _CONFLICT_PAUSE_SECONDS * 2**attempt)
+        await asyncio.sleep(random.uniform(0, ceiling))  # jitter, not cryptography
+
+    @staticmethod
+    def _too_many_conflicts(operation: str) -> UpstreamUnavailableError:
+        logger.warning("Cosmos DB %s: gave up after %d write conflicts", operation, _MAX_WRITE_CONFLICTS)
+        return UpstreamUnavailableError(
+            f"Cosmos DB {operation} of a session record lost to concurrent writes {_MAX_WRITE_CONFLICTS} times"
+        )
 
     async def _bounded(self, work: Awaitable[_T]) -> _T:
         if self._limit is None:
@@ -623,10 +745,116 @@ class CosmosStore:
         """Insert or replace a session record."""
         await self._write(SessionDocument.from_domain(record), keep_embedding=False)
 
+    async def create_session(self, record: SessionRecord) -> bool:
+        """Insert a session record unless one with its id exists (409 from Cosmos DB); False when it did."""
+        body = SessionDocument.from_domain(record).model_dump(mode="json")
+        async with self._sdk_errors("create"):
+            try:
+                await self._container("interactions").create_item(body)
+            except CosmosResourceExistsError:
+                return False
+            return True
+
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
         """One session record, or None."""
-        row = await self._read(self._container("interactions"), session_doc_id(user_id, session_id), user_id)
-        return None if row is None else SessionDocument.model_validate(row).to_domain()
+        current = await self._read_session(user_id, session_id)
+        return None if current is None else current[0]
+
+    async def update_session(self, user_id: str, session_id: str, change: RecordChange) -> RecordUpdate:
+        """Apply a pure transition to the current record: read it with its ETag, replace it with If-Match.
+
+        A 412 (another write came between the read and the replace) re-reads and applies ``change`` again, after a
+        short jittered pause, up to ``_MAX_WRITE_CONFLICTS`` times; then ``UpstreamUnavailableError``.
+        """
+        async with self._session_locks.hold(user_id, session_id):
+            for attempt in range(_MAX_WRITE_CONFLICTS):
+                current = await self._read_session(user_id, session_id)
+                if current is None:
+                    return RecordUpdate(record=None, changed=False)
+                record, etag = current
+                changed = change(record)
+                if changed is None:
+                    return RecordUpdate(record=record, changed=False)
+                if await self._replace_session(changed, etag):
+                    return RecordUpdate(record=changed, changed=True)
+                await self._pause_after_conflict(attempt)
+        raise self._too_many_conflicts("update")
+
+    async def append_turn(self, user_id: str, session_id: str, turn: TurnInput, now: datetime) -> AppendOutcome:
+        """Store the turn with the next seq and count it in the session record, in one transactional batch.
+
+        Each attempt reads the record with its ETag, numbers the turn (``rules.append``) and sends one batch in the
+        user's partition: create the turn document (its id is the turn_id's), replace the record If-Match that ETag.
+        A 409 on the create means the turn_id is stored: that turn is the answer (a duplicate), after
+        ``rules.ensure_same_turn``. A 412 on the replace means another append (or update) won: read and try again.
+        """
+        async with self._session_locks.hold(user_id, session_id):
+            for attempt in range(_MAX_WRITE_CONFLICTS):
+                outcome = await self._try_append(user_id, session_id, turn, now)
+                if outcome is not None:
+                    return outcome
+                await self._pause_after_conflict(attempt)
+        raise self._too_many_conflicts("append")
+
+    async def _try_append(self, user_id: str, session_id: str, turn: TurnInput, now: datetime) -> AppendOutcome | None:
+        """One attempt of ``append_turn``: its outcome, or None when another write won the record (try again)."""
+        current = await self._read_session(user_id, session_id)
+        if current is None:
+            raise SessionNotFoundError(user_id, session_id)
+        record, etag = current
+        try:
+            updated, stored = rules.append(record, turn, now)
+        except SessionEndedError:
+            # A repeat of a turn stored before the end is still that turn; anything else is refused.
+            repeat = await self._repeated_turn(user_id, session_id, turn)
+            if repeat is None:
+                raise
+            return AppendOutcome(turn=repeat, duplicate=True, record=record)
+        failed = await self._append_batch(stored, updated, etag)
+        if failed is None:
+            return AppendOutcome(turn=stored, duplicate=False, record=updated)
+        if failed == 409:
+            repeat = await self._repeated_turn(user_id, session_id, turn)
+            if repeat is not None:
+                # The record as it is now: it counts the stored turn (the record read above may predate it).
+                latest = await self._read_session(user_id, session_id)
+                return AppendOutcome(turn=repeat, duplicate=True, record=latest[0] if latest else record)
+        return None  # 412 (or a turn deleted since its 409): read again
+
+    async def _repeated_turn(self, user_id: str, session_id: str, turn: TurnInput) -> Turn | None:
+        """The turn stored under ``turn.turn_id`` if it has the same content (else ``ConflictError``), or None."""
+        stored = await self.get_turn(user_id, session_id, turn.turn_id)
+        if stored is not None:
+            rules.ensure_same_turn(stored, turn)
+        return stored
+
+    async def _append_batch(self, turn: Turn, record: SessionRecord, etag: str) -> int | None:
+        """Create the turn and replace its session record (If-Match ``etag``) atomically; the failing status or None.
+
+        Learn, "Transactional batch operations in Azure Cosmos DB": the operations of one batch share a logical
+        partition (here the user's: the record and its turns are both in ``interactions`` under ``/user_id``) and
+        are committed all together or not at all. When one fails, it carries its own status and every other
+        operation 424 (Failed Dependency); the SDK raises ``CosmosBatchOperationError`` with that operation's
+        index and status. Ops run in order, so a stored turn_id answers 409 even when the ETag is stale too.
+        """
+        turn_body = TurnDocument.from_domain(turn).model_dump(mode="json")
+        record_body = SessionDocument.from_domain(record).model_dump(mode="json")
+        operations: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("create", (turn_body,), {}),
+            ("replace", (record_body["id"], record_body), {"if_match_etag": etag}),
+        ]
+        async with self._sdk_errors("append"):
+            try:
+                await self._container("interactions").execute_item_batch(operations, partition_key=record.user_id)
+            except CosmosBatchOperationError as exc:
+                status = int(exc.status_code or 0)
+                # 409: the turn_id is stored. 412: the record changed since it was read; 404: it was deleted (the
+                # next read says so). Anything else is a failure of the store.
+                if (exc.error_index, status) in ((0, 409), (1, 412), (1, 404)):
+                    return status
+                logger.warning("Cosmos DB append failed: operation %s, status %s", exc.error_index, status)
+                raise UpstreamUnavailableError(f"Cosmos DB append failed (status {status})") from None
+            return None
 
     async def list_sessions(
         self, user_id: str, status: SessionStatus | None = None, limit: int = 100
@@ -638,9 +866,102 @@ class CosmosStore:
         docs = await self._find(SessionDocument, user_id, where, params, order_by="c.ts DESC", top=limit)
         return [d.to_domain() for d in docs]
 
+    # -- every user's sessions: the cleanup timer and /stats ------------------------------------------------------
+    # These are cross-partition queries (``_query_all_users``): admin and timer paths only, never a request path.
+    @staticmethod
+    def _status_filter(status: SessionStatus) -> tuple[str, dict[str, Any]]:
+        return "c.type = 'session' AND c.status = @status", {"@status": status.value}
+
+    async def scan_sessions(
+        self,
+        status: SessionStatus,
+        *,
+        idle_before: datetime | None = None,
+        lagging_by: int | None = None,
+        unreflected: bool = False,
+        limit: int = 100,
+    ) -> list[SessionRecord]:
+        """Sessions of every user with ``status``, least recently active first (a cross-partition query)."""
+        if limit <= 0:
+            return []
+        where, params = self._status_filter(status)
+        if idle_before is not None:
+            where += " AND c.ts < @idle_before"
+            params["@idle_before"] = _sort_key(idle_before)
+        if lagging_by is not None:
+            where += " AND c.turn_count - c.indexed_through >= @lagging_by"
+            params["@lagging_by"] = lagging_by
+        if unreflected:
+            where += " AND (NOT IS_DEFINED(c.reflected_at) OR IS_NULL(c.reflected_at))"
+        query = f"SELECT TOP @top {_projection(SessionDocument)} FROM c WHERE {where} ORDER BY c.ts ASC"  # noqa: S608
+        rows = await self._query_all_users(query, {**params, "@top": limit})
+        return [SessionDocument.model_validate(row).to_domain() for row in rows]
+
+    async def session_figures(self, status: SessionStatus, lagging_by: int) -> SessionFigures:
+        """Count and activity of every user's sessions with ``status`` (cross-partition aggregates).
+
+        One aggregate per query, each ``SELECT VALUE``: across partitions the SDK combines the partitions' partial
+        aggregates, and it supports a single VALUE aggregate (it does not announce ``MultipleAggregates``).
+        """
+        where, params = self._status_filter(status)
+        lag = " AND c.turn_count - c.indexed_through >= @lagging_by"
+        count, lagging, oldest, mean = await asyncio.gather(
+            self._query_all_users(f"SELECT VALUE COUNT(1) FROM c WHERE {where}", params),  # noqa: S608
+            self._query_all_users(
+                f"SELECT VALUE COUNT(1) FROM c WHERE {where}{lag}",  # noqa: S608
+                {**params, "@lagging_by": lagging_by},
+            ),
+            self._query_all_users(f"SELECT VALUE MIN(c.ts) FROM c WHERE {where}", params),  # noqa: S608
+            self._query_all_users(f"SELECT VALUE AVG(c.activity_epoch) FROM c WHERE {where}", params),  # noqa: S608
+        )
+
+        def value(rows: list[Any]) -> Any:
+            # An aggregate over no documents is undefined: no row at all (Azure), or a null one.
+            return rows[0] if rows else None
+
+        oldest_key, mean_epoch = value(oldest), value(mean)
+        return SessionFigures(
+            count=int(value(count) or 0),
+            lagging=int(value(lagging) or 0),
+            oldest_activity=_from_sort_key(oldest_key) if oldest_key is not None else None,
+            mean_activity=_UNIX_EPOCH + timedelta(seconds=mean_epoch) if mean_epoch is not None else None,
+        )
+
+    async def claim_cleanup(self, now: datetime, interval_seconds: float) -> bool:
+        """True, and remember ``now``, when no cleanup was claimed in the last ``interval_seconds``.
+
+        The claim is a meta document in the reserved partition, created if missing and otherwise replaced If-Match
+        the ETag it was read with: of concurrent claimers exactly one writes (the others get 409 or 412).
+        """
+        container = self._container("interactions")
+        body = {
+            "id": CLEANUP_ID,
+            "user_id": META_PARTITION,
+            "type": "meta",
+            "schema_version": DOC_SCHEMA_VERSION,
+            "claimed_at": _sort_key(now),
+        }
+        claimed = await self._read(container, CLEANUP_ID, META_PARTITION)
+        async with self._sdk_errors("claim"):
+            try:
+                if claimed is None:
+                    await container.create_item(body)
+                    return True
+                if (_utc(now) - _from_sort_key(claimed["claimed_at"])).total_seconds() < interval_seconds:
+                    return False
+                await container.replace_item(
+                    CLEANUP_ID, body, etag=claimed["_etag"], match_condition=MatchConditions.IfNotModified
+                )
+                return True
+            except (CosmosResourceExistsError, CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+                return False  # another claimer wrote first
+
     # -- turns and chunks -----------------------------------------------------------------------------------------
     async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
-        """Upsert turns by (user, session, seq); an embedding (when given) is stored with its turn."""
+        """Upsert turns by (user, session, turn_id); an embedding (when given) is stored with its turn.
+
+        Without an embedding, the one stored with the turn is kept.
+        """
         vectors = list(embeddings) if embeddings is not None else [None] * len(turns)
         pairs = list(zip(turns, vectors, strict=True))
         await self._gather([self._write(TurnDocument.from_domain(t), v) for t, v in pairs])
@@ -655,6 +976,11 @@ class CosmosStore:
         params = {"@session_id": session_id, "@after_seq": after_seq}
         docs = await self._find(TurnDocument, user_id, where, params, order_by="c.seq ASC", top=limit)
         return [d.to_domain() for d in docs]
+
+    async def get_turn(self, user_id: str, session_id: str, turn_id: str) -> Turn | None:
+        """The session's turn stored under ``turn_id`` (a point read), or None."""
+        row = await self._read(self._container("interactions"), turn_doc_id(user_id, session_id, turn_id), user_id)
+        return None if row is None else TurnDocument.model_validate(row).to_domain()
 
     async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
         """Upsert a chunk by (user, session, index)."""

@@ -14,13 +14,14 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from memory_core import session as rules
 from memory_core.domain import (
     Chunk,
     Insight,
@@ -32,13 +33,24 @@ from memory_core.domain import (
     Turn,
     turn_doc_id,
 )
-from memory_core.errors import EmbeddingDimensionMismatchError
-from memory_core.ports import UserDeletion, UserExport, Vector
+from memory_core.errors import EmbeddingDimensionMismatchError, SessionNotFoundError
+from memory_core.ports import (
+    AppendOutcome,
+    RecordChange,
+    RecordUpdate,
+    SessionFigures,
+    UserDeletion,
+    UserExport,
+    Vector,
+)
+from memory_core.session import TurnInput
 from memory_core.text import query_terms
 
 logger = logging.getLogger(__name__)
 
 DOC_SCHEMA_VERSION = 1
+# Version 2 keys a turn's row by its turn_id instead of its seq (the same turn_id is the same turn at any distance).
+STORE_SCHEMA_VERSION = 2
 _T = TypeVar("_T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -53,6 +65,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     PRIMARY KEY (user_id, session_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_activity ON sessions (user_id, last_activity);
+CREATE INDEX IF NOT EXISTS sessions_by_status ON sessions (status, last_activity);
 CREATE TABLE IF NOT EXISTS items (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -105,7 +118,8 @@ def _iso(value: datetime) -> str:
     """UTC ISO-8601 with a fixed width, so text order is time order."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits, where strftime("%Y") does not on every platform.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _user_token(user_id: str) -> str:
@@ -119,6 +133,12 @@ def _scope(user_id: str, kind: MemoryKind, active: bool = True) -> str:
     # join touches just the top hits (about 3x faster than filtering after the join, measured on 10k turns).
     token = _user_token(user_id)
     return f"{token}all {token}k{kind.value}" if active else f"{token}retired"
+
+
+# turn_count - indexed_through of a session row: how far its background work is behind.
+_LAG = "(json_extract(doc, '$.turn_count') - json_extract(doc, '$.indexed_through'))"
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UNIX_EPOCH_JULIAN_DAY = 2440587.5
 
 
 def _doc(model: Any) -> str:
@@ -166,6 +186,40 @@ def _row(
         "doc": _doc(item),
         "embedding": _blob(embedding),
     }
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store file written by an earlier version to ``STORE_SCHEMA_VERSION``, in one transaction."""
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'store_schema_version'").fetchone()
+        version = int(row[0]) if row else 1
+        if version < 2:
+            # Version 1 keyed turns by seq: re-key them by turn_id.
+            turns = conn.execute("SELECT rowid, user_id, session_id, turn_id FROM items WHERE kind = 'turn'").fetchall()
+            conn.executemany(
+                "UPDATE items SET id = ? WHERE rowid = ?",
+                [(turn_doc_id(user, session, turn_id), rowid) for rowid, user, session, turn_id in turns],
+            )
+            if turns:
+                logger.info("Store: re-keyed %d turns by turn_id (schema version 2)", len(turns))
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('store_schema_version', ?)", (str(STORE_SCHEMA_VERSION),)
+        )
+
+
+def _turn_row(turn: Turn, embedding: Vector | None) -> dict[str, Any]:
+    return _row(
+        turn,
+        MemoryKind.TURN,
+        item_id=turn_doc_id(turn.user_id, turn.session_id, turn.turn_id),
+        session_id=turn.session_id,
+        seqs=(turn.seq,),
+        ts=turn.timestamp,
+        text=turn.text(),
+        embedding=embedding,
+        turn_id=turn.turn_id,
+    )
 
 
 class _VectorCache:
@@ -227,6 +281,7 @@ class SqliteStore:
             conn.execute("PRAGMA busy_timeout=5000")
             with conn:
                 conn.executescript(_SCHEMA)
+            _migrate(conn)
             return conn
 
         if self._conn is None:
@@ -261,9 +316,13 @@ class SqliteStore:
         self._executor.shutdown(wait=True)
 
     # -- sessions ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _session_row(record: SessionRecord) -> tuple[str, str, str, str, str]:
+        return (record.user_id, record.session_id, record.status.value, _iso(record.last_activity), _doc(record))
+
     async def put_session(self, record: SessionRecord) -> None:
         """Insert or replace a session record."""
-        row = (record.user_id, record.session_id, record.status.value, _iso(record.last_activity), _doc(record))
+        row = self._session_row(record)
         await self._run(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO sessions (user_id, session_id, status, last_activity, doc) VALUES (?,?,?,?,?)",
@@ -271,14 +330,72 @@ class SqliteStore:
             )
         )
 
+    async def create_session(self, record: SessionRecord) -> bool:
+        """Insert a session record unless one with its id exists; False when it did."""
+        row = self._session_row(record)
+        cursor = await self._run(
+            lambda conn: conn.execute(
+                "INSERT OR IGNORE INTO sessions (user_id, session_id, status, last_activity, doc) VALUES (?,?,?,?,?)",
+                row,
+            )
+        )
+        return bool(cursor.rowcount)
+
+    @staticmethod
+    def _read_session(conn: sqlite3.Connection, user_id: str, session_id: str) -> SessionRecord | None:
+        row = conn.execute(
+            "SELECT doc FROM sessions WHERE user_id = ? AND session_id = ?", (user_id, session_id)
+        ).fetchone()
+        return None if row is None else SessionRecord.model_validate(_load(row[0]))
+
+    @classmethod
+    def _write_session(cls, conn: sqlite3.Connection, record: SessionRecord) -> None:
+        conn.execute(
+            "UPDATE sessions SET status = ?, last_activity = ?, doc = ? WHERE user_id = ? AND session_id = ?",
+            (record.status.value, _iso(record.last_activity), _doc(record), record.user_id, record.session_id),
+        )
+
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
         """One session record, or None."""
-        row = await self._run(
-            lambda conn: conn.execute(
-                "SELECT doc FROM sessions WHERE user_id = ? AND session_id = ?", (user_id, session_id)
-            ).fetchone()
-        )
-        return None if row is None else SessionRecord.model_validate(_load(row[0]))
+        return await self._run(lambda conn: self._read_session(conn, user_id, session_id))
+
+    async def update_session(self, user_id: str, session_id: str, change: RecordChange) -> RecordUpdate:
+        """Apply a pure transition to the current record, in one transaction."""
+
+        def update(conn: sqlite3.Connection) -> RecordUpdate:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                record = self._read_session(conn, user_id, session_id)
+                changed = change(record) if record is not None else None
+                if changed is None:
+                    return RecordUpdate(record=record, changed=False)
+                self._write_session(conn, changed)
+                return RecordUpdate(record=changed, changed=True)
+
+        return await self._run(update)
+
+    async def append_turn(self, user_id: str, session_id: str, turn: TurnInput, now: datetime) -> AppendOutcome:
+        """Store the turn with the next seq and count it in the session record, in one transaction."""
+
+        def append(conn: sqlite3.Connection) -> AppendOutcome:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                record = self._read_session(conn, user_id, session_id)
+                if record is None:
+                    raise SessionNotFoundError(user_id, session_id)
+                existing = self._read_turn(conn, user_id, session_id, turn.turn_id)
+                if existing is not None:
+                    rules.ensure_same_turn(existing, turn)
+                    return AppendOutcome(turn=existing, duplicate=True, record=record)
+                record, stored = rules.append(record, turn, now)
+                conn.execute(_UPSERT_ITEM, _turn_row(stored, None))
+                self._write_session(conn, record)
+                return AppendOutcome(turn=stored, duplicate=False, record=record)
+
+        outcome = await self._run(append)
+        if not outcome.duplicate:
+            self._vectors.invalidate(user_id)
+        return outcome
 
     async def list_sessions(
         self, user_id: str, status: SessionStatus | None = None, limit: int = 100
@@ -293,6 +410,63 @@ class SqliteStore:
         params.append(limit)
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [SessionRecord.model_validate(_load(r[0])) for r in rows]
+
+    async def scan_sessions(
+        self,
+        status: SessionStatus,
+        *,
+        idle_before: datetime | None = None,
+        lagging_by: int | None = None,
+        unreflected: bool = False,
+        limit: int = 100,
+    ) -> list[SessionRecord]:
+        """Sessions of every user with ``status``, least recently active first."""
+        sql = "SELECT doc FROM sessions WHERE status = ?"
+        params: list[Any] = [status.value]
+        if idle_before is not None:
+            sql += " AND last_activity < ?"
+            params.append(_iso(idle_before))
+        if lagging_by is not None:
+            sql += f" AND {_LAG} >= ?"
+            params.append(lagging_by)
+        if unreflected:
+            sql += " AND json_extract(doc, '$.reflected_at') IS NULL"
+        sql += " ORDER BY last_activity LIMIT ?"
+        params.append(limit)
+        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return [SessionRecord.model_validate(_load(r[0])) for r in rows]
+
+    async def session_figures(self, status: SessionStatus, lagging_by: int) -> SessionFigures:
+        """Count and activity of every user's sessions with ``status``."""
+        row = await self._run(
+            lambda conn: conn.execute(
+                f"SELECT COUNT(*), COALESCE(SUM({_LAG} >= ?), 0), MIN(last_activity), "  # noqa: S608 - constant SQL
+                "AVG(julianday(last_activity)) FROM sessions WHERE status = ?",
+                (lagging_by, status.value),
+            ).fetchone()
+        )
+        count, lagging, oldest, mean_day = row
+        mean = _UNIX_EPOCH + timedelta(days=mean_day - _UNIX_EPOCH_JULIAN_DAY) if mean_day is not None else None
+        return SessionFigures(
+            count=count,
+            lagging=lagging,
+            oldest_activity=datetime.fromisoformat(oldest) if oldest else None,
+            mean_activity=mean,
+        )
+
+    async def claim_cleanup(self, now: datetime, interval_seconds: float) -> bool:
+        """True, and remember ``now``, when no cleanup was claimed in the last ``interval_seconds``."""
+
+        def claim(conn: sqlite3.Connection) -> bool:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute("SELECT value FROM meta WHERE key = 'last_cleanup'").fetchone()
+                if row is not None and (now - datetime.fromisoformat(row[0])).total_seconds() < interval_seconds:
+                    return False
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_cleanup', ?)", (_iso(now),))
+                return True
+
+        return await self._run(claim)
 
     # -- items ------------------------------------------------------------------------------------------------
     async def _upsert(self, rows: list[dict[str, Any]]) -> None:
@@ -310,21 +484,7 @@ class SqliteStore:
     async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
         """Upsert turns by (user, session, seq); an embedding (when given) is stored with its turn."""
         vectors = list(embeddings) if embeddings is not None else [None] * len(turns)
-        rows = [
-            _row(
-                t,
-                MemoryKind.TURN,
-                item_id=turn_doc_id(t.user_id, t.session_id, t.seq),
-                session_id=t.session_id,
-                seqs=(t.seq,),
-                ts=t.timestamp,
-                text=t.text(),
-                embedding=v,
-                turn_id=t.turn_id,
-            )
-            for t, v in zip(turns, vectors, strict=True)
-        ]
-        await self._upsert(rows)
+        await self._upsert([_turn_row(t, v) for t, v in zip(turns, vectors, strict=True)])
 
     async def _docs(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
@@ -340,6 +500,18 @@ class SqliteStore:
             (user_id, session_id, after_seq, -1 if limit is None else limit),
         )
         return [Turn.model_validate(d) for d in docs]
+
+    @staticmethod
+    def _read_turn(conn: sqlite3.Connection, user_id: str, session_id: str, turn_id: str) -> Turn | None:
+        row = conn.execute(
+            "SELECT doc FROM items WHERE user_id = ? AND session_id = ? AND turn_id = ? AND kind = 'turn'",
+            (user_id, session_id, turn_id),
+        ).fetchone()
+        return None if row is None else Turn.model_validate(_load(row[0]))
+
+    async def get_turn(self, user_id: str, session_id: str, turn_id: str) -> Turn | None:
+        """The session's turn stored under ``turn_id``, or None."""
+        return await self._run(lambda conn: self._read_turn(conn, user_id, session_id, turn_id))
 
     async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
         """Upsert a chunk by (user, session, index)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from memory_core import session as rules
 from memory_core.domain import (
     Chunk,
     Insight,
@@ -16,8 +18,9 @@ from memory_core.domain import (
     Turn,
     stable_id,
 )
-from memory_core.errors import EmbeddingDimensionMismatchError
+from memory_core.errors import ConflictError, EmbeddingDimensionMismatchError, SessionEndedError, SessionNotFoundError
 from memory_core.ports import Store
+from memory_core.session import TurnInput
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ALL_KINDS = list(MemoryKind)
@@ -337,3 +340,224 @@ async def test_store_refuses_an_embedder_of_another_dimension(make_store):
     # no embedder (full-text only) opens fine on a store that has vectors
     await make_store(embedding_model=None, dimensions=None)
     await make_store(dimensions=4)
+
+
+# -- the turn sequence: append, repeats, conflicts, concurrency -------------------------------------------------
+
+
+def turn_input(turn_id: str, text: str = "hello", **extra) -> TurnInput:
+    return TurnInput(turn_id=turn_id, user_message=text, agent_message="noted", **extra)
+
+
+async def new_session(store: Store, user: str = "alice", session: str = "s1") -> SessionRecord:
+    record = rules.new_record(user, session, T0)
+    assert await store.create_session(record)
+    return record
+
+
+async def test_create_session_inserts_once(store: Store):
+    record = await new_session(store)
+    assert not await store.create_session(record.model_copy(update={"turn_count": 7}))
+    assert (await store.get_session("alice", "s1")) == record
+
+
+async def test_append_numbers_turns_in_order_and_counts_them_in_the_record(store: Store):
+    await new_session(store)
+    outcomes = [
+        await store.append_turn("alice", "s1", turn_input(f"t{i}", f"turn {i}"), T0 + timedelta(seconds=i))
+        for i in range(1, 4)
+    ]
+    assert [o.turn.seq for o in outcomes] == [1, 2, 3]
+    assert not any(o.duplicate for o in outcomes)
+    assert outcomes[-1].record.turn_count == 3
+    record = await store.get_session("alice", "s1")
+    assert record is not None and record.turn_count == 3
+    assert record.last_activity == T0 + timedelta(seconds=3)
+    stored = await store.get_turns("alice", "s1")
+    assert [(t.seq, t.turn_id, t.user_message) for t in stored] == [
+        (1, "t1", "turn 1"),
+        (2, "t2", "turn 2"),
+        (3, "t3", "turn 3"),
+    ]
+    # a turn without a timestamp gets the time it was stored
+    assert stored[0].timestamp == T0 + timedelta(seconds=1)
+
+
+async def test_append_keeps_the_callers_timestamp_and_metadata(store: Store):
+    await new_session(store)
+    when = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+    outcome = await store.append_turn("alice", "s1", turn_input("t1", timestamp=when, metadata={"k": [1, "ü"]}), T0)
+    (stored,) = await store.get_turns("alice", "s1")
+    assert stored == outcome.turn
+    assert stored.timestamp == when and stored.metadata == {"k": [1, "ü"]}
+
+
+async def test_a_repeated_turn_id_is_the_same_turn_however_late(store: Store):
+    await new_session(store)
+    first = await store.append_turn("alice", "s1", turn_input("early", "remember me"), T0)
+    for i in range(30):
+        await store.append_turn("alice", "s1", turn_input(f"t{i}"), T0)
+    again = await store.append_turn("alice", "s1", turn_input("early", "remember me"), T0 + timedelta(hours=1))
+    assert again.duplicate and again.turn == first.turn
+    record = await store.get_session("alice", "s1")
+    assert record is not None and record.turn_count == 31  # nothing written for the repeat
+    assert record.last_activity == T0
+    assert len(await store.get_turns("alice", "s1")) == 31
+    assert await store.get_turn("alice", "s1", "early") == first.turn
+    assert await store.get_turn("alice", "s1", "never") is None
+    assert await store.get_turn("alice", "other", "early") is None
+
+
+@pytest.mark.parametrize(
+    ("changed", "field"),
+    [({"user_message": "something else"}, "user_message"), ({"agent_message": "another reply"}, "agent_message")],
+)
+async def test_a_repeated_turn_id_with_other_content_is_a_conflict_naming_the_field(store: Store, changed, field):
+    await new_session(store)
+    original = TurnInput(turn_id="t1", user_message="hello", agent_message="noted", timestamp=T0, metadata={"k": 1})
+    await store.append_turn("alice", "s1", original, T0)
+    with pytest.raises(ConflictError) as raised:
+        await store.append_turn("alice", "s1", original.model_copy(update=changed), T0)
+    assert raised.value.field == field
+    # a repeat with the same messages is the same turn, whatever its timestamp and metadata: the stored ones stand
+    other_time = original.model_copy(update={"timestamp": T0 + timedelta(days=1), "metadata": {"k": 2}})
+    for repeat_input in (TurnInput(turn_id="t1", user_message="hello", agent_message="noted"), other_time):
+        repeat = await store.append_turn("alice", "s1", repeat_input, T0)
+        assert repeat.duplicate and repeat.turn.timestamp == T0 and repeat.turn.metadata == {"k": 1}
+    assert (await store.get_session("alice", "s1")).turn_count == 1
+
+
+async def test_append_to_an_unknown_or_ended_session_is_refused_and_writes_nothing(store: Store):
+    with pytest.raises(SessionNotFoundError):
+        await store.append_turn("alice", "nope", turn_input("t1"), T0)
+    await new_session(store)
+    await store.append_turn("alice", "s1", turn_input("t1"), T0)
+    ended = await store.update_session("alice", "s1", lambda r: rules.end(r, T0))
+    assert ended.changed and ended.record is not None and ended.record.status is SessionStatus.ENDED
+    with pytest.raises(SessionEndedError):
+        await store.append_turn("alice", "s1", turn_input("t2"), T0)
+    # a repeat of a turn stored before the end is still that turn
+    assert (await store.append_turn("alice", "s1", turn_input("t1"), T0)).duplicate
+    assert [t.turn_id for t in await store.get_turns("alice", "s1")] == ["t1"]
+    assert await store.get_turns("alice", "nope") == []
+
+
+async def test_appending_to_an_idle_session_makes_it_active_again(store: Store):
+    await new_session(store)
+    await store.update_session("alice", "s1", lambda r: rules.mark_idle(r, T0))
+    assert (await store.get_session("alice", "s1")).status is SessionStatus.IDLE
+    outcome = await store.append_turn("alice", "s1", turn_input("t1"), T0 + timedelta(minutes=1))
+    assert outcome.record.status is SessionStatus.ACTIVE
+
+
+async def test_concurrent_appends_get_contiguous_numbers_and_repeats_store_once(make_store):
+    # Two clients of the same data (two workers), many writers each, some sending the same turn twice at once.
+    first, second = await make_store(), await make_store()
+    await new_session(first)
+
+    async def writer(store: Store, n: int) -> list[int]:
+        seqs = []
+        for i in range(5):
+            outcome = await store.append_turn("alice", "s1", turn_input(f"w{n}-{i}", f"writer {n} turn {i}"), T0)
+            seqs.append(outcome.turn.seq)
+        return seqs
+
+    async def repeat(store: Store, n: int) -> int:
+        outcome = await store.append_turn("alice", "s1", turn_input(f"w{n}-0", f"writer {n} turn 0"), T0)
+        return outcome.turn.seq
+
+    writers = [writer(first if n % 2 else second, n) for n in range(8)]
+    repeats = [repeat(second if n % 2 else first, n) for n in range(8)]
+    results = await asyncio.gather(*writers, *repeats)
+    stored = await first.get_turns("alice", "s1")
+    assert [t.seq for t in stored] == list(range(1, 41))
+    assert sorted(t.turn_id for t in stored) == sorted(f"w{n}-{i}" for n in range(8) for i in range(5))
+    for n, seqs in enumerate(results[:8]):
+        assert seqs == sorted(seqs), "a writer's turns are numbered in the order it sent them"
+        assert results[8 + n] == next(t.seq for t in stored if t.turn_id == f"w{n}-0")
+    assert (await second.get_session("alice", "s1")).turn_count == 40
+
+
+# -- record updates, scans and figures --------------------------------------------------------------------------
+
+
+async def test_update_session_applies_the_transition_or_reports_no_change(store: Store):
+    assert (await store.update_session("alice", "none", lambda r: rules.end(r, T0))).record is None
+    await new_session(store)
+    done = await store.update_session("alice", "s1", lambda r: rules.end(r, T0 + timedelta(minutes=5)))
+    assert done.changed and done.record.ended_at == T0 + timedelta(minutes=5)
+    again = await store.update_session("alice", "s1", lambda r: rules.end(r, T0 + timedelta(minutes=9)))
+    assert not again.changed and again.record == done.record
+    assert await store.get_session("alice", "s1") == done.record
+
+
+async def test_concurrent_updates_and_appends_lose_nothing(make_store):
+    first, second = await make_store(), await make_store()
+    await new_session(first)
+
+    async def appends(store: Store) -> None:
+        for i in range(10):
+            await store.append_turn("alice", "s1", turn_input(f"{id(store)}-{i}"), T0)
+
+    async def indexing(store: Store) -> None:
+        for through in range(1, 11):
+            await store.update_session("alice", "s1", lambda r, t=through: rules.record_indexed(r, t, t))
+
+    await asyncio.gather(appends(first), appends(second), indexing(second), indexing(first))
+    record = await first.get_session("alice", "s1")
+    assert record.turn_count == 20
+    assert record.indexed_through == 10 and record.indexed_ahead == ()
+
+
+async def test_scan_sessions_across_users_oldest_first_with_filters(store: Store):
+    for user, session, minutes in [("alice", "a1", 30), ("bob", "b1", 10), ("carol", "c1", 20), ("bob", "b2", 40)]:
+        record = rules.new_record(user, session, T0 + timedelta(minutes=minutes))
+        await store.create_session(record)
+    for i in range(12):
+        await store.append_turn("carol", "c1", turn_input(f"t{i}"), T0 + timedelta(minutes=20))
+    await store.update_session("bob", "b2", lambda r: rules.end(r, T0 + timedelta(minutes=40)))
+
+    active = await store.scan_sessions(SessionStatus.ACTIVE)
+    assert [(r.user_id, r.session_id) for r in active] == [("bob", "b1"), ("carol", "c1"), ("alice", "a1")]
+    idle = await store.scan_sessions(SessionStatus.ACTIVE, idle_before=T0 + timedelta(minutes=25))
+    assert [r.session_id for r in idle] == ["b1", "c1"]
+    assert [r.session_id for r in await store.scan_sessions(SessionStatus.ACTIVE, limit=1)] == ["b1"]
+    lagging = await store.scan_sessions(SessionStatus.ACTIVE, lagging_by=10)
+    assert [r.session_id for r in lagging] == ["c1"]
+    unreflected = await store.scan_sessions(SessionStatus.ENDED, unreflected=True)
+    assert [r.session_id for r in unreflected] == ["b2"]
+    await store.update_session("bob", "b2", lambda r: rules.record_reflected(r, T0))
+    assert await store.scan_sessions(SessionStatus.ENDED, unreflected=True) == []
+
+
+async def test_session_figures_count_lag_and_activity(store: Store):
+    empty = await store.session_figures(SessionStatus.ACTIVE, lagging_by=10)
+    assert empty.count == 0 and empty.lagging == 0 and empty.oldest_activity is None and empty.mean_activity is None
+    for user, minutes in [("alice", 10), ("bob", 20), ("carol", 60)]:
+        await store.create_session(rules.new_record(user, "s", T0 + timedelta(minutes=minutes)))
+    for i in range(10):
+        await store.append_turn("carol", "s", turn_input(f"t{i}"), T0 + timedelta(minutes=60))
+    await store.update_session("alice", "s", lambda r: rules.end(r, T0 + timedelta(minutes=10)))
+    figures = await store.session_figures(SessionStatus.ACTIVE, lagging_by=10)
+    assert figures.count == 2 and figures.lagging == 1
+    assert figures.oldest_activity == T0 + timedelta(minutes=20)
+    assert abs((figures.mean_activity - (T0 + timedelta(minutes=40))).total_seconds()) < 0.01
+
+
+async def test_claim_cleanup_once_per_interval_across_clients(make_store):
+    first, second = await make_store(), await make_store()
+    assert await first.claim_cleanup(T0, 60)
+    assert not await second.claim_cleanup(T0 + timedelta(seconds=30), 60)
+    assert await second.claim_cleanup(T0 + timedelta(seconds=61), 60)
+    assert not await first.claim_cleanup(T0 + timedelta(seconds=62), 60)
+
+
+async def test_turn_embeddings_added_later_keep_the_turn(store: Store):
+    await new_session(store)
+    outcome = await store.append_turn("alice", "s1", turn_input("t1", "the quick brown fox"), T0)
+    assert await store.search_vector("alice", unit(1, 0, 0, 0), ALL_KINDS, 5) == []
+    assert [h.text for h in await store.search_text("alice", "fox", ALL_KINDS, 5)] == [outcome.turn.text()]
+    await store.put_turns([outcome.turn], [unit(1, 0, 0, 0)])
+    (hit,) = await store.search_vector("alice", unit(1, 0, 0, 0), ALL_KINDS, 5)
+    assert hit.seqs == (1,)
+    assert await store.get_turns("alice", "s1") == [outcome.turn]

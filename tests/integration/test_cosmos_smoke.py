@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import ContainerProxy, CosmosClient
+from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceNotFoundError
 
-from memory_core.adapters.cosmos import CosmosStore, bm25_scores
+from memory_core import session as rules
+from memory_core.adapters import cosmos as cosmos_adapter
+from memory_core.adapters.cosmos import CosmosStore, _from_sort_key, _sort_key, bm25_scores
 from memory_core.domain import Insight, MemoryKind, SessionRecord, SessionStatus, SessionSummary, Turn, turn_doc_id
-from memory_core.errors import EmbeddingDimensionMismatchError
+from memory_core.errors import EmbeddingDimensionMismatchError, UpstreamUnavailableError
+from memory_core.session import TurnInput
 from tests.support.cosmos_emulator import COSMOS_EMULATOR_KEY
 
 pytestmark = pytest.mark.cosmos
@@ -92,12 +99,12 @@ async def test_vector_search_ranks_by_cosine_and_keeps_embeddings_on_rewrite(sto
     await store.put_summary(summary, unit(1, 0.2, 0))
 
     hits = await store.search_vector("alice", unit(1, 0.1, 0), [MemoryKind.TURN, MemoryKind.SUMMARY], limit=5)
-    assert [h.id for h in hits] == [summary.id, turn_doc_id("alice", "s1", 1), turn_doc_id("alice", "s1", 2)]
+    assert [h.id for h in hits] == [summary.id, turn_doc_id("alice", "s1", "t1"), turn_doc_id("alice", "s1", "t2")]
     assert hits[0].score == pytest.approx(sum(a * b for a, b in zip(unit(1, 0.1, 0), unit(1, 0.2, 0), strict=True)))
     assert hits[1].kind is MemoryKind.TURN and hits[1].seqs == (1,) and hits[1].session_id == "s1"
     assert hits[0].seqs == (1, 2) and hits[0].timestamp == T0
     only_turns = await store.search_vector("alice", unit(0, 1, 0), [MemoryKind.TURN], limit=1)
-    assert [h.id for h in only_turns] == [turn_doc_id("alice", "s1", 2)]
+    assert [h.id for h in only_turns] == [turn_doc_id("alice", "s1", "t2")]
     with pytest.raises(EmbeddingDimensionMismatchError):
         await store.search_vector("alice", [1.0, 0.0], [MemoryKind.TURN], limit=1)
 
@@ -128,8 +135,8 @@ async def test_text_search_is_bm25_over_whole_words_and_skips_superseded(store: 
     await store.put_insights([old, new])
 
     hits = await store.search_text("alice", "What is my CAT called?", list(MemoryKind), limit=10)
-    assert {h.id for h in hits} == {turn_doc_id("alice", "s1", 1), "ins-2"}  # not "category", not bob's
-    assert hits[0].id == turn_doc_id("alice", "s1", 1)  # "cat" twice plus "called"
+    assert {h.id for h in hits} == {turn_doc_id("alice", "s1", "t1"), "ins-2"}  # not "category", not bob's
+    assert hits[0].id == turn_doc_id("alice", "s1", "t1")  # "cat" twice plus "called"
     assert all(h.score > 0 for h in hits) and hits[0].score > hits[1].score
     assert await store.search_text("alice", "the and of", list(MemoryKind), limit=10) == []
     assert [i.id for i in await store.get_insights("alice")] == ["ins-2"]
@@ -188,3 +195,166 @@ def test_bm25_prefers_rarer_terms_and_shorter_documents() -> None:
     docs = ["cat cat dog", "dog dog dog dog", "cat"]
     scores = bm25_scores(docs, ["cat"], doc_count=3, avg_len=8 / 3)
     assert scores[1] == 0 and scores[2] > scores[0] > 0
+
+
+# -- the test server's transactional batch ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def container(cosmos_endpoint: str) -> AsyncIterator[ContainerProxy]:
+    """A fresh container partitioned by /user_id, straight from the SDK (no adapter in between)."""
+    async with CosmosClient(cosmos_endpoint, COSMOS_EMULATOR_KEY, enable_endpoint_discovery=False) as client:
+        database = await client.create_database_if_not_exists(f"batch-{uuid.uuid4().hex[:8]}")
+        yield await database.create_container_if_not_exists("docs", partition_key=PartitionKey(path="/user_id"))
+
+
+async def _absent(container: ContainerProxy, item_id: str, user_id: str) -> bool:
+    try:
+        await container.read_item(item_id, partition_key=user_id)
+    except CosmosResourceNotFoundError:
+        return True
+    return False
+
+
+async def test_a_failed_batch_applies_none_of_its_operations(container: ContainerProxy) -> None:
+    # Azure: all or nothing within the partition; the failing operation has its status, every other one 424.
+    await container.create_item({"id": "record", "user_id": "alice", "n": 1})
+    stale = (await container.read_item("record", partition_key="alice"))["_etag"]
+    await container.replace_item("record", {"id": "record", "user_id": "alice", "n": 2})  # a new ETag
+    operations = [
+        ("create", ({"id": "turn-1", "user_id": "alice"},)),
+        ("replace", ("record", {"id": "record", "user_id": "alice", "n": 3}), {"if_match_etag": stale}),
+        ("upsert", ({"id": "turn-2", "user_id": "alice"},)),
+    ]
+    with pytest.raises(CosmosBatchOperationError) as failed:
+        await container.execute_item_batch(operations, partition_key="alice")
+    assert (failed.value.error_index, failed.value.status_code) == (1, 412)
+    assert [int(op["statusCode"]) for op in failed.value.operation_responses] == [424, 412, 424]
+    assert await _absent(container, "turn-1", "alice")  # created first, rolled back
+    assert await _absent(container, "turn-2", "alice")
+    assert (await container.read_item("record", partition_key="alice"))["n"] == 2
+
+
+async def test_a_batch_whose_create_conflicts_leaves_the_other_operations_unapplied(container: ContainerProxy) -> None:
+    await container.create_item({"id": "turn-1", "user_id": "alice", "text": "first"})
+    await container.create_item({"id": "record", "user_id": "alice", "n": 1})
+    etag = (await container.read_item("record", partition_key="alice"))["_etag"]
+    operations = [
+        ("upsert", ({"id": "turn-0", "user_id": "alice"},)),
+        ("create", ({"id": "turn-1", "user_id": "alice", "text": "second"},)),
+        ("replace", ("record", {"id": "record", "user_id": "alice", "n": 2}), {"if_match_etag": etag}),
+    ]
+    with pytest.raises(CosmosBatchOperationError) as failed:
+        await container.execute_item_batch(operations, partition_key="alice")
+    assert [int(op["statusCode"]) for op in failed.value.operation_responses] == [424, 409, 424]
+    assert await _absent(container, "turn-0", "alice")
+    assert (await container.read_item("turn-1", partition_key="alice"))["text"] == "first"
+    record = await container.read_item("record", partition_key="alice")
+    assert record["n"] == 1 and record["_etag"] == etag  # untouched: the ETag still matches
+
+
+async def test_a_successful_batch_applies_every_operation(container: ContainerProxy) -> None:
+    await container.create_item({"id": "record", "user_id": "alice", "n": 1})
+    etag = (await container.read_item("record", partition_key="alice"))["_etag"]
+    results = await container.execute_item_batch(
+        [
+            ("create", ({"id": "turn-1", "user_id": "alice"},)),
+            ("replace", ("record", {"id": "record", "user_id": "alice", "n": 2}), {"if_match_etag": etag}),
+        ],
+        partition_key="alice",
+    )
+    assert [int(r["statusCode"]) for r in results] == [201, 200]
+    assert not await _absent(container, "turn-1", "alice")
+    assert (await container.read_item("record", partition_key="alice"))["n"] == 2
+
+
+# -- the adapter's optimistic concurrency -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def plain_store(cosmos_endpoint: str) -> AsyncIterator[CosmosStore]:
+    store = make_store(cosmos_endpoint, f"occ-{uuid.uuid4().hex[:8]}", vector_search=False)
+    await store.open(None, None)
+    yield store
+    await store.close()
+
+
+async def test_an_append_that_loses_the_etag_leaves_no_turn_behind_and_retries(
+    plain_store: CosmosStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await plain_store.create_session(rules.new_record("alice", "s1", T0))
+    read = plain_store._read_session
+    batches: list[int | None] = []
+
+    async def read_then_interfere(user_id: str, session_id: str) -> tuple[SessionRecord, str] | None:
+        current = await read(user_id, session_id)
+        if not batches:  # another worker changes the record between this read and the batch
+            await plain_store.put_session(current[0].model_copy(update={"cumulative_summary": "changed"}))
+        return current
+
+    append_batch = plain_store._append_batch
+
+    async def record_batch(turn: Turn, record: SessionRecord, etag: str) -> int | None:
+        batches.append(await append_batch(turn, record, etag))
+        return batches[-1]
+
+    monkeypatch.setattr(plain_store, "_read_session", read_then_interfere)
+    monkeypatch.setattr(plain_store, "_append_batch", record_batch)
+    outcome = await plain_store.append_turn(
+        "alice", "s1", TurnInput(turn_id="t1", user_message="hi", agent_message="ok"), T0
+    )
+    assert batches == [412, None]
+    assert outcome.turn.seq == 1 and not outcome.duplicate
+    record = await plain_store.get_session("alice", "s1")
+    assert record is not None and record.turn_count == 1 and record.cumulative_summary == "changed"
+    assert [t.turn_id for t in await plain_store.get_turns("alice", "s1")] == ["t1"]
+
+
+async def test_update_gives_up_after_too_many_conflicts(
+    plain_store: CosmosStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await plain_store.create_session(rules.new_record("alice", "s1", T0))
+    attempts = 0
+
+    async def always_stale(record: SessionRecord, etag: str) -> bool:
+        nonlocal attempts
+        attempts += 1
+        return False
+
+    monkeypatch.setattr(plain_store, "_replace_session", always_stale)
+    monkeypatch.setattr(cosmos_adapter, "_CONFLICT_PAUSE_MAX_SECONDS", 0.0)
+    with pytest.raises(UpstreamUnavailableError):
+        await plain_store.update_session("alice", "s1", lambda r: rules.end(r, T0))
+    assert attempts == cosmos_adapter._MAX_WRITE_CONFLICTS
+
+
+async def test_concurrent_cleanup_claims_have_one_winner(cosmos_endpoint: str) -> None:
+    database = f"claim-{uuid.uuid4().hex[:8]}"
+    stores = [make_store(cosmos_endpoint, database, vector_search=False) for _ in range(3)]
+    for store in stores:
+        await store.open(None, None)
+    try:
+        for now in (T0, T0 + timedelta(minutes=5)):  # the first claim creates the document, the next replaces it
+            claims = await asyncio.gather(*(s.claim_cleanup(now, 60) for s in stores for _ in range(4)))
+            assert claims.count(True) == 1
+    finally:
+        for store in stores:
+            await store.close()
+
+
+def test_sort_keys_have_a_four_digit_year_and_keep_time_order() -> None:
+    times = [datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1000, 1, 1, tzinfo=UTC), T0]
+    keys = [_sort_key(t) for t in times]
+    assert keys[0] == "0999-12-31T23:59:59.000000Z"
+    assert len({len(k) for k in keys}) == 1 and keys == sorted(keys)
+    assert [_from_sort_key(k) for k in keys] == times
+    assert _sort_key(datetime(2025, 1, 1, 12)) == "2025-01-01T12:00:00.000000Z"  # naive is UTC
+
+
+def test_every_field_of_a_domain_model_has_a_place_in_its_document() -> None:
+    # A field the document lacks would be dropped on every write (to_domain_dict keeps only the document's fields).
+    from memory_core.adapters.cosmos import _KIND_TYPES
+
+    for document in _KIND_TYPES:
+        missing = set(document.domain.model_fields) - set(document.model_fields)
+        assert not missing, f"{document.__name__} does not store {sorted(missing)}"

@@ -6,8 +6,9 @@
 //   -> prints one line "listening HOST:PORT" on stdout once it accepts connections.
 //
 // It patches INTERNALS of @vercel/cosmosdb-server@1.0.1 and @zeit/cosmosdb-query@0.7.2 (the route table, the
-// read-document handler, Items.prototype.query, the query factory and the builtin-function table). Both are pinned
-// exactly in package.json; re-check every patch below before upgrading either.
+// read-document and batch handlers, the documents' private maps, Items.prototype.query, the query factory and the
+// builtin-function table). Both are pinned exactly in package.json; re-check every patch below before upgrading
+// either.
 "use strict";
 
 const { AsyncLocalStorage } = require("async_hooks");
@@ -18,6 +19,10 @@ const routes = require("@vercel/cosmosdb-server/lib/routes");
 const Items = require("@vercel/cosmosdb-server/lib/account/items").default;
 const readDocument = require("@vercel/cosmosdb-server/lib/handler/read-document").default;
 const queryDocuments = require("@vercel/cosmosdb-server/lib/handler/query-documents").default;
+const batchDocuments = require("@vercel/cosmosdb-server/lib/handler/batch-documents").default;
+const documentOperations = require("@vercel/cosmosdb-server/lib/handler/_document-operations");
+const readJson = require("@vercel/cosmosdb-server/lib/json").default;
+const isTrueHeader = require("@vercel/cosmosdb-server/lib/true-header").default;
 
 const PK_HEADER = "x-ms-documentdb-partitionkey";
 const partitionScope = new AsyncLocalStorage(); // the partition key value of the single-partition query being served
@@ -33,7 +38,80 @@ function headerPartitionKey(req) {
   }
 }
 
+// Azure: a transactional batch (the SDKs send it with "x-ms-cosmos-batch-atomic: true") is all-or-nothing within
+// its logical partition. When an operation fails, nothing of the batch is applied; the answer is 207 Multi-Status,
+// the failing operation carries its own status and every other operation 424 Failed Dependency (Learn,
+// "Transactional batch operations in Azure Cosmos DB"; the .NET SDK promotes the failing operation's status out of
+// the 207: azure-cosmos-dotnet-v3, Microsoft.Azure.Cosmos/src/Batch/TransactionalBatchResponse.cs). The batch's
+// partition key is the request's partition-key header; operations need not repeat it (the Python SDK does not).
+// The stock handler applies the operations one by one and keeps those before a failure, answers 200, and needs a
+// partitionKey in each operation that reads or replaces a document (else 500).
+const BATCH_OPERATIONS = {
+  Create: documentOperations.createOperation,
+  Upsert: documentOperations.upsertOperation,
+  Read: documentOperations.readOperation,
+  Delete: documentOperations.deleteOperation,
+  Replace: documentOperations.replaceOperation
+};
+
+// The container's documents live in three private fields of Items (the id index, the items by _rid, the _rid
+// counter). Items are replaced, never mutated, so shallow copies of the maps are a consistent snapshot.
+function snapshotDocuments(documents) {
+  return { data: new Map(documents._data), index: new Map(documents._index), ridCount: documents._ridCount };
+}
+
+function restoreDocuments(documents, snapshot) {
+  documents._data = snapshot.data;
+  documents._index = snapshot.index;
+  documents._ridCount = snapshot.ridCount;
+}
+
+async function atomicBatch(account, req, res, { dbId, collId }) {
+  const body = await readJson(req);
+  const collection = account.database(dbId).collection(collId);
+  if (!collection.read()) {
+    res.statusCode = 404;
+    return {};
+  }
+  if (!Array.isArray(body)) {
+    res.statusCode = 400;
+    return { message: "Invalid request body" };
+  }
+  const unsupported = body.find(op => !BATCH_OPERATIONS[op && op.operationType]);
+  if (unsupported) {
+    res.statusCode = 400;
+    return { message: `Operation type '${unsupported && unsupported.operationType}' is not supported in Batch.` };
+  }
+  const partitionKey = req.headers[PK_HEADER];
+  // From here to the return everything is synchronous: no other request runs between the snapshot and a restore.
+  const documents = collection.documents;
+  const before = snapshotDocuments(documents);
+  const results = [];
+  try {
+    for (const op of body) {
+      const result = BATCH_OPERATIONS[op.operationType](collection, { partitionKey, ...op });
+      if (result.statusCode >= 400) {
+        restoreDocuments(documents, before);
+        res.statusCode = 207;
+        const failed = results.length;
+        return body.map((_, i) => ({ statusCode: i === failed ? result.statusCode : 424, requestCharge: 0 }));
+      }
+      const resourceBody = result.body;
+      const eTag = resourceBody && resourceBody._etag;
+      results.push({ statusCode: result.statusCode, requestCharge: 1, eTag, resourceBody });
+    }
+  } catch (err) {
+    restoreDocuments(documents, before); // an unexpected error (answered 500) applies nothing either
+    throw err;
+  }
+  return results;
+}
+
 function wrapHandler(handler) {
+  if (handler === batchDocuments) {
+    return (account, req, res, params) =>
+      (isTrueHeader(req, "x-ms-cosmos-batch-atomic") ? atomicBatch : handler)(account, req, res, params);
+  }
   if (handler === readDocument) {
     // Azure: a point read of a missing id (or of an id in another partition) is 404 NotFound. The stock handler
     // dereferences the missing document and answers 500.
