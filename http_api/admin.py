@@ -21,11 +21,9 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="stats", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
-@bp.durable_client_input(client_name="client")
-async def stats(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def stats(req: func.HttpRequest) -> func.HttpResponse:
     """The hot pool's statistics."""
-    host = DurableSessionHost(client)
-    return await respond(req, lambda s: api.stats(s, host))
+    return await respond(req, api.stats)
 
 
 @bp.route(route="users/{user_id}", methods=["DELETE"], auth_level=func.AuthLevel.ADMIN)

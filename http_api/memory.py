@@ -14,6 +14,7 @@ from memory_core.models import (
     RetrieveRequest,
     StartSessionRequest,
     StoreTurnRequest,
+    StoreTurnResponse,
     SummariesRequest,
 )
 from orchestrations.host import DurableSessionHost
@@ -22,11 +23,9 @@ bp = df.Blueprint()
 
 
 @bp.route(route="sessions/start", methods=["POST"])
-@bp.durable_client_input(client_name="client")
-async def start_session(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+async def start_session(req: func.HttpRequest) -> func.HttpResponse:
     """Start a session, or restore an existing one, and return its context."""
-    host = DurableSessionHost(client)
-    return await respond(req, lambda s: api.start_session(s, host, parse_body(req, StartSessionRequest, s)))
+    return await respond(req, lambda s: api.start_session(s, parse_body(req, StartSessionRequest, s)))
 
 
 @bp.route(route="sessions/end", methods=["POST"])
@@ -38,19 +37,21 @@ async def end_session(req: func.HttpRequest, client: df.DurableOrchestrationClie
 
 
 @bp.route(route="memory/context", methods=["POST"])
-@bp.durable_client_input(client_name="client")
-async def get_context(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """The session's ready-to-inject context."""
-    host = DurableSessionHost(client)
-    return await respond(req, lambda s: api.get_context(s, host, parse_body(req, ContextRequest, s)))
+async def get_context(req: func.HttpRequest) -> func.HttpResponse:
+    """The session's ready-to-inject context, with every turn stored so far."""
+    return await respond(req, lambda s: api.get_context(s, parse_body(req, ContextRequest, s)))
 
 
 @bp.route(route="memory/store", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 async def store_turn(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Durably accept one turn (202)."""
+    """Store one turn: 201 once it is durable, 200 for a repeat of a stored turn_id."""
     host = DurableSessionHost(client)
-    return await respond(req, lambda s: api.store_turn(s, host, parse_body(req, StoreTurnRequest, s)), 202)
+    return await respond(req, lambda s: api.store_turn(s, host, parse_body(req, StoreTurnRequest, s)), _stored_status)
+
+
+def _stored_status(response: StoreTurnResponse) -> int:
+    return 200 if response.duplicate else 201
 
 
 @bp.route(route="memory/retrieve", methods=["POST"])

@@ -16,8 +16,8 @@ from memory_core.errors import (
     InvalidRequestError,
     MemoryServiceError,
     ModelOutputError,
+    NotFoundError,
     SessionEndedError,
-    SessionNotFoundError,
     UpstreamUnavailableError,
 )
 from memory_core.models import ErrorResponse, limits_context
@@ -27,11 +27,12 @@ from memory_core.service import MemoryService
 logger = logging.getLogger(__name__)
 
 _Request = TypeVar("_Request", bound=BaseModel)
+_Result = TypeVar("_Result", bound=BaseModel)
 
 # memory_core errors -> HTTP status. The first matching class (in method resolution order) wins.
 STATUS: dict[type[MemoryServiceError], int] = {
     InvalidRequestError: 400,
-    SessionNotFoundError: 404,
+    NotFoundError: 404,
     SessionEndedError: 409,
     ConflictError: 409,
     ModelOutputError: 502,
@@ -90,10 +91,13 @@ def parse_body(req: func.HttpRequest, model: type[_Request], service: MemoryServ
 
 async def respond(
     req: func.HttpRequest,
-    call: Callable[[MemoryService], Awaitable[BaseModel]],
-    status_code: int = 200,
+    call: Callable[[MemoryService], Awaitable[_Result]],
+    status_code: int | Callable[[_Result], int] = 200,
 ) -> func.HttpResponse:
-    """Run one use case and map its result, or its error, to a response. Never a 5xx for a client's mistake."""
+    """Run one use case and map its result, or its error, to a response. Never a 5xx for a client's mistake.
+
+    ``status_code`` is the success status, or a function of the result that gives it.
+    """
     try:
         service = await get_service()
     except Exception as exc:  # the guide's "Session pool not initialized": settings, store or model set-up failed
@@ -101,7 +105,8 @@ async def respond(
         detail = exc.detail if isinstance(exc, MemoryServiceError) else "see the service logs"
         return error_response(503, "ServiceUnavailable", f"Session pool not initialized: {detail}")
     try:
-        return json_response(await call(service), status_code)
+        result = await call(service)
+        return json_response(result, status_code(result) if callable(status_code) else status_code)
     except ValidationError as exc:
         return _validation_error(exc)
     except MemoryServiceError as exc:

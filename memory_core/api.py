@@ -6,15 +6,13 @@ background work) and a validated request, and returns a response model or raises
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 from memory_core import pool as pool_rules
-from memory_core.domain import SessionStatus
-from memory_core.errors import SessionEndedError, SessionNotFoundError, UpstreamUnavailableError
+from memory_core import session as rules
+from memory_core.domain import SessionRecord, SessionStatus
 from memory_core.models import (
     ContextRequest,
     ContextResponse,
@@ -29,103 +27,70 @@ from memory_core.models import (
 )
 from memory_core.ports import SessionHost, UserExport
 from memory_core.service import MemoryService
-from memory_core.session import SessionState, TurnInput
+from memory_core.session import TurnInput
 
 logger = logging.getLogger(__name__)
 
-# How often a read-your-writes wait looks at the session again.
-_WAIT_POLL_SECONDS = 0.05
+# A session whose background work stayed a whole batch behind this long (its start was lost, or it failed) is
+# started again by the cleanup timer; so is the reflection of a session ended this long ago that never started.
+BACKGROUND_GRACE = timedelta(minutes=2)
+# Sessions the cleanup timer acts on per run, for each of its sweeps (the rest wait for the next run).
+CLEANUP_BATCH = 500
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _hot_or_restored(service: MemoryService, host: SessionHost, user_id: str, session_id: str) -> SessionState:
-    """The session's hot state; an evicted session is restored from the store first. Ended: "Session not found"."""
-    started = time.perf_counter()
-    state = await host.read(user_id, session_id)
-    if state is not None:
-        if state.status == "ended":
-            raise SessionNotFoundError(user_id, session_id)
-        logger.info("✓ Hot session: %s/%s (%.0fms)", user_id, session_id, (time.perf_counter() - started) * 1000)
-        return state
-    state = await service.open_session(user_id, session_id, restore=True, now=_now())
-    await host.hold(state)
-    return state
-
-
-async def start_session(service: MemoryService, host: SessionHost, request: StartSessionRequest) -> ContextResponse:
+async def start_session(service: MemoryService, request: StartSessionRequest) -> ContextResponse:
     """Start a new session, or continue an existing one (``restore``), and return its context."""
-    if request.session_id is not None and request.restore:
-        state = await _hot_or_restored(service, host, request.user_id, request.session_id)
-    else:
-        # A hot session always has its store record, so a taken id is refused by open_session.
-        state = await service.open_session(request.user_id, request.session_id, restore=False, now=_now())
-        await host.hold(state)
-        logger.info("Started session %s/%s", state.user_id, state.session_id)
-    return await service.context(state)
+    record, restored = await service.start_session(request.user_id, request.session_id, request.restore, _now())
+    if not restored and record.turn_count == 0:
+        logger.info("Started session %s/%s", record.user_id, record.session_id)
+    return await service.context(record, restored)
 
 
-async def get_context(service: MemoryService, host: SessionHost, request: ContextRequest) -> ContextResponse:
-    """The session's current context; with ``after_turn_id``, once that turn is in the session."""
-    state = await _hot_or_restored(service, host, request.user_id, request.session_id)
-    if request.after_turn_id is not None and request.after_turn_id not in state.turn_ids:
-        state = await _wait_for_turn(service, host, state, request.after_turn_id)
-    return await service.context(state)
-
-
-async def _wait_for_turn(service: MemoryService, host: SessionHost, state: SessionState, turn_id: str) -> SessionState:
-    deadline = time.monotonic() + service.settings.CONTEXT_WAIT_SECONDS
-    while time.monotonic() < deadline:
-        await asyncio.sleep(_WAIT_POLL_SECONDS)
-        latest = await host.read(state.user_id, state.session_id)
-        if latest is not None:
-            state = latest
-            if turn_id in state.turn_ids:
-                return state
-    logger.warning(
-        "Turn %s of %s/%s not in the session after %.1fs",
-        turn_id,
-        state.user_id,
-        state.session_id,
-        service.settings.CONTEXT_WAIT_SECONDS,
-    )
-    raise UpstreamUnavailableError(
-        f"Turn {turn_id!r} was accepted but is not in the session yet; retry shortly", field="after_turn_id"
-    )
+async def get_context(service: MemoryService, request: ContextRequest) -> ContextResponse:
+    """The session's current context: every turn stored before this request is in it."""
+    record, restored = await service.open_session(request.user_id, request.session_id, _now())
+    return await service.context(record, restored, request.after_turn_id)
 
 
 async def store_turn(service: MemoryService, host: SessionHost, request: StoreTurnRequest) -> StoreTurnResponse:
-    """Durably accept a turn for the session (202); it is appended, persisted and compacted in the background."""
-    state = await host.read(request.user_id, request.session_id)
-    if state is not None and state.status == "ended":
-        raise SessionEndedError(request.user_id, request.session_id)
-    if state is None:
-        record = await service.store.get_session(request.user_id, request.session_id)
-        if record is None:
-            raise SessionNotFoundError(request.user_id, request.session_id)
-        if record.status is SessionStatus.ENDED:
-            raise SessionEndedError(request.user_id, request.session_id)
-    now = _now()
+    """Store one turn; when it makes a chunk due, start the background work of the turns so far."""
     turn = TurnInput(
         turn_id=request.turn_id or uuid.uuid4().hex,
         user_message=request.user_message,
         agent_message=request.agent_message,
-        timestamp=request.timestamp or now,
+        timestamp=request.timestamp,
         metadata=request.metadata,
-        received_at=now,
     )
-    await host.submit_turn(request.user_id, request.session_id, turn)
-    return StoreTurnResponse(user_id=request.user_id, session_id=request.session_id, turn_id=turn.turn_id)
+    outcome = await service.append_turn(request.user_id, request.session_id, turn, _now())
+    seq, settings = outcome.turn.seq, service.settings
+    if not outcome.duplicate and rules.batch_due(seq, settings.K_TURN_BUFFER, settings.L_TURN_CHUNKS):
+        try:
+            await host.start_batch(request.user_id, request.session_id, seq)
+        except Exception:
+            # The turn is stored and stays acknowledged; the cleanup timer starts the batch it finds behind.
+            logger.warning(
+                "Could not start the background work of %s/%s through turn %d; the cleanup timer will",
+                request.user_id,
+                request.session_id,
+                seq,
+                exc_info=True,
+            )
+    return StoreTurnResponse(
+        user_id=request.user_id,
+        session_id=request.session_id,
+        turn_id=outcome.turn.turn_id,
+        seq=seq,
+        duplicate=outcome.duplicate,
+    )
 
 
 async def end_session(service: MemoryService, host: SessionHost, request: EndSessionRequest) -> EndSessionResponse:
-    """End the session and start its reflection (or return the one already started)."""
-    if await host.read(request.user_id, request.session_id) is None:
-        record = await service.store.get_session(request.user_id, request.session_id)
-        if record is None:
-            raise SessionNotFoundError(request.user_id, request.session_id)
+    """End the session (no turn is accepted from now on) and start its reflection (or return the one started)."""
+    await service.end_session(request.user_id, request.session_id, _now())
     handle = await host.start_reflection(request.user_id, request.session_id)
     logger.info("Ending session %s/%s: reflection %s", request.user_id, request.session_id, handle.instance_id)
     # The host's status URLs are whatever its management payload holds; keep the ones the response documents.
@@ -135,13 +100,13 @@ async def end_session(service: MemoryService, host: SessionHost, request: EndSes
     )
 
 
-async def stats(service: MemoryService, host: SessionHost) -> StatsResponse:
-    """The hot pool as it is now."""
+async def stats(service: MemoryService) -> StatsResponse:
+    """The hot pool as the store's session records show it now."""
     settings = service.settings
-    figures = pool_rules.stats(
-        await host.pool(), _now(), timedelta(minutes=settings.SESSION_TTL_MINUTES), settings.MAX_SESSIONS
-    )
-    return StatsResponse.model_validate(figures.model_dump())
+    lag = rules.batch_lag(settings.K_TURN_BUFFER, settings.L_TURN_CHUNKS)
+    figures = await service.store.session_figures(SessionStatus.ACTIVE, lagging_by=lag)
+    pool = pool_rules.stats(figures, _now(), timedelta(minutes=settings.SESSION_TTL_MINUTES), settings.MAX_SESSIONS)
+    return StatsResponse.model_validate(pool.model_dump())
 
 
 async def forget_user(service: MemoryService, host: SessionHost, user_id: str) -> ForgetResponse:
@@ -169,28 +134,59 @@ async def health(service: MemoryService) -> HealthResponse:
 
 
 async def cleanup(service: MemoryService, host: SessionHost, now: datetime | None = None) -> int:
-    """Evict idle sessions (and the least recently used beyond capacity) and purge old histories.
+    """Evict idle sessions (and the least recently used beyond capacity), restart stalled work, purge old histories.
 
-    Runs at most once per ``EVICTION_INTERVAL_SECONDS`` whatever the timer's schedule; returns how many evictions
-    were started.
+    Runs at most once per ``EVICTION_INTERVAL_SECONDS`` across all instances, whatever the timer's schedule; returns
+    how many evictions it started.
     """
-    settings = service.settings
+    settings, store = service.settings, service.store
     now = now or _now()
-    hot = await host.pool()
-    if hot.last_cleanup is not None and (now - hot.last_cleanup).total_seconds() < settings.EVICTION_INTERVAL_SECONDS:
+    if not await store.claim_cleanup(now, settings.EVICTION_INTERVAL_SECONDS):
         return 0
-    await host.mark_cleaned(now)
     ttl = timedelta(minutes=settings.SESSION_TTL_MINUTES)
-    keys = pool_rules.eviction_candidates(hot, now, ttl, settings.MAX_SESSIONS)
-    stale_cutoff = now - ttl
-    for key in keys:
-        entry = hot.sessions[key]
-        # Beyond capacity, a session is evicted even if recent: its last activity as the pool saw it is the cutoff.
-        cutoff = max(stale_cutoff, entry.last_activity)
-        await host.start_eviction(entry.user_id, entry.session_id, cutoff)
+    evictions = await _evictions(service, now - ttl)
+    for record in evictions:
+        # Beyond capacity a session is evicted even if recent: its last activity as seen now is the cutoff.
+        await host.start_eviction(record.user_id, record.session_id, max(now - ttl, record.last_activity))
+    stalled = await store.scan_sessions(
+        SessionStatus.ACTIVE,
+        idle_before=now - BACKGROUND_GRACE,
+        lagging_by=rules.batch_lag(settings.K_TURN_BUFFER, settings.L_TURN_CHUNKS),
+        limit=CLEANUP_BATCH,
+    )
+    for record in stalled:
+        # The batch of the first turn not indexed: indexing it lets the watermark take in what was done beyond it.
+        through = rules.next_batch_end(record.indexed_through + 1, settings.K_TURN_BUFFER, settings.L_TURN_CHUNKS)
+        await host.start_batch(record.user_id, record.session_id, through)
+    unreflected = await store.scan_sessions(
+        SessionStatus.ENDED, idle_before=now - BACKGROUND_GRACE, unreflected=True, limit=CLEANUP_BATCH
+    )
+    restarted = 0
+    for record in unreflected:
+        if not await host.reflection_started(record.user_id, record.session_id):
+            await host.start_reflection(record.user_id, record.session_id)
+            restarted += 1
     purged = await host.purge_finished(now - timedelta(days=settings.HISTORY_RETENTION_DAYS))
-    if keys or purged:
+    if evictions or stalled or restarted or purged:
         logger.info(
-            "Cleanup: %d sessions to evict of %d hot, %d histories purged", len(keys), len(hot.sessions), purged
+            "Cleanup: %d sessions to evict, %d with background work restarted, %d reflections started, "
+            "%d histories purged",
+            len(evictions),
+            len(stalled),
+            restarted,
+            purged,
         )
-    return len(keys)
+    return len(evictions)
+
+
+async def _evictions(service: MemoryService, idle_before: datetime) -> list[SessionRecord]:
+    """Hot sessions idle since before ``idle_before``, then the least recently used beyond ``MAX_SESSIONS``."""
+    store, limit = service.store, service.settings.MAX_SESSIONS
+    stale = await store.scan_sessions(SessionStatus.ACTIVE, idle_before=idle_before, limit=CLEANUP_BATCH)
+    figures = await store.session_figures(SessionStatus.ACTIVE, lagging_by=service.settings.L_TURN_CHUNKS)
+    overflow = min(figures.count - len(stale) - limit, CLEANUP_BATCH)
+    if overflow <= 0:
+        return stale
+    # The oldest are the stale ones (least recently active first), then the overflow.
+    oldest = await store.scan_sessions(SessionStatus.ACTIVE, limit=len(stale) + overflow)
+    return oldest

@@ -39,9 +39,6 @@ class Settings(BaseSettings):
         "0 * * * * *", description="NCRONTAB schedule of the cleanup timer; it skips runs closer than the interval"
     )
     HISTORY_RETENTION_DAYS: float = Field(7, gt=0, description="Finished orchestration histories kept this long")
-    CONTEXT_WAIT_SECONDS: float = Field(
-        5, ge=0, le=60, description="Longest wait of /memory/context for after_turn_id to arrive"
-    )
     DURABLE_HUB_NAME: str = Field("AgentMemory", description="Durable Functions task hub (host.json reads it)")
 
     # Store

@@ -7,7 +7,7 @@ without a context the defaults of ``Settings`` apply.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -46,6 +46,8 @@ def limits_context(settings: Settings) -> dict[str, int]:
 
 
 MAX_METADATA_DEPTH = 32
+# Turn times every store represents the same way (four-digit years in UTC).
+MIN_YEAR, MAX_YEAR = 1000, 9999
 
 
 def _nesting(value: Any) -> int:
@@ -121,7 +123,9 @@ class ContextRequest(_Request):
     user_id: Id
     session_id: Id
     after_turn_id: Id | None = Field(
-        None, description="Wait (bounded) until this turn is in the session, to read your own writes"
+        None,
+        description="A turn this client stored: checked to be in the session (404 if it never was). Every stored "
+        "turn is in the context at once, so it is never waited for.",
     )
 
 
@@ -135,9 +139,28 @@ class StoreTurnRequest(_Request):
     session_id: Id
     user_message: str = Field(min_length=1)
     agent_message: str = Field(min_length=1)
-    turn_id: Id | None = Field(None, description="Idempotency key: a repeated turn_id is stored once")
-    timestamp: AwareDatetime | None = Field(None, description="When the turn happened (ISO 8601 with offset)")
+    turn_id: Id | None = Field(
+        None,
+        description="Idempotency key: the same turn_id again is the same turn (stored once, however late the repeat; "
+        "its timestamp and metadata are the first ones); with other messages it is a 409. Generated when omitted.",
+    )
+    timestamp: AwareDatetime | None = Field(
+        None, description="When the turn happened (ISO 8601 with offset, years 1000-9999 in UTC); default: now"
+    )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON kept with the turn")
+
+    @field_validator("timestamp")
+    @classmethod
+    def _representable_timestamp(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must be a time between years 1000 and 9999 in UTC") from None
+        if not MIN_YEAR <= utc.year <= MAX_YEAR:
+            raise ValueError("must be a time between years 1000 and 9999 in UTC")
+        return value
 
     @field_validator("user_message", "agent_message")
     @classmethod
@@ -162,12 +185,17 @@ class StoreTurnRequest(_Request):
 
 
 class StoreTurnResponse(_Response):
-    """Response of ``/memory/store`` (202): the turn is durable and is being added to the session."""
+    """Response of ``/memory/store``: 201 when the turn was stored now, 200 for a repeat of a stored ``turn_id``.
 
-    status: Literal["accepted"] = "accepted"
+    Either way the turn is durable and in the session's context from now on.
+    """
+
+    status: Literal["stored"] = "stored"
     user_id: str
     session_id: str
-    turn_id: str = Field(description="Pass it as after_turn_id to /memory/context to read your own write")
+    turn_id: str = Field(description="The turn's id (the one sent, or the one generated)")
+    seq: int = Field(description="The turn's 1-based position in the session, in the order turns were stored")
+    duplicate: bool = Field(description="True when this turn_id was stored before (nothing was written now)")
 
 
 class EndSessionResponse(_Response):

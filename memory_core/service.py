@@ -1,26 +1,29 @@
 """The memory service's operations, shared by every host.
 
 HTTP functions, activities and the local host call these; each takes plain domain values and returns domain or API
-values. Hot session state (``SessionState``) is passed in and out: the session entity owns it, this module never
-keeps it.
+values. The request path (start, store, context, end) reads and writes the store only; background work (indexing,
+compaction, eviction, reflection) runs in activities and reports to the session entity what it did.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import partial
 
 from pydantic import BaseModel, Field
 
 from memory_core import reflection, retrieval
+from memory_core import session as rules
 from memory_core.config import Settings
 from memory_core.context import formatted_context
-from memory_core.domain import Chunk, Insight, SessionStatus, SessionSummary, Turn
+from memory_core.domain import Chunk, Insight, SessionRecord, SessionStatus, SessionSummary, Turn
 from memory_core.engines import build_chat_model, build_embedder, build_store
-from memory_core.errors import ConflictError, SessionNotFoundError
+from memory_core.errors import ConflictError, NotFoundError, SessionNotFoundError
 from memory_core.models import (
     ContextResponse,
     InsightItem,
@@ -34,16 +37,8 @@ from memory_core.models import (
     SummariesResponse,
     SummaryItem,
 )
-from memory_core.ports import ChatModel, Embedder, Store, UserDeletion, UserExport
-from memory_core.session import (
-    MAX_TRACKED_TURN_IDS,
-    Compaction,
-    SessionState,
-    new_session,
-    restore_session,
-    to_record,
-    uncompacted_turns,
-)
+from memory_core.ports import AppendOutcome, ChatModel, Embedder, Store, UserDeletion, UserExport
+from memory_core.session import Claim, CompactionDone, SessionSnapshot, TurnInput
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +55,22 @@ class ReflectionOutcome(BaseModel):
     insights_updated: list[str] = Field(default_factory=list)
     insights_superseded: list[str] = Field(default_factory=list)
     duplicates: int = 0
+
+
+def _indexed(record: SessionRecord, *, first: int, last: int) -> SessionRecord | None:
+    return rules.record_indexed(record, first, last)
+
+
+def _gaps(record: SessionRecord) -> list[tuple[int, int]]:
+    """The windows of turns not indexed yet: between ``indexed_through``, the windows indexed ahead, and the end."""
+    gaps, start = [], record.indexed_through + 1
+    for first, last in sorted(record.indexed_ahead):
+        if first > start:
+            gaps.append((start, first - 1))
+        start = max(start, last + 1)
+    if start <= record.turn_count:
+        gaps.append((start, record.turn_count))
+    return gaps
 
 
 class MemoryService:
@@ -95,53 +106,83 @@ class MemoryService:
         return await self.embedder.embed(list(texts))
 
     # -- sessions -------------------------------------------------------------------------------------------------
-    async def open_session(self, user_id: str, session_id: str | None, restore: bool, now: datetime) -> SessionState:
-        """The state for a session that is not hot: a new one, or one rebuilt from the store (``restored``).
+    async def start_session(
+        self, user_id: str, session_id: str | None, restore: bool, now: datetime
+    ) -> tuple[SessionRecord, bool]:
+        """Start a session, or continue the one with this id (``restore``); returns its record and ``restored``.
 
-        Raises ``SessionNotFoundError`` when asked to restore a session that does not exist or has ended, and
-        ``ConflictError`` when asked to create a session under an id that is already taken.
+        An id no session has starts a new session under it (the guide's client picks its session ids itself). An
+        ended session is "Session not found" when asked to restore; a taken id without ``restore`` is a conflict.
+        ``restored`` is true when this call brought an evicted session back into the hot pool.
         """
         if session_id is None:
-            state = new_session(user_id, uuid.uuid4().hex, now)
-            await self.store.put_session(to_record(state, SessionStatus.ACTIVE))
-            return state
-        started = time.perf_counter()
-        record = await self.store.get_session(user_id, session_id)
-        if record is None:
-            if restore:
-                raise SessionNotFoundError(user_id, session_id)
-            state = new_session(user_id, session_id, now)
-            await self.store.put_session(to_record(state, SessionStatus.ACTIVE))
-            return state
-        if record.status is SessionStatus.ENDED:
-            raise SessionNotFoundError(user_id, session_id)
+            session_id = uuid.uuid4().hex
+        record = rules.new_record(user_id, session_id, now)
+        if await self.store.create_session(record):
+            return record, False
         if not restore:
             raise ConflictError(
                 "A session with this id already exists; start it with restore=true or omit session_id",
                 field="session_id",
             )
-        # The open turns, and enough before them to recognise retried turn ids as a hot session does.
-        after_seq = min(record.compacted_through, max(0, record.turn_count - MAX_TRACKED_TURN_IDS))
-        turns = await self.store.get_turns(user_id, session_id, after_seq=after_seq)
-        state = restore_session(record, turns, self.settings.K_TURN_BUFFER, now)
-        if record.status is SessionStatus.ACTIVE:
-            # Recorded as hot but its state was not in the pool yet (a turn raced its start): not a cold restore.
-            return state.model_copy(update={"restored": False})
-        await self.store.put_session(to_record(state, SessionStatus.ACTIVE))
-        logger.info(
-            "✓ Cold session restored: %s/%s (%.0fms)", user_id, session_id, (time.perf_counter() - started) * 1000
-        )
-        return state
+        return await self.open_session(user_id, session_id, now)
 
-    async def context(self, state: SessionState) -> ContextResponse:
-        """The ready-to-inject context of a hot session."""
-        insights = await self.store.get_insights(state.user_id, limit=self.settings.MAX_LIST_LIMIT)
-        summaries = await self.store.get_summaries(state.user_id, limit=self.settings.M_SESSIONS_RECENT)
-        summaries = [s for s in summaries if s.session_id != state.session_id]
-        recent = list(state.recent)
+    async def open_session(self, user_id: str, session_id: str, now: datetime) -> tuple[SessionRecord, bool]:
+        """The record of a session that is not ended; an evicted one is brought back (``restored`` true)."""
+        started = time.perf_counter()
+        update = await self.store.update_session(user_id, session_id, lambda r: rules.revive(r, now))
+        record = update.record
+        if record is None or record.status is SessionStatus.ENDED:
+            raise SessionNotFoundError(user_id, session_id)
+        elapsed = (time.perf_counter() - started) * 1000
+        if update.changed:
+            logger.info("✓ Cold session restored: %s/%s (%.0fms)", user_id, session_id, elapsed)
+        else:
+            logger.info("✓ Hot session: %s/%s (%.0fms)", user_id, session_id, elapsed)
+        return record, update.changed
+
+    async def append_turn(self, user_id: str, session_id: str, turn: TurnInput, now: datetime) -> AppendOutcome:
+        """Store a turn: numbered, counted and durable when this returns (see ``Store.append_turn``)."""
+        outcome = await self.store.append_turn(user_id, session_id, turn, now)
+        logger.debug(
+            "Turn %s of %s/%s stored as %d%s",
+            turn.turn_id,
+            user_id,
+            session_id,
+            outcome.turn.seq,
+            " (repeat)" if outcome.duplicate else "",
+        )
+        return outcome
+
+    async def end_session(self, user_id: str, session_id: str, now: datetime) -> SessionRecord:
+        """Mark the session ended, so that no turn is accepted after this returns; ending twice is harmless."""
+        update = await self.store.update_session(user_id, session_id, lambda r: rules.end(r, now))
+        if update.record is None:
+            raise SessionNotFoundError(user_id, session_id)
+        return update.record
+
+    async def context(self, record: SessionRecord, restored: bool, after_turn_id: str | None = None) -> ContextResponse:
+        """The ready-to-inject context: the session's record and its last K turns, insights and recent summaries.
+
+        Every turn the store acknowledged before the record was read is in it. ``after_turn_id`` must name a turn
+        of the session (it is a 404 otherwise).
+        """
+        user_id, session_id, keep = record.user_id, record.session_id, self.settings.K_TURN_BUFFER
+        recent, insights, summaries = await asyncio.gather(
+            self.store.get_turns(user_id, session_id, after_seq=max(0, record.turn_count - keep)),
+            self.store.get_insights(user_id, limit=self.settings.MAX_LIST_LIMIT),
+            self.store.get_summaries(user_id, limit=self.settings.M_SESSIONS_RECENT + 1),
+        )
+        # Turns stored after the record was read may be there too; the context shows the last K.
+        recent = recent[-keep:]
+        if after_turn_id is not None and all(t.turn_id != after_turn_id for t in recent):
+            if await self.store.get_turn(user_id, session_id, after_turn_id) is None:
+                raise NotFoundError(f"Turn {after_turn_id!r} was never stored in this session", field="after_turn_id")
+        summaries = [s for s in summaries if s.session_id != session_id][: self.settings.M_SESSIONS_RECENT]
+        turn_count = max([record.turn_count, *(t.seq for t in recent)])
         return ContextResponse(
-            session_id=state.session_id,
-            user_id=state.user_id,
+            session_id=session_id,
+            user_id=user_id,
             active_context=[
                 message
                 for turn in recent
@@ -150,80 +191,98 @@ class MemoryService:
                     Message(role="assistant", content=turn.agent_message),
                 )
             ],
-            cumulative_summary=state.cumulative_summary,
+            cumulative_summary=record.cumulative_summary,
             insights=[i.text for i in insights],
             session_summaries=[s.summary for s in summaries],
             formatted_context=formatted_context(
                 insights=[i.text for i in insights],
                 session_summaries=[s.summary for s in summaries],
-                cumulative_summary=state.cumulative_summary,
+                cumulative_summary=record.cumulative_summary,
                 recent_turns=recent,
                 budget=self.settings.CONTEXT_TOKEN_BUDGET,
             ),
-            restored=state.restored,
-            turn_count=state.turn_count,
+            restored=restored,
+            turn_count=turn_count,
         )
 
-    async def persist_turn(self, turn: Turn) -> None:
-        """Write a turn (and its embedding) to the store."""
-        vectors = await self._embed([turn.text()])
-        await self.store.put_turns([turn], vectors)
+    # -- background work --------------------------------------------------------------------------------------------
+    async def index_turns(self, user_id: str, session_id: str, through_seq: int | None) -> SessionSnapshot | None:
+        """Index turns: the window of the batch that turn ``through_seq`` started, or (None) every turn not indexed.
 
-    async def compact(self, compaction: Compaction, now: datetime) -> str:
-        """Write the chunk document and return the new cumulative summary (the chunk folded into the previous one)."""
-        turns = list(compaction.turns)
-        chunk_summary = await self.chat.summarize(turns, "", max_words=120)
-        cumulative = await self.chat.summarize(turns, compaction.previous_summary, max_words=250)
-        chunk = Chunk(
-            user_id=compaction.user_id,
-            session_id=compaction.session_id,
-            index=compaction.index,
-            first_seq=turns[0].seq,
-            last_seq=turns[-1].seq,
-            summary=chunk_summary,
-            timestamp=turns[-1].timestamp,
-        )
-        vectors = await self._embed([chunk_summary])
-        await self.store.put_chunk(chunk, vectors[0] if vectors else None)
-        record = await self.store.get_session(compaction.user_id, compaction.session_id)
-        if record is not None and record.compacted_through < chunk.last_seq:
-            await self.store.put_session(
-                record.model_copy(
-                    update={
-                        "compacted_through": chunk.last_seq,
-                        "cumulative_summary": cumulative,
-                        "chunk_count": compaction.index + 1,
-                        "turn_count": max(record.turn_count, chunk.last_seq),
-                        "last_activity": max(record.last_activity, now),
-                    }
-                )
-            )
-        return cumulative
-
-    async def save_session(
-        self, user_id: str, session_id: str, state: SessionState | None, status: SessionStatus
-    ) -> None:
-        """Write what is hot to the store and mark the session ``idle`` (restorable) or ``ended``.
-
-        Turns the store lacks (their ingest failed for good) are written with their embeddings; the rest are
-        already there. Without a hot state, only the record's status changes.
+        Indexing adds each turn's vector (with an embedder; full-text search has the turn from the moment it is
+        stored). Returns what the store then says about the session, for its entity; None when the session is gone.
         """
-        if state is None:
-            record = await self.store.get_session(user_id, session_id)
-            if record is None:
-                raise SessionNotFoundError(user_id, session_id)
+        record = await self.store.get_session(user_id, session_id)
+        if record is None:
+            return None
+        keep, chunk = self.settings.K_TURN_BUFFER, self.settings.L_TURN_CHUNKS
+        if through_seq is not None:
+            windows = [rules.batch_window(through_seq, keep, chunk)]
         else:
-            hot = list(uncompacted_turns(state))
-            stored = {t.seq for t in await self.store.get_turns(user_id, session_id, after_seq=state.compacted_through)}
-            missing = [t for t in hot if t.seq not in stored]
-            if missing:
-                await self.store.put_turns(missing, await self._embed([t.text() for t in missing]))
-                logger.warning("Wrote %d turns of %s/%s that ingest had not stored", len(missing), user_id, session_id)
-            record = to_record(state, status)
-        update: dict[str, object] = {"status": status}
-        if status is SessionStatus.ENDED and record.ended_at is None:
-            update["ended_at"] = state.ended_at if state is not None and state.ended_at else record.last_activity
-        await self.store.put_session(record.model_copy(update=update))
+            windows = _gaps(record)
+        for first, last in windows:
+            last = min(last, record.turn_count)
+            if last < first:
+                continue
+            if self.embedder is not None:
+                turns = await self.store.get_turns(user_id, session_id, after_seq=first - 1, limit=last - first + 1)
+                if turns:
+                    await self.store.put_turns(turns, await self._embed([t.text() for t in turns]))
+            update = await self.store.update_session(user_id, session_id, partial(_indexed, first=first, last=last))
+            record = update.record or record
+        recent = await self.store.get_turns(
+            user_id, session_id, after_seq=max(0, record.turn_count - min(keep, rules.RECENT_REFS))
+        )
+        return SessionSnapshot.of(record, recent)
+
+    async def compact(self, claim: Claim, now: datetime) -> CompactionDone:
+        """Compact the claimed chunk: write the chunk document and fold it into the cumulative summary.
+
+        A chunk that was compacted already (a retry, a replay, or another worker) is not compacted again: the
+        answer is the session's compaction as the store has it.
+        """
+        record = await self.store.get_session(claim.user_id, claim.session_id)
+        if record is None:
+            raise SessionNotFoundError(claim.user_id, claim.session_id)
+        if record.compacted_through == claim.first_seq - 1 and record.chunk_count == claim.index:
+            turns = await self.store.get_turns(
+                claim.user_id,
+                claim.session_id,
+                after_seq=claim.first_seq - 1,
+                limit=claim.last_seq - claim.first_seq + 1,
+            )
+            chunk_summary = await self.chat.summarize(turns, "", max_words=120)
+            cumulative = await self.chat.summarize(turns, record.cumulative_summary, max_words=250)
+            chunk = Chunk(
+                user_id=claim.user_id,
+                session_id=claim.session_id,
+                index=claim.index,
+                first_seq=turns[0].seq,
+                last_seq=turns[-1].seq,
+                summary=chunk_summary,
+                timestamp=turns[-1].timestamp,
+            )
+            vectors = await self._embed([chunk_summary])
+            await self.store.put_chunk(chunk, vectors[0] if vectors else None)
+            update = await self.store.update_session(
+                claim.user_id,
+                claim.session_id,
+                lambda r: rules.record_compaction(r, claim.index, chunk.first_seq, chunk.last_seq, cumulative),
+            )
+            record = update.record or record
+        return CompactionDone(
+            chunk_count=record.chunk_count,
+            through_seq=record.compacted_through,
+            summary=rules.bounded_summary(record.cumulative_summary),
+        )
+
+    async def evict(self, user_id: str, session_id: str, cutoff: datetime) -> bool:
+        """Move the session out of the hot pool (``idle``, restorable) if nothing happened in it after ``cutoff``."""
+        update = await self.store.update_session(user_id, session_id, lambda r: rules.mark_idle(r, cutoff))
+        if update.changed and update.record is not None:
+            age = (datetime.now(UTC) - update.record.last_activity).total_seconds()
+            logger.info("Evicted stale session: %s/%s (age: %.0fs)", user_id, session_id, age)
+        return update.changed
 
     async def reflect(self, user_id: str, session_id: str, now: datetime) -> ReflectionOutcome:
         """Summarise the ended session and consolidate its insights; writing twice writes nothing new."""
@@ -235,8 +294,13 @@ class MemoryService:
         if summary is not None:
             await self._write_summary(summary)
             outcome.summary_id, outcome.summary = summary.id, summary.summary
-        if len(turns) < threshold:
-            return outcome
+        if len(turns) >= threshold:
+            await self._consolidate(outcome, turns, now)
+        await self.store.update_session(user_id, session_id, lambda r: rules.record_reflected(r, now))
+        return outcome
+
+    async def _consolidate(self, outcome: ReflectionOutcome, turns: list[Turn], now: datetime) -> None:
+        user_id, session_id = outcome.user_id, outcome.session_id
         candidates = await self.chat.extract_insights(turns)
         existing = await self.store.get_insights(user_id, include_superseded=True, limit=10_000)
         plan = reflection.consolidate(
@@ -264,7 +328,6 @@ class MemoryService:
             len(plan.superseded),
             plan.duplicates,
         )
-        return outcome
 
     async def _write_summary(self, summary: SessionSummary) -> None:
         vectors = await self._embed([summary.summary])

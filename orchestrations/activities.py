@@ -1,53 +1,51 @@
-"""Activities: each decodes its JSON input, calls one ``MemoryService`` operation and returns JSON."""
+"""Activities: each validates its input model, calls one ``MemoryService`` operation and returns JSON."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import azure.durable_functions as df
 
-from memory_core.domain import SessionStatus, Turn
 from memory_core.runtime import get_service
-from memory_core.session import Compaction, SessionState
+from memory_core.session import SessionSnapshot
 from orchestrations import names
+from orchestrations.payloads import BatchJob, CompactJob, EvictJob, ReflectJob
 
 bp = df.Blueprint()
 
 
-@bp.activity_trigger(input_name="job", activity=names.LOAD_SESSION_ACTIVITY)
-async def load_session(job: dict[str, Any]) -> dict[str, Any]:
-    """Rebuild an evicted session's hot state from the store."""
-    service = await get_service()
-    state = await service.open_session(job["user_id"], job["session_id"], restore=True, now=datetime.now(UTC))
-    return state.model_dump(mode="json")
+def _dump(snapshot: SessionSnapshot | None) -> dict[str, Any] | None:
+    return None if snapshot is None else snapshot.model_dump(mode="json")
 
 
-@bp.activity_trigger(input_name="turn", activity=names.PERSIST_TURN_ACTIVITY)
-async def persist_turn(turn: dict[str, Any]) -> None:
-    """Write a turn and its embedding to the store."""
+@bp.activity_trigger(input_name="job", activity=names.INDEX_ACTIVITY)
+async def index_turns(job: dict[str, Any]) -> dict[str, Any] | None:
+    """Add vectors to the batch's stored turns; return the session's snapshot for its entity (None: gone)."""
+    batch = BatchJob.model_validate(job)
     service = await get_service()
-    await service.persist_turn(Turn.model_validate(turn))
+    return _dump(await service.index_turns(batch.user_id, batch.session_id, batch.through_seq))
 
 
 @bp.activity_trigger(input_name="job", activity=names.COMPACT_ACTIVITY)
-async def compact_chunk(job: dict[str, Any]) -> str:
-    """Write a chunk and return the new cumulative summary."""
+async def compact_chunk(job: dict[str, Any]) -> dict[str, Any]:
+    """Write the claimed chunk and fold it into the cumulative summary."""
+    compact = CompactJob.model_validate(job)
     service = await get_service()
-    return await service.compact(Compaction.model_validate(job["compaction"]), datetime.fromisoformat(job["now"]))
+    return (await service.compact(compact.claim, compact.now)).model_dump(mode="json")
 
 
-@bp.activity_trigger(input_name="job", activity=names.SAVE_SESSION_ACTIVITY)
-async def save_session(job: dict[str, Any]) -> None:
-    """Write a session's hot turns and its record (idle: restorable; ended: final) to the store."""
+@bp.activity_trigger(input_name="job", activity=names.EVICT_ACTIVITY)
+async def evict(job: dict[str, Any]) -> bool:
+    """Index the session's last turns and mark it idle if nothing happened after the cutoff."""
+    eviction = EvictJob.model_validate(job)
     service = await get_service()
-    state = SessionState.model_validate(job["state"]) if job.get("state") else None
-    await service.save_session(job["user_id"], job["session_id"], state, SessionStatus(job["status"]))
+    return await service.evict(eviction.user_id, eviction.session_id, eviction.cutoff)
 
 
 @bp.activity_trigger(input_name="job", activity=names.REFLECT_ACTIVITY)
 async def reflect(job: dict[str, Any]) -> dict[str, Any]:
     """Summarise the session and consolidate its insights."""
+    reflection = ReflectJob.model_validate(job)
     service = await get_service()
-    outcome = await service.reflect(job["user_id"], job["session_id"], datetime.fromisoformat(job["now"]))
+    outcome = await service.reflect(reflection.user_id, reflection.session_id, reflection.now)
     return outcome.model_dump(mode="json")

@@ -6,34 +6,25 @@ import hashlib
 
 import azure.durable_functions as df
 
-# entities and their operations
+# the session entity and its operations
 SESSION_ENTITY = "session"
-POOL_ENTITY = "pool"
-POOL_KEY = "hot"
 
 GET = "get"
-LOAD = "load"
-APPEND = "append"
+SYNC = "sync"
 APPLY_COMPACTION = "apply_compaction"
 RELEASE_CLAIM = "release_claim"
-END = "end"
-EVICT = "evict"
-DELETE_IF_UNCHANGED = "delete_if_unchanged"
+FINISH = "finish"
 DELETE = "delete"  # also what DELETE entities/{name}/{key} on the Durable HTTP API sends
-TOUCH = "touch"
-REMOVE = "remove"
-CLEANED = "cleaned"
 
 # orchestrators
-INGEST_ORCHESTRATOR = "ingest_turn"
+BATCH_ORCHESTRATOR = "process_turns"
 REFLECTION_ORCHESTRATOR = "reflect_session"
 EVICTION_ORCHESTRATOR = "evict_session"
 
 # activities
-LOAD_SESSION_ACTIVITY = "load_session"
-PERSIST_TURN_ACTIVITY = "persist_turn"
+INDEX_ACTIVITY = "index_turns"
 COMPACT_ACTIVITY = "compact_chunk"
-SAVE_SESSION_ACTIVITY = "save_session"
+EVICT_ACTIVITY = "evict"
 REFLECT_ACTIVITY = "reflect"
 
 
@@ -51,19 +42,14 @@ def session_entity(user_id: str, session_id: str) -> df.EntityId:
     return df.EntityId(SESSION_ENTITY, session_key(user_id, session_id))
 
 
-def pool_entity() -> df.EntityId:
-    """The one pool entity."""
-    return df.EntityId(POOL_ENTITY, POOL_KEY)
-
-
 def user_prefix(user_id: str) -> str:
     """Every orchestration instance of a user starts with this, so forgetting a user finds them all."""
     return f"u{_digest(user_id, size=16)}-"
 
 
-def ingest_instance_id(user_id: str, session_id: str, turn_id: str) -> str:
-    """One ingest per turn: a retried store request finds the same instance."""
-    return f"{user_prefix(user_id)}ingest-{_digest(session_id, turn_id)}"
+def batch_instance_id(user_id: str, session_id: str, through_seq: int) -> str:
+    """One background batch per session and batch end: the store request that completes a batch starts it once."""
+    return f"{user_prefix(user_id)}batch-{_digest(session_id)}-{through_seq}"
 
 
 def reflection_instance_id(user_id: str, session_id: str) -> str:
@@ -71,6 +57,6 @@ def reflection_instance_id(user_id: str, session_id: str) -> str:
     return f"{user_prefix(user_id)}reflect-{_digest(session_id)}"
 
 
-def eviction_instance_id(user_id: str, session_id: str, tick: str) -> str:
-    """One eviction per session and cleanup run."""
-    return f"{user_prefix(user_id)}evict-{_digest(session_id, tick)}"
+def eviction_instance_id(user_id: str, session_id: str, cutoff: str) -> str:
+    """One eviction per session and cutoff."""
+    return f"{user_prefix(user_id)}evict-{_digest(session_id, cutoff)}"

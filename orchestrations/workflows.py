@@ -1,8 +1,9 @@
-"""The orchestrators: ingest one turn, reflect on an ended session, evict an idle one.
+"""The orchestrators: a batch of turns' background work, a session's reflection, an idle session's eviction.
 
 Orchestrators are replayed, so they only yield Durable tasks, take time from ``context.current_utc_datetime``, and
-log only when not replaying. Every side effect is an activity with a retry policy; every write is an idempotent
-upsert, so a retried or replayed step writes nothing twice.
+log only when not replaying. Every side effect is an activity with a retry policy; every write is idempotent, so a
+retried or replayed step writes nothing twice. None of them is on a request's path: requests read and write the
+store and start these.
 """
 
 from __future__ import annotations
@@ -12,12 +13,20 @@ from collections.abc import Generator
 from typing import Any
 
 import azure.durable_functions as df
-from pydantic import BaseModel
 
-from memory_core.pool import PoolEntry
-from memory_core.session import Compaction, SessionState, TurnInput
+from memory_core.domain import SessionStatus
+from memory_core.service import ReflectionOutcome
+from memory_core.session import Claim, SessionSnapshot
 from orchestrations import names
-from orchestrations.entities import AppendReply
+from orchestrations.payloads import (
+    BatchJob,
+    BatchOutcome,
+    CompactJob,
+    EvictJob,
+    FinishOperation,
+    ReflectJob,
+    SessionRef,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,153 +38,87 @@ RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_number_o
 Orchestration = Generator[Any, Any, Any]
 
 
-class SessionRef(BaseModel):
-    """Which session a job is about."""
-
-    user_id: str
-    session_id: str
-
-
-class IngestJob(SessionRef):
-    """Input of the ingest orchestration."""
-
-    turn: TurnInput
+@bp.orchestration_trigger(context_name="context", orchestration=names.BATCH_ORCHESTRATOR)
+def process_turns(context: df.DurableOrchestrationContext) -> Orchestration:
+    """Index a batch of stored turns, then compact every chunk that is due, one at a time and in order."""
+    job = BatchJob.model_validate(context.get_input())
+    outcome = yield from _index_and_compact(context, job)
+    return outcome.model_dump(mode="json")
 
 
-class EvictJob(SessionRef):
-    """Input of the eviction orchestration: evict if nothing happened after ``cutoff`` (ISO time)."""
+def _index_and_compact(context: df.DurableOrchestrationContext, job: BatchJob) -> Orchestration:
+    """Index the session's turns up to the job's end, then compact the chunks the session entity hands out.
 
-    cutoff: str
-
-
-def _touch(context: df.DurableOrchestrationContext, ref: SessionRef, entry: PoolEntry) -> None:
-    context.signal_entity(
-        names.pool_entity(),
-        names.TOUCH,
-        {"key": names.session_key(ref.user_id, ref.session_id), "entry": entry.model_dump(mode="json")},
-    )
-
-
-def _leave_pool(context: df.DurableOrchestrationContext, ref: SessionRef) -> None:
-    context.signal_entity(names.pool_entity(), names.REMOVE, {"key": names.session_key(ref.user_id, ref.session_id)})
-
-
-@bp.orchestration_trigger(context_name="context", orchestration=names.INGEST_ORCHESTRATOR)
-def ingest_turn(context: df.DurableOrchestrationContext) -> Orchestration:
-    """Append a turn through the session entity, persist it with its embedding, and compact when a chunk is due."""
-    job = IngestJob.model_validate(context.get_input())
+    The entity claims the next due chunk for one orchestration at a time, so chunks fold into the cumulative summary
+    in order even when batches overlap. Returns a ``BatchOutcome``.
+    """
+    indexed = yield context.call_activity_with_retry(names.INDEX_ACTIVITY, RETRY, job.model_dump(mode="json"))
+    outcome = BatchOutcome(user_id=job.user_id, session_id=job.session_id)
+    if indexed is None:
+        return outcome.model_copy(update={"skipped": "the session is gone"})
+    snapshot = SessionSnapshot.model_validate(indexed)
+    outcome = outcome.model_copy(update={"indexed_through": snapshot.indexed_through})
+    if snapshot.status is SessionStatus.ENDED:
+        return outcome.model_copy(update={"skipped": "the session has ended"})
     entity = names.session_entity(job.user_id, job.session_id)
-    turn = job.turn.model_dump(mode="json")
-    reply = AppendReply.model_validate((yield context.call_entity(entity, names.APPEND, turn)))
-    if reply.missing:  # evicted (or never loaded): rebuild the hot state from the store, then append
-        state = yield context.call_activity_with_retry(names.LOAD_SESSION_ACTIVITY, RETRY, job.model_dump(mode="json"))
-        yield context.call_entity(entity, names.LOAD, state)
-        reply = AppendReply.model_validate((yield context.call_entity(entity, names.APPEND, turn)))
-    if reply.result is None:
-        if not context.is_replaying:
-            logger.warning(
-                "Turn %s refused: session %s/%s has ended (instance %s)",
-                job.turn.turn_id,
-                job.user_id,
-                job.session_id,
-                context.instance_id,
-            )
-        return {"status": "refused", "reason": "the session has ended", "turn_id": job.turn.turn_id}
-
-    result = reply.result
-    seen = job.turn.received_at or job.turn.timestamp
-    entry = PoolEntry(
-        user_id=job.user_id, session_id=job.session_id, started_at=seen, last_activity=seen, turn_count=result.seq
-    )
-    if not result.duplicate and result.turn is not None:
-        _touch(context, job, entry)
-        yield context.call_activity_with_retry(names.PERSIST_TURN_ACTIVITY, RETRY, result.turn.model_dump(mode="json"))
-        _touch(context, job, entry.model_copy(update={"persisted_through": result.seq}))
-
-    compaction = result.compaction
-    while compaction is not None:
+    claimed = yield context.call_entity(entity, names.SYNC, snapshot.model_dump(mode="json"))
+    compacted = 0
+    while claimed is not None:
+        claim = Claim.model_validate(claimed)
+        compact = CompactJob(claim=claim, now=context.current_utc_datetime)
         try:
-            summary = yield context.call_activity_with_retry(
-                names.COMPACT_ACTIVITY,
-                RETRY,
-                {"compaction": compaction.model_dump(mode="json"), "now": context.current_utc_datetime.isoformat()},
+            done = yield context.call_activity_with_retry(
+                names.COMPACT_ACTIVITY, RETRY, compact.model_dump(mode="json")
             )
         except Exception:
-            # Give the chunk back so a later turn claims it again; the turns themselves are already stored.
+            # Give the chunk back so that a later batch claims it again; the turns themselves are stored.
             yield context.call_entity(entity, names.RELEASE_CLAIM)
             raise
-        following = yield context.call_entity(
-            entity,
-            names.APPLY_COMPACTION,
-            {"index": compaction.index, "through_seq": compaction.through_seq, "summary": summary},
-        )
-        compaction = Compaction.model_validate(following) if following else None
-    return {
-        "status": "duplicate" if result.duplicate else "stored",
-        "turn_id": job.turn.turn_id,
-        "seq": result.seq,
-    }
+        compacted += 1
+        claimed = yield context.call_entity(entity, names.APPLY_COMPACTION, done)
+    return outcome.model_copy(update={"chunks_compacted": compacted})
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.REFLECTION_ORCHESTRATOR)
 def reflect_session(context: df.DurableOrchestrationContext) -> Orchestration:
-    """End the session, write what is hot to the store, summarise, extract and consolidate insights, then unload."""
+    """Index the ended session's last turns, summarise it, extract and consolidate insights, then finish its entity.
+
+    The session was marked ended in the store before this started, so every turn it will ever have is stored.
+    """
     job = SessionRef.model_validate(context.get_input())
-    entity = names.session_entity(job.user_id, job.session_id)
-    now = context.current_utc_datetime.isoformat()
-    state = yield context.call_entity(entity, names.END, {"now": now})
-    yield context.call_activity_with_retry(
-        names.SAVE_SESSION_ACTIVITY, RETRY, {**job.model_dump(), "state": state, "status": "ended"}
+    now = context.current_utc_datetime
+    batch = BatchJob(user_id=job.user_id, session_id=job.session_id)
+    yield context.call_activity_with_retry(names.INDEX_ACTIVITY, RETRY, batch.model_dump(mode="json"))
+    reflect = ReflectJob(user_id=job.user_id, session_id=job.session_id, now=now)
+    raw = yield context.call_activity_with_retry(names.REFLECT_ACTIVITY, RETRY, reflect.model_dump(mode="json"))
+    outcome = ReflectionOutcome.model_validate(raw)
+    finish = FinishOperation(user_id=job.user_id, session_id=job.session_id, now=now)
+    context.signal_entity(
+        names.session_entity(job.user_id, job.session_id), names.FINISH, finish.model_dump(mode="json")
     )
-    outcome = yield context.call_activity_with_retry(names.REFLECT_ACTIVITY, RETRY, {**job.model_dump(), "now": now})
-    yield context.call_entity(entity, names.DELETE)
-    _leave_pool(context, job)
     if not context.is_replaying:
         logger.info(
             "Reflection of %s/%s done (instance %s): %d insights added, %d updated, %d superseded",
             job.user_id,
             job.session_id,
             context.instance_id,
-            len(outcome["insights_added"]),
-            len(outcome["insights_updated"]),
-            len(outcome["insights_superseded"]),
+            len(outcome.insights_added),
+            len(outcome.insights_updated),
+            len(outcome.insights_superseded),
         )
-    return outcome
+    return outcome.model_dump(mode="json")
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.EVICTION_ORCHESTRATOR)
 def evict_session(context: df.DurableOrchestrationContext) -> Orchestration:
-    """Move an idle session out of the hot pool: save it (restorable), then unload it unless a turn came meanwhile."""
+    """Move an idle session out of the hot pool: index and compact, mark it idle (restorable), unload its entity.
+
+    A turn stored meanwhile keeps it hot (the store's conditional update refuses the eviction), and one stored after
+    it simply makes the session active again: nothing is lost either way, the turns are in the store.
+    """
     job = EvictJob.model_validate(context.get_input())
-    entity = names.session_entity(job.user_id, job.session_id)
-    check = yield context.call_entity(entity, names.EVICT, {"cutoff": job.cutoff})
-    if check is None:  # not hot any more
-        _leave_pool(context, job)
-        return {"evicted": False, "reason": "not hot"}
-    state = SessionState.model_validate(check["state"])
-    if not check["idle"] or state.status == "ended":
-        # Active after all (the pool's view was behind): correct the pool and keep the session.
-        _touch(
-            context,
-            job,
-            PoolEntry(
-                user_id=job.user_id,
-                session_id=job.session_id,
-                started_at=state.started_at,
-                last_activity=state.last_activity,
-                turn_count=state.turn_count,
-            ),
-        )
-        return {"evicted": False, "reason": "active" if state.status != "ended" else "ending"}
-    yield context.call_activity_with_retry(
-        names.SAVE_SESSION_ACTIVITY,
-        RETRY,
-        {**job.model_dump(exclude={"cutoff"}), "state": check["state"], "status": "idle"},
-    )
-    unloaded = yield context.call_entity(entity, names.DELETE_IF_UNCHANGED, {"turn_count": state.turn_count})
-    if unloaded:
-        _leave_pool(context, job)
-        if not context.is_replaying:
-            age = (context.current_utc_datetime - state.last_activity).total_seconds()
-            logger.info("Evicted stale session: %s/%s (age: %.0fs)", job.user_id, job.session_id, age)
-    return {"evicted": bool(unloaded), "turn_count": state.turn_count}
+    yield from _index_and_compact(context, BatchJob(user_id=job.user_id, session_id=job.session_id))
+    evicted = yield context.call_activity_with_retry(names.EVICT_ACTIVITY, RETRY, job.model_dump(mode="json"))
+    if evicted:
+        context.signal_entity(names.session_entity(job.user_id, job.session_id), names.DELETE)
+    return {"evicted": bool(evicted)}

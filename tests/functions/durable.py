@@ -633,16 +633,3 @@ class OrchestrationRunner:
 # -- sample data ------------------------------------------------------------------------------------------------
 
 USER, SESSION = "alice", "s1"
-
-
-def turn_input(n: int, *, turn_id: str | None = None, received: datetime | None = None) -> dict[str, Any]:
-    """A ``TurnInput`` as JSON, as the ingest orchestration carries it: turn ``n`` happened ``n`` minutes after T0."""
-    at = T0 + timedelta(minutes=n)
-    return {
-        "turn_id": turn_id or f"t{n}",
-        "user_message": f"user message {n}",
-        "agent_message": f"agent reply {n}",
-        "timestamp": iso(at),
-        "metadata": {"n": n},
-        "received_at": iso(received if received is not None else at),
-    }

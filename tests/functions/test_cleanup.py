@@ -1,4 +1,7 @@
-"""The cleanup timer through its registered client function: evictions, history purges, and the run interval."""
+"""The cleanup timer through its registered client function: evictions, stalled work, purges, the run interval.
+
+The timer finds its sessions in the store's session records (no entity is written per turn to keep a pool).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import pytest
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 from azure.functions.timer import TimerRequest
 
-from memory_core.domain import SessionStatus
+from memory_core.domain import SessionRecord, SessionStatus
 from memory_core.service import MemoryService
 from orchestrations import names
 from tests.functions.api_client import Api
@@ -38,37 +41,32 @@ def cleanup_timer(functions: dict[str, Any]):
     return fire
 
 
-def entry(session_id: str, idle: timedelta, now: datetime) -> dict[str, Any]:
-    return {
-        "user_id": USER,
-        "session_id": session_id,
-        "started_at": (now - timedelta(hours=2)).isoformat(),
-        "last_activity": (now - idle).isoformat(),
-        "turn_count": 1,
-        "persisted_through": 1,
-    }
+async def hot_sessions(service: MemoryService, now: datetime, idle: dict[str, timedelta], **fields: Any) -> None:
+    """Session records as the store keeps them, last active ``idle`` ago."""
+    for session_id, age in idle.items():
+        record = SessionRecord(
+            user_id=USER,
+            session_id=session_id,
+            status=fields.get("status", SessionStatus.ACTIVE),
+            started_at=now - timedelta(hours=2),
+            last_activity=now - age,
+            turn_count=fields.get("turn_count", 1),
+            indexed_through=fields.get("indexed_through", 1),
+        )
+        await service.store.put_session(record)
 
 
-def hot_pool(client: FakeDurableClient, now: datetime, idle: dict[str, timedelta], **fields: Any) -> None:
-    sessions = {names.session_key(USER, sid): entry(sid, age, now) for sid, age in idle.items()}
-    client.set_entity_state(names.POOL_ENTITY, names.POOL_KEY, {"schema_version": 1, "sessions": sessions, **fields})
-
-
-def evictions(client: FakeDurableClient) -> dict[str, datetime]:
-    """Session id -> cutoff of every eviction started."""
-    return {
-        job["session_id"]: datetime.fromisoformat(job["cutoff"])
-        for name, _, job in client.starts
-        if name == names.EVICTION_ORCHESTRATOR
-    }
+def started(client: FakeDurableClient, orchestrator: str) -> dict[str, dict[str, Any]]:
+    """Session id -> input of every instance of ``orchestrator`` started."""
+    return {job["session_id"]: job for name, _, job in client.starts if name == orchestrator}
 
 
 async def test_cleanup_evicts_stale_sessions_and_the_least_recently_used_beyond_capacity(
-    cleanup_timer, client: FakeDurableClient
+    cleanup_timer, client: FakeDurableClient, service: MemoryService
 ) -> None:
     now = datetime.now(UTC)
-    hot_pool(
-        client,
+    await hot_sessions(
+        service,
         now,
         {
             "stale": TTL + timedelta(minutes=10),
@@ -77,16 +75,44 @@ async def test_cleanup_evicts_stale_sessions_and_the_least_recently_used_beyond_
             "newest": timedelta(minutes=1),
         },
     )
+    await hot_sessions(service, now, {"cold": TTL * 3}, status=SessionStatus.IDLE)
     await cleanup_timer(client)
-    started = evictions(client)
-    assert set(started) == {"stale", "older"}  # 3 fresh sessions for 2 places: the least recently used goes
-    assert abs(started["stale"] - (now - TTL)) < timedelta(seconds=30)  # stale: idle since the TTL
-    assert started["older"] == now - timedelta(minutes=20)  # overflow: idle since its last activity
+    evictions = {sid: datetime.fromisoformat(job["cutoff"]) for sid, job in started(client, "evict_session").items()}
+    assert set(evictions) == {"stale", "older"}  # 3 fresh sessions for 2 places: the least recently used goes
+    assert abs(evictions["stale"] - (now - TTL)) < timedelta(seconds=30)  # stale: idle since the TTL
+    assert evictions["older"] == now - timedelta(minutes=20)  # overflow: idle since its last activity
     for _, instance_id, job in client.starts:
-        assert instance_id == names.eviction_instance_id(USER, job["session_id"], job["cutoff"])
+        cutoff = datetime.fromisoformat(job["cutoff"]).isoformat()
+        assert instance_id == names.eviction_instance_id(USER, job["session_id"], cutoff)
         assert instance_id.startswith(names.user_prefix(USER))
-    last_cleanup = client.entity_state(names.POOL_ENTITY, names.POOL_KEY)["last_cleanup"]
-    assert abs(datetime.fromisoformat(last_cleanup) - now) < timedelta(seconds=30)
+
+
+async def test_cleanup_restarts_background_work_that_stalled_a_batch_behind(
+    cleanup_timer, client: FakeDurableClient, service: MemoryService
+) -> None:
+    now = datetime.now(UTC)
+    # L=2: five turns with one indexed is two batches behind; a fresh session may still have its batch running.
+    await hot_sessions(service, now, {"stalled": timedelta(minutes=5)}, turn_count=5, indexed_through=1)
+    await hot_sessions(service, now, {"busy": timedelta(seconds=10)}, turn_count=5, indexed_through=1)
+    await hot_sessions(service, now, {"fine": timedelta(minutes=5)}, turn_count=5, indexed_through=4)
+    await cleanup_timer(client)
+    assert started(client, names.BATCH_ORCHESTRATOR) == {
+        "stalled": {"user_id": USER, "session_id": "stalled", "through_seq": 4}
+    }
+
+
+async def test_cleanup_starts_the_reflection_an_ended_session_never_got(
+    cleanup_timer, client: FakeDurableClient, service: MemoryService
+) -> None:
+    now = datetime.now(UTC)
+    await hot_sessions(
+        service, now, {"lost": timedelta(minutes=5), "running": timedelta(minutes=5)}, status=SessionStatus.ENDED
+    )
+    await hot_sessions(service, now, {"just-ended": timedelta(seconds=5)}, status=SessionStatus.ENDED)
+    running = names.reflection_instance_id(USER, "running")
+    client.instances[running] = Instance(names.REFLECTION_ORCHESTRATOR, running, {}, now, "Running")
+    await cleanup_timer(client)
+    assert set(started(client, names.REFLECTION_ORCHESTRATOR)) == {"lost"}
 
 
 async def test_cleanup_purges_histories_older_than_the_retention(cleanup_timer, client: FakeDurableClient) -> None:
@@ -100,7 +126,7 @@ async def test_cleanup_purges_histories_older_than_the_retention(cleanup_timer, 
         ("old-pending", old, "Pending"),
         ("recent-completed", recent, "Completed"),
     ]:
-        client.instances[instance_id] = Instance(names.INGEST_ORCHESTRATOR, instance_id, {}, created, status)
+        client.instances[instance_id] = Instance(names.BATCH_ORCHESTRATOR, instance_id, {}, created, status)
     await cleanup_timer(client)
     assert sorted(client.purged) == ["old-completed", "old-failed", "old-terminated"]
     assert sorted(client.instances) == ["old-pending", "old-running", "recent-completed"]
@@ -113,23 +139,27 @@ async def test_cleanup_purges_histories_older_than_the_retention(cleanup_timer, 
     }
 
 
-async def test_cleanup_does_nothing_within_the_eviction_interval(cleanup_timer, client: FakeDurableClient) -> None:
-    now = datetime.now(UTC)
-    hot_pool(client, now, {"stale": TTL * 2})
+async def test_cleanup_does_nothing_within_the_eviction_interval(
+    cleanup_timer, functions: dict[str, Any], app_functions: Any, client: FakeDurableClient, service: MemoryService
+) -> None:
+    await hot_sessions(service, datetime.now(UTC), {"stale": TTL * 2})
     await cleanup_timer(client)
     assert len(client.starts) == 1 and len(client.purge_filters) == 1
-    pool = client.entity_state(names.POOL_ENTITY, names.POOL_KEY)
-
-    await cleanup_timer(client)  # the next tick, seconds later
-    assert len(client.starts) == 1 and len(client.purge_filters) == 1
-    assert client.entity_state(names.POOL_ENTITY, names.POOL_KEY) == pool
-
-
-async def test_cleanup_runs_again_once_the_interval_has_passed(cleanup_timer, client: FakeDurableClient) -> None:
-    now = datetime.now(UTC)
-    hot_pool(client, now, {"stale": TTL * 2}, last_cleanup=(now - timedelta(seconds=61)).isoformat())
+    other_instance = FakeDurableClient(app_functions)  # another worker's timer, seconds later
+    await cleanup_timer(other_instance)
     await cleanup_timer(client)
-    assert set(evictions(client)) == {"stale"}
+    assert len(client.starts) == 1 and len(client.purge_filters) == 1
+    assert other_instance.starts == [] and other_instance.purge_filters == []
+
+
+async def test_cleanup_runs_again_once_the_interval_has_passed(
+    cleanup_timer, client: FakeDurableClient, service: MemoryService
+) -> None:
+    now = datetime.now(UTC)
+    assert await service.store.claim_cleanup(now - timedelta(seconds=61), 60)
+    await hot_sessions(service, now, {"stale": TTL * 2})
+    await cleanup_timer(client)
+    assert set(started(client, names.EVICTION_ORCHESTRATOR)) == {"stale"}
     assert len(client.purge_filters) == 1
 
 
@@ -139,13 +169,13 @@ async def test_cleanup_of_an_empty_pool_only_purges(cleanup_timer, client: FakeD
 
 
 async def test_a_past_due_timer_is_logged_and_still_cleans_up(
-    cleanup_timer, client: FakeDurableClient, caplog: pytest.LogCaptureFixture
+    cleanup_timer, client: FakeDurableClient, service: MemoryService, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hot_pool(client, datetime.now(UTC), {"stale": TTL * 2})
+    await hot_sessions(service, datetime.now(UTC), {"stale": TTL * 2})
     with caplog.at_level(logging.WARNING, logger="orchestrations.cleanup"):
         await cleanup_timer(client, past_due=True)
     assert "Cleanup timer is past due" in caplog.text
-    assert set(evictions(client)) == {"stale"}
+    assert set(started(client, names.EVICTION_ORCHESTRATOR)) == {"stale"}
 
 
 async def test_an_idle_session_is_evicted_to_the_store_and_restored_later(
@@ -153,29 +183,26 @@ async def test_an_idle_session_is_evicted_to_the_store_and_restored_later(
 ) -> None:
     api = Api(functions, running_client)
     assert (await api.post("start_session", {"user_id": USER, "session_id": "s1", "restore": False})).status == 200
-    for n in (1, 2, 3, 4):  # K=2, L=2: turns 1-2 are compacted
+    for n in (1, 2, 3, 4, 5):  # K=2, L=2: turns 1-2 are compacted, turn 5 is not indexed yet
         body = {"user_id": USER, "session_id": "s1", "user_message": f"m{n}", "agent_message": "ok", "turn_id": f"t{n}"}
-        assert (await api.post("store_turn", body)).status == 202
-    # Forty minutes pass without a turn.
+        assert (await api.post("store_turn", body)).status == 201
     key = names.session_key(USER, "s1")
-    idle_since = (datetime.now(UTC) - TTL - timedelta(minutes=10)).isoformat()
-    state = running_client.entity_state(names.SESSION_ENTITY, key)
-    running_client.set_entity_state(names.SESSION_ENTITY, key, {**state, "last_activity": idle_since})
-    pool = running_client.entity_state(names.POOL_ENTITY, names.POOL_KEY)
-    pool["sessions"][key]["last_activity"] = idle_since
-    running_client.set_entity_state(names.POOL_ENTITY, names.POOL_KEY, pool)
+    assert running_client.entity_state(names.SESSION_ENTITY, key) is not None
+    # Forty minutes pass without a turn.
+    record = await service.store.get_session(USER, "s1")
+    idle_since = datetime.now(UTC) - TTL - timedelta(minutes=10)
+    await service.store.put_session(record.model_copy(update={"last_activity": idle_since}))
 
     await cleanup_timer(running_client)
     (eviction,) = [i for i in running_client.instances.values() if i.name == names.EVICTION_ORCHESTRATOR]
-    assert eviction.status == "Completed" and eviction.output == {"evicted": True, "turn_count": 4}
+    assert eviction.status == "Completed" and eviction.output == {"evicted": True}
     assert running_client.entity_state(names.SESSION_ENTITY, key) is None
-    assert running_client.entity_state(names.POOL_ENTITY, names.POOL_KEY)["sessions"] == {}
-    record = await service.store.get_session(USER, "s1")
-    assert record is not None and record.status is SessionStatus.IDLE and record.turn_count == 4
-    assert record.compacted_through == 2 and record.cumulative_summary == state["cumulative_summary"] != ""
+    evicted = await service.store.get_session(USER, "s1")
+    assert evicted.status is SessionStatus.IDLE and evicted.turn_count == 5 and evicted.indexed_through == 5
+    assert evicted.compacted_through == 2 and evicted.cumulative_summary == record.cumulative_summary != ""
 
     restored = await api.post("start_session", {"user_id": USER, "session_id": "s1"})
     assert restored.status == 200
-    assert restored.body["restored"] is True and restored.body["turn_count"] == 4
-    assert restored.body["cumulative_summary"] == state["cumulative_summary"]
-    assert [m["content"] for m in restored.body["active_context"] if m["role"] == "user"] == ["m3", "m4"]
+    assert restored.body["restored"] is True and restored.body["turn_count"] == 5
+    assert restored.body["cumulative_summary"] == record.cumulative_summary
+    assert [m["content"] for m in restored.body["active_context"] if m["role"] == "user"] == ["m4", "m5"]

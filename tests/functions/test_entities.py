@@ -1,26 +1,53 @@
-"""The session and pool entities through their registered handles, with the batches the Durable extension sends."""
+"""The session entity through its registered handle, with the batches the Durable extension sends."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from memory_core import session as rules
-from memory_core.pool import POOL_SCHEMA_VERSION
+from memory_core.domain import SessionStatus, Turn
 from orchestrations import names
 from tests.functions.durable import SESSION, T0, USER, AppFunctions, BatchOutcome, OperationResult, run_entity
-from tests.functions.durable import turn_input as turn
 
 pytestmark = pytest.mark.filterwarnings("ignore:azure.functions df_loads was called without expected_type")
 
-KEY = names.session_key(USER, SESSION)
-POOL_KEY = names.POOL_KEY
+KEY = names.session_key(USER, SESSION)  # the functions conftest sets K_TURN_BUFFER=2, L_TURN_CHUNKS=2
 
 
-def fresh_state() -> dict[str, Any]:
-    return rules.new_session(USER, SESSION, T0).model_dump(mode="json")
+def snapshot(turn_count: int, compacted_through: int = 0, summary: str = "", **extra: Any) -> dict[str, Any]:
+    """A store snapshot as the index activity reports it."""
+    record = rules.new_record(USER, SESSION, T0).model_copy(
+        update={
+            "turn_count": turn_count,
+            "indexed_through": turn_count,
+            "compacted_through": compacted_through,
+            "chunk_count": compacted_through // 2,
+            "cumulative_summary": summary,
+            "last_activity": T0 + timedelta(minutes=turn_count),
+            **extra,
+        }
+    )
+    turns = [
+        Turn(
+            user_id=USER,
+            session_id=SESSION,
+            seq=n,
+            turn_id=f"t{n}",
+            user_message=f"message {n} " + "x" * 40_000,
+            agent_message="reply",
+            timestamp=T0,
+        )
+        for n in range(max(1, turn_count - 1), turn_count + 1)
+    ]
+    return rules.SessionSnapshot.of(record, turns).model_dump(mode="json")
+
+
+def done(chunk_count: int, through: int, summary: str) -> dict[str, Any]:
+    return {"chunk_count": chunk_count, "through_seq": through, "summary": summary}
 
 
 @pytest.fixture
@@ -36,291 +63,96 @@ def session_entity(app_functions: AppFunctions):
     return run
 
 
-@pytest.fixture
-def pool_entity(app_functions: AppFunctions):
-    handle = app_functions.entities[names.POOL_ENTITY]
-
-    def run(state: Any, *operations: tuple[str, Any]) -> BatchOutcome:
-        outcome = run_entity(handle, names.POOL_ENTITY, POOL_KEY, state, list(operations))
-        assert len(outcome.results) == len(operations)
-        return outcome
-
-    return run
-
-
-def appended(session_entity, count: int) -> dict[str, Any]:
-    """The state after ``count`` appends to a fresh session."""
-    outcome = session_entity(fresh_state(), *[(names.APPEND, turn(n)) for n in range(1, count + 1)])
-    assert not any(r.is_error for r in outcome.results)
-    return outcome.state
-
-
-# -- session entity ---------------------------------------------------------------------------------------------
-
-
-def test_load_creates_the_entity_with_a_versioned_state(session_entity) -> None:
-    outcome = session_entity(None, (names.LOAD, fresh_state()))
-    assert outcome.exists is True
-    assert outcome.state["schema_version"] == rules.SCHEMA_VERSION
-    assert outcome.state["user_id"] == USER and outcome.state["session_id"] == SESSION
-    assert outcome.results[0].is_error is False
-    assert outcome.results[0].value == outcome.state
-
-
-def test_load_keeps_a_hot_state(session_entity) -> None:
-    hot = appended(session_entity, 1)
-    outcome = session_entity(hot, (names.LOAD, fresh_state()))
-    assert outcome.state == hot
-    assert outcome.results[0].value["turn_count"] == 1
-
-
-def test_get_answers_the_state_and_changes_nothing(session_entity) -> None:
-    hot = appended(session_entity, 2)
-    outcome = session_entity(hot, (names.GET, None))
-    assert outcome.exists and outcome.state == hot
-    assert outcome.results[0].value == hot
-
-
-def test_get_of_a_session_that_is_not_hot_leaves_no_entity(session_entity) -> None:
-    outcome = session_entity(None, (names.GET, None))
-    assert outcome.exists is False
-    assert outcome.results[0] == OperationResult(False, None)
-
-
-def test_append_numbers_turns_and_keeps_the_last_k_verbatim(session_entity) -> None:
-    outcome = session_entity(fresh_state(), *[(names.APPEND, turn(n)) for n in (1, 2, 3)])
-    replies = [r.value for r in outcome.results]
-    assert [r["result"]["seq"] for r in replies] == [1, 2, 3]
-    assert all(not r["missing"] and not r["ended"] and not r["result"]["duplicate"] for r in replies)
-    assert replies[0]["result"]["turn"]["turn_id"] == "t1"
+def test_sync_creates_a_small_versioned_state_from_the_store_snapshot(session_entity) -> None:
+    outcome = session_entity(None, (names.SYNC, snapshot(3)))
+    assert outcome.exists is True and outcome.results[0] == OperationResult(False, None)  # 1-2 is followed by 1 turn
     state = outcome.state
-    assert state["turn_count"] == 3
-    assert [t["seq"] for t in state["recent"]] == [2, 3]  # K_TURN_BUFFER=2
-    assert [t["seq"] for t in state["pending"]] == [1]
-    assert state["turn_ids"] == {"t1": 1, "t2": 2, "t3": 3}
-    assert state["last_activity"].startswith("2026-05-01T09:03:00")
+    assert state["schema_version"] == rules.SCHEMA_VERSION
+    assert (state["user_id"], state["session_id"], state["turn_count"], state["status"]) == (USER, SESSION, 3, "active")
+    assert [r["turn_id"] for r in state["recent"]] == ["t2", "t3"]
+    assert len(json.dumps(state)) < 2_000  # 40,000-character messages leave previews only
 
 
-def test_append_of_a_repeated_turn_id_is_a_duplicate_and_changes_nothing(session_entity) -> None:
-    hot = appended(session_entity, 2)
-    outcome = session_entity(hot, (names.APPEND, turn(9, turn_id="t1")))
-    reply = outcome.results[0].value["result"]
-    assert reply["duplicate"] is True and reply["seq"] == 1
-    assert reply["turn"]["user_message"] == "user message 1"  # the turn first stored under the id
-    assert outcome.state == hot
+def test_sync_claims_the_next_chunk_once_k_turns_follow_it_and_one_at_a_time(session_entity) -> None:
+    outcome = session_entity(None, (names.SYNC, snapshot(4)), (names.SYNC, snapshot(6)))
+    first, second = outcome.results
+    assert first.value == {"user_id": USER, "session_id": SESSION, "index": 0, "first_seq": 1, "last_seq": 2}
+    assert second.value is None  # chunk 3-4 is due too, but chunk 1-2 is still being compacted
+    assert (outcome.state["claimed_through"], outcome.state["compacted_through"]) == (2, 0)
 
 
-def test_append_to_a_session_that_is_not_hot_answers_missing_without_creating_it(session_entity) -> None:
-    outcome = session_entity(None, (names.APPEND, turn(1)))
-    assert outcome.results[0].is_error is False
-    assert outcome.results[0].value == {"missing": True, "ended": False, "result": None}
-    assert outcome.exists is False
-    assert outcome.state is None
-
-
-def test_append_claims_a_chunk_once_l_turns_are_pending(session_entity) -> None:
-    outcome = session_entity(fresh_state(), *[(names.APPEND, turn(n)) for n in (1, 2, 3, 4)])
-    compactions = [r.value["result"]["compaction"] for r in outcome.results]
-    assert compactions[:3] == [None, None, None]
-    claimed = compactions[3]
-    assert claimed["index"] == 0 and [t["seq"] for t in claimed["turns"]] == [1, 2]
-    assert claimed["previous_summary"] == ""
-    assert outcome.state["claimed_through"] == 2 and outcome.state["compacted_through"] == 0
-    # While a chunk is claimed, no other is: the next pending pair waits.
-    more = session_entity(outcome.state, (names.APPEND, turn(5)), (names.APPEND, turn(6)))
-    assert [r.value["result"]["compaction"] for r in more.results] == [None, None]
-
-
-def test_apply_compaction_folds_the_chunk_and_is_idempotent(session_entity) -> None:
-    claimed = appended(session_entity, 4)
-    done = {"index": 0, "through_seq": 2, "summary": "turns 1-2"}
-    outcome = session_entity(claimed, (names.APPLY_COMPACTION, done))
-    assert outcome.results[0] == OperationResult(False, None)  # no next chunk due
-    state = outcome.state
-    assert state["compacted_through"] == 2 and state["claimed_through"] == 2
-    assert state["cumulative_summary"] == "turns 1-2" and state["chunk_count"] == 1
-    assert state["pending"] == []
-    again = session_entity(state, (names.APPLY_COMPACTION, done))
-    assert again.state == state
-
-
-def test_apply_compaction_claims_the_next_due_chunk(session_entity) -> None:
-    claimed = appended(session_entity, 6)  # chunk 0 = 1-2 claimed; 3-4 pending too
-    outcome = session_entity(claimed, (names.APPLY_COMPACTION, {"index": 0, "through_seq": 2, "summary": "S1"}))
-    following = outcome.results[0].value
-    assert following["index"] == 1 and [t["seq"] for t in following["turns"]] == [3, 4]
-    assert following["previous_summary"] == "S1"
-    assert outcome.state["claimed_through"] == 4
-
-
-def test_release_claim_lets_a_later_append_claim_the_chunk_again(session_entity) -> None:
-    claimed = appended(session_entity, 4)
-    released = session_entity(claimed, (names.RELEASE_CLAIM, None))
-    assert released.results[0].is_error is False
-    assert released.state["claimed_through"] == 0
-    outcome = session_entity(released.state, (names.APPEND, turn(5)))
-    compaction = outcome.results[0].value["result"]["compaction"]
-    assert compaction["index"] == 0 and [t["seq"] for t in compaction["turns"]] == [1, 2]
-
-
-def test_end_refuses_later_turns_but_accepts_those_received_before_it(session_entity) -> None:
-    hot = appended(session_entity, 1)
-    end_at = T0 + timedelta(hours=1)
-    ended = session_entity(hot, (names.END, {"now": end_at.isoformat()}))
-    assert ended.state["status"] == "ended"
-    assert ended.results[0].value["ended_at"].startswith("2026-05-01T10:00:00")
-    late = session_entity(ended.state, (names.APPEND, turn(2, received=end_at + timedelta(seconds=1))))
-    assert late.results[0].value == {"missing": False, "ended": True, "result": None}
-    assert late.state == ended.state
-    in_flight = session_entity(ended.state, (names.APPEND, turn(3, received=end_at - timedelta(seconds=1))))
-    assert in_flight.results[0].value["result"]["seq"] == 2
-    assert in_flight.state["turn_count"] == 2 and in_flight.state["status"] == "ended"
-
-
-def test_ending_twice_keeps_the_first_end(session_entity) -> None:
-    hot = appended(session_entity, 1)
-    first = session_entity(hot, (names.END, {"now": (T0 + timedelta(hours=1)).isoformat()}))
-    second = session_entity(first.state, (names.END, {"now": (T0 + timedelta(hours=2)).isoformat()}))
-    assert second.state == first.state
-
-
-@pytest.mark.parametrize(("cutoff_minutes", "idle"), [(5, True), (1, False)])
-def test_evict_reports_whether_the_session_is_idle_and_changes_nothing(
-    session_entity, cutoff_minutes: int, idle: bool
-) -> None:
-    hot = appended(session_entity, 2)  # last activity: T0 + 2 minutes
-    outcome = session_entity(hot, (names.EVICT, {"cutoff": (T0 + timedelta(minutes=cutoff_minutes)).isoformat()}))
-    assert outcome.results[0].value == {"idle": idle, "state": hot}
-    assert outcome.exists and outcome.state == hot
-
-
-def test_evict_of_a_session_that_is_not_hot_answers_null(session_entity) -> None:
-    outcome = session_entity(None, (names.EVICT, {"cutoff": T0.isoformat()}))
-    assert outcome.results[0].value is None and outcome.exists is False
-
-
-def test_delete_if_unchanged_unloads_an_unchanged_session(session_entity) -> None:
-    hot = appended(session_entity, 2)
-    outcome = session_entity(hot, (names.DELETE_IF_UNCHANGED, {"turn_count": 2}))
-    assert outcome.results[0].value is True
-    assert outcome.exists is False and outcome.raw["entityState"] == "null"
-
-
-def test_delete_if_unchanged_keeps_a_session_that_got_a_turn(session_entity) -> None:
-    hot = appended(session_entity, 3)
-    outcome = session_entity(hot, (names.DELETE_IF_UNCHANGED, {"turn_count": 2}))
-    assert outcome.results[0].value is False
-    assert outcome.exists and outcome.state == hot
-
-
-def test_delete_if_unchanged_keeps_an_ended_session(session_entity) -> None:
-    hot = appended(session_entity, 2)
-    ended = session_entity(hot, (names.END, {"now": (T0 + timedelta(hours=1)).isoformat()})).state
-    outcome = session_entity(ended, (names.DELETE_IF_UNCHANGED, {"turn_count": 2}))
-    assert outcome.results[0].value is False and outcome.exists
-
-
-def test_delete_removes_the_entity(session_entity) -> None:
-    hot = appended(session_entity, 2)
-    outcome = session_entity(hot, (names.DELETE, None))
-    assert outcome.results[0] == OperationResult(False, None)
-    assert outcome.exists is False and outcome.raw["entityState"] == "null"
-
-
-def test_operations_sent_without_input_do_not_break_the_batch(session_entity) -> None:
-    hot = appended(session_entity, 1)
+def test_apply_compaction_folds_the_chunk_claims_the_next_and_is_idempotent(session_entity) -> None:
+    claimed = session_entity(None, (names.SYNC, snapshot(6))).state
     outcome = session_entity(
-        hot,
-        (names.GET, None),
-        (names.RELEASE_CLAIM, None),
-        (names.APPEND, None),  # append needs a turn: reported as an error, state untouched
-        (names.END, None),  # needs "now": an error too
-        (names.APPEND, turn(2)),
+        claimed, (names.APPLY_COMPACTION, done(1, 2, "turns 1-2")), (names.APPLY_COMPACTION, done(1, 2, "turns 1-2"))
     )
-    flags = [r.is_error for r in outcome.results]
-    assert flags == [False, False, True, True, False]
-    assert outcome.results[4].value["result"]["seq"] == 2
-    assert outcome.state["turn_count"] == 2 and outcome.state["status"] == "active"
+    following, repeated = outcome.results
+    assert following.value == {"user_id": USER, "session_id": SESSION, "index": 1, "first_seq": 3, "last_seq": 4}
+    assert repeated.value is None
+    state = outcome.state
+    assert (state["compacted_through"], state["claimed_through"], state["chunk_count"]) == (2, 4, 1)
+    assert state["cumulative_summary"] == "turns 1-2"
 
 
-def test_load_without_input_on_a_missing_session_is_an_error_and_creates_nothing(session_entity) -> None:
-    outcome = session_entity(None, (names.LOAD, None))
-    assert outcome.results[0].is_error is True
-    assert outcome.exists is False
+def test_release_claim_lets_the_next_batch_claim_the_chunk_again(session_entity) -> None:
+    claimed = session_entity(None, (names.SYNC, snapshot(4))).state
+    outcome = session_entity(claimed, (names.RELEASE_CLAIM, None), (names.SYNC, snapshot(5)))
+    assert outcome.results[1].value["first_seq"] == 1
 
 
-def test_an_unknown_operation_is_reported_as_an_error(session_entity) -> None:
-    hot = appended(session_entity, 1)
-    outcome = session_entity(hot, ("frobnicate", {"x": 1}), (names.GET, None))
-    assert outcome.results[0].is_error is True
-    assert "frobnicate" in outcome.results[0].value
-    assert outcome.results[1].is_error is False
-    assert outcome.state == hot
+def test_newer_state_is_never_overwritten_by_an_older_snapshot(session_entity) -> None:
+    hot = session_entity(None, (names.SYNC, snapshot(9, compacted_through=6, summary="through 6"))).state
+    outcome = session_entity(hot, (names.SYNC, snapshot(4, compacted_through=2, summary="through 2")))
+    assert outcome.state["turn_count"] == 9 and outcome.state["cumulative_summary"] == "through 6"
 
 
-def test_an_unknown_operation_on_a_session_that_is_not_hot_is_an_error_too(session_entity) -> None:
-    outcome = session_entity(None, ("frobnicate", None))
-    assert outcome.results[0].is_error is True
-    assert "frobnicate" in outcome.results[0].value
-    assert outcome.exists is False
+def test_finish_leaves_a_final_state_without_text_that_nothing_revives(session_entity) -> None:
+    hot = session_entity(None, (names.SYNC, snapshot(5, compacted_through=2, summary="private")))
+    finish = {"user_id": USER, "session_id": SESSION, "now": T0.isoformat()}
+    outcome = session_entity(hot.state, (names.FINISH, finish), (names.SYNC, snapshot(8)))
+    state = outcome.state
+    assert state["status"] == "ended" and state["cumulative_summary"] == "" and state["recent"] == []
+    assert state["turn_count"] == 5 and outcome.results[1].value is None
 
 
-# -- pool entity ------------------------------------------------------------------------------------------------
+def test_finish_of_a_session_that_never_was_hot_leaves_a_final_state(session_entity) -> None:
+    finish = {"user_id": USER, "session_id": SESSION, "now": T0.isoformat()}
+    outcome = session_entity(None, (names.FINISH, finish), (names.SYNC, snapshot(3)))
+    assert outcome.exists and outcome.state["status"] == "ended" and outcome.state["turn_count"] == 0
 
 
-def entry(minutes: int, turns: int = 1, persisted: int = 1, session_id: str = SESSION) -> dict[str, Any]:
-    return {
-        "user_id": USER,
-        "session_id": session_id,
-        "started_at": T0.isoformat(),
-        "last_activity": (T0 + timedelta(minutes=minutes)).isoformat(),
-        "turn_count": turns,
-        "persisted_through": persisted,
-    }
+def test_an_ended_snapshot_claims_nothing(session_entity) -> None:
+    outcome = session_entity(None, (names.SYNC, snapshot(10, status=SessionStatus.ENDED)))
+    assert outcome.results[0].value is None
 
 
-def test_pool_touch_records_a_session_and_get_answers_the_pool(pool_entity) -> None:
-    outcome = pool_entity(None, (names.TOUCH, {"key": KEY, "entry": entry(1)}), (names.GET, None))
-    assert outcome.exists is True
-    assert outcome.state["schema_version"] == POOL_SCHEMA_VERSION
-    assert outcome.state["sessions"][KEY]["turn_count"] == 1
-    assert outcome.results[0] == OperationResult(False, None)
-    assert outcome.results[1].value == outcome.state
-
-
-def test_pool_touch_never_lets_older_news_overwrite_newer(pool_entity) -> None:
-    first = pool_entity(None, (names.TOUCH, {"key": KEY, "entry": entry(10, turns=5, persisted=5)}))
-    outcome = pool_entity(first.state, (names.TOUCH, {"key": KEY, "entry": entry(3, turns=2, persisted=0)}))
-    kept = outcome.state["sessions"][KEY]
-    assert kept["turn_count"] == 5 and kept["persisted_through"] == 5
-    assert kept["last_activity"].startswith("2026-05-01T09:10:00")
-
-
-def test_pool_remove_forgets_a_session_and_ignores_unknown_keys(pool_entity) -> None:
-    two = pool_entity(
+def test_operations_on_a_session_that_is_not_hot_create_nothing(session_entity) -> None:
+    outcome = session_entity(
         None,
-        (names.TOUCH, {"key": KEY, "entry": entry(1)}),
-        (names.TOUCH, {"key": "other", "entry": entry(2, session_id="s2")}),
+        (names.GET, None),
+        (names.APPLY_COMPACTION, done(1, 2, "x")),
+        (names.RELEASE_CLAIM, None),
+        (names.DELETE, None),
     )
-    outcome = pool_entity(two.state, (names.REMOVE, {"key": KEY}), (names.REMOVE, {"key": "nobody"}))
-    assert list(outcome.state["sessions"]) == ["other"]
-    assert not any(r.is_error for r in outcome.results)
+    assert outcome.exists is False and outcome.state is None
+    assert [r.is_error for r in outcome.results] == [False] * 4
 
 
-def test_pool_cleaned_records_the_cleanup_time(pool_entity) -> None:
-    outcome = pool_entity(None, (names.CLEANED, {"now": T0.isoformat()}))
-    assert outcome.state["last_cleanup"].startswith("2026-05-01T09:00:00")
+def test_get_answers_the_state_and_delete_removes_it(session_entity) -> None:
+    hot = session_entity(None, (names.SYNC, snapshot(3))).state
+    outcome = session_entity(hot, (names.GET, None), (names.DELETE, None))
+    assert outcome.results[0].value == hot
+    assert outcome.exists is False
 
 
-def test_pool_delete_empties_the_pool(pool_entity) -> None:
-    full = pool_entity(None, (names.TOUCH, {"key": KEY, "entry": entry(1)}))
-    outcome = pool_entity(full.state, (names.DELETE, None))
-    assert outcome.state["sessions"] == {}
+def test_an_unknown_operation_is_reported_as_an_error_and_the_batch_goes_on(session_entity) -> None:
+    outcome = session_entity(None, ("append", {"turn_id": "t1"}), (names.SYNC, snapshot(2)))
+    assert outcome.results[0].is_error and "Unknown operation" in str(outcome.results[0].value)
+    assert outcome.results[1].is_error is False and outcome.exists
 
 
-def test_pool_reports_bad_input_and_unknown_operations_as_errors(pool_entity) -> None:
-    full = pool_entity(None, (names.TOUCH, {"key": KEY, "entry": entry(1)}))
-    outcome = pool_entity(full.state, (names.TOUCH, None), ("frobnicate", None), (names.GET, None))
-    assert [r.is_error for r in outcome.results] == [True, True, False]
-    assert "frobnicate" in outcome.results[1].value
-    assert outcome.state == full.state
+def test_a_malformed_input_is_an_error_that_changes_nothing(session_entity) -> None:
+    hot = session_entity(None, (names.SYNC, snapshot(3))).state
+    outcome = session_entity(hot, (names.SYNC, {"turn_count": "many"}), (names.SYNC, None))
+    assert [r.is_error for r in outcome.results] == [True, True]
+    assert outcome.state == hot

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -99,7 +98,7 @@ async def finished_session(api: Api, session_id: str = "done") -> dict[str, Any]
     """A session with three facts, ended and reflected (needs a client that runs orchestrations)."""
     await start(api, session_id, restore=False)
     for fact in FACTS:
-        assert (await store(api, session_id, fact)).status == 202
+        assert (await store(api, session_id, fact)).status == 201
     ended = await api.post("end_session", {"user_id": USER, "session_id": session_id})
     assert ended.status == 202, ended.body
     return ended.body
@@ -115,29 +114,23 @@ async def test_start_without_id_creates_a_session_with_a_generated_id(
     assert re.fullmatch(r"[0-9a-f]{32}", body["session_id"])
     assert body["user_id"] == USER and body["restored"] is False and body["turn_count"] == 0
     assert set(body) == set(models.ContextResponse.model_fields)
-    state = client.entity_state(names.SESSION_ENTITY, entity_key(body["session_id"]))
-    assert state["status"] == "active" and state["schema_version"] == 1
-    pool = client.entity_state(names.POOL_ENTITY, names.POOL_KEY)
-    assert list(pool["sessions"]) == [entity_key(body["session_id"])]
     record = await service.store.get_session(USER, body["session_id"])
     assert record is not None and record.status is SessionStatus.ACTIVE
+    assert client.entities == {} and client.starts == []  # nothing of Durable on the request path
 
 
-async def test_start_with_restore_false_and_an_explicit_id_creates_it(api: Api, client: FakeDurableClient) -> None:
+async def test_start_with_restore_false_and_an_explicit_id_creates_it(api: Api) -> None:
     body = await start(api, "s1", restore=False)
     assert body["session_id"] == "s1" and body["restored"] is False
-    assert client.entity_state(names.SESSION_ENTITY, entity_key("s1")) is not None
 
 
-async def test_start_with_restore_of_a_hot_session_is_not_a_restore(api: Api, client: FakeDurableClient) -> None:
+async def test_start_with_restore_of_a_hot_session_is_not_a_restore(api: Api) -> None:
     await start(api, "s1", restore=False)
     body = await start(api, "s1", restore=True)
     assert body["session_id"] == "s1" and body["restored"] is False
 
 
-async def test_start_with_restore_of_an_evicted_session_restores_it(
-    api: Api, client: FakeDurableClient, service: MemoryService
-) -> None:
+async def test_start_with_restore_of_an_evicted_session_restores_it(api: Api, service: MemoryService) -> None:
     await evicted_session(service, "s1", 3)
     body = await start(api, "s1", restore=True)
     assert body["restored"] is True and body["turn_count"] == 3
@@ -147,7 +140,6 @@ async def test_start_with_restore_of_an_evicted_session_restores_it(
         "old question 3",
         "old answer 3",
     ]
-    assert client.entity_state(names.SESSION_ENTITY, entity_key("s1"))["turn_count"] == 3
     record = await service.store.get_session(USER, "s1")
     assert record is not None and record.status is SessionStatus.ACTIVE
 
@@ -160,10 +152,11 @@ async def test_a_restored_session_is_hot_afterwards(api: Api, service: MemorySer
     assert context.body["restored"] is False
 
 
-async def test_start_with_restore_of_an_unknown_session_is_404(api: Api, client: FakeDurableClient) -> None:
-    reply = await api.post("start_session", {"user_id": USER, "session_id": "nope", "restore": True})
-    assert (reply.status, reply.body) == (404, NOT_FOUND)
-    assert client.entities == {}
+async def test_start_with_restore_of_an_unknown_id_starts_that_session(api: Api, service: MemoryService) -> None:
+    # The guide's own client sends a session_id of its own choosing with restore=true and expects a session.
+    body = await start(api, "2c1a6f0e-7f1e-4a53-9d0e-1f2a3b4c5d6e", restore=True)
+    assert body["session_id"] == "2c1a6f0e-7f1e-4a53-9d0e-1f2a3b4c5d6e" and body["restored"] is False
+    assert await service.store.get_session(USER, body["session_id"]) is not None
 
 
 async def test_start_with_restore_of_an_ended_session_is_404(running_api: Api) -> None:
@@ -182,54 +175,97 @@ async def test_start_under_a_taken_id_is_409(api: Api) -> None:
 # -- /memory/store ----------------------------------------------------------------------------------------------
 
 
-async def test_store_accepts_a_turn_and_starts_its_ingest(api: Api, client: FakeDurableClient) -> None:
+async def test_store_answers_once_the_turn_is_stored(
+    api: Api, client: FakeDurableClient, service: MemoryService
+) -> None:
     await start(api, "s1", restore=False)
     reply = await store(api, "s1", "I live in Lisbon.", turn_id="turn-1", metadata={"lang": "en"})
-    assert reply.status == 202
-    assert reply.body == {"status": "accepted", "user_id": USER, "session_id": "s1", "turn_id": "turn-1"}
-    ((name, instance_id, job),) = client.starts
-    assert name == names.INGEST_ORCHESTRATOR
-    assert instance_id == names.ingest_instance_id(USER, "s1", "turn-1")
-    assert instance_id.startswith(names.user_prefix(USER))
-    assert job["turn"]["user_message"] == "I live in Lisbon." and job["turn"]["metadata"] == {"lang": "en"}
-    assert job["turn"]["received_at"] is not None
+    assert reply.status == 201
+    assert reply.body == {
+        "status": "stored",
+        "user_id": USER,
+        "session_id": "s1",
+        "turn_id": "turn-1",
+        "seq": 1,
+        "duplicate": False,
+    }
+    (stored,) = await service.store.get_turns(USER, "s1")
+    assert (stored.turn_id, stored.user_message, stored.metadata) == ("turn-1", "I live in Lisbon.", {"lang": "en"})
+    assert client.starts == [] and client.entities == {}  # one turn starts no background work
 
 
 async def test_store_generates_a_turn_id_when_none_is_given(api: Api) -> None:
     await start(api, "s1", restore=False)
     reply = await store(api, "s1", "Hello")
-    assert reply.status == 202 and re.fullmatch(r"[0-9a-f]{32}", reply.body["turn_id"])
+    assert reply.status == 201 and re.fullmatch(r"[0-9a-f]{32}", reply.body["turn_id"])
 
 
-async def test_stored_turns_reach_the_session_and_the_store(
+async def test_a_turn_that_makes_a_chunk_due_starts_one_batch_of_background_work(
+    api: Api, client: FakeDurableClient
+) -> None:
+    await start(api, "s1", restore=False)
+    for n in range(1, 8):
+        assert (await store(api, "s1", f"message {n}", turn_id=f"t{n}")).status == 201
+    # K=2, L=2: chunk 1-2 is due at turn 4, chunk 3-4 at turn 6; each starts one instance, with ids and counts only.
+    assert client.starts == [
+        (
+            names.BATCH_ORCHESTRATOR,
+            names.batch_instance_id(USER, "s1", 4),
+            {"user_id": USER, "session_id": "s1", "through_seq": 4},
+        ),
+        (
+            names.BATCH_ORCHESTRATOR,
+            names.batch_instance_id(USER, "s1", 6),
+            {"user_id": USER, "session_id": "s1", "through_seq": 6},
+        ),
+    ]
+    assert all(i.startswith(names.user_prefix(USER)) for _, i, _ in client.starts)
+
+
+async def test_background_work_compacts_chunks_in_order_and_keeps_the_entity_small(
     running_api: Api, running_client: FakeDurableClient, service: MemoryService
 ) -> None:
     await start(running_api, "s1", restore=False)
-    for n in range(1, 6):
-        assert (await store(running_api, "s1", f"message {n}", turn_id=f"t{n}")).status == 202
+    for n in range(1, 8):
+        assert (await store(running_api, "s1", f"message {n} " + "x" * 30_000, turn_id=f"t{n}")).status == 201
     assert {i.status for i in running_client.instances.values()} == {"Completed"}
+    record = await service.store.get_session(USER, "s1")
+    # K=2, L=2: after 7 turns chunks 1-2 and 3-4 are folded (5-6 waits for two turns after it).
+    assert (record.turn_count, record.compacted_through, record.chunk_count, record.indexed_through) == (7, 4, 2, 6)
+    assert [(c.first_seq, c.last_seq) for c in await service.store.get_chunks(USER, "s1")] == [(1, 2), (3, 4)]
     state = running_client.entity_state(names.SESSION_ENTITY, entity_key("s1"))
-    assert state["turn_count"] == 5
-    assert state["compacted_through"] == 2 and state["cumulative_summary"]  # K=2, L=2: one chunk folded
-    assert [t.seq for t in await service.store.get_turns(USER, "s1")] == [1, 2, 3, 4, 5]
-    assert len(await service.store.get_chunks(USER, "s1")) == 1
+    assert (state["turn_count"], state["compacted_through"], state["claimed_through"]) == (6, 4, 4)
+    assert state["cumulative_summary"] == record.cumulative_summary
+    assert len(json.dumps(state)) < 8 * 1024  # 30,000-character messages never reach the entity
+    for instance in running_client.instances.values():
+        assert len(json.dumps(instance.input)) < 8 * 1024
     context = await running_api.post("get_context", {"user_id": USER, "session_id": "s1"})
-    assert context.status == 200 and context.body["turn_count"] == 5
-    assert [m["content"] for m in context.body["active_context"] if m["role"] == "user"] == ["message 4", "message 5"]
-    assert context.body["cumulative_summary"] == state["cumulative_summary"]
-    pool = running_client.entity_state(names.POOL_ENTITY, names.POOL_KEY)["sessions"][entity_key("s1")]
-    assert pool["turn_count"] == 5 and pool["persisted_through"] == 5
+    assert context.body["turn_count"] == 7 and context.body["cumulative_summary"] == record.cumulative_summary
 
 
-async def test_store_into_an_evicted_session_reloads_it(
-    running_api: Api, running_client: FakeDurableClient, service: MemoryService
+async def test_a_batch_that_cannot_be_started_leaves_the_turn_stored(
+    api: Api, client: FakeDurableClient, service: MemoryService, caplog: pytest.LogCaptureFixture
 ) -> None:
+    await start(api, "s1", restore=False)
+    for n in range(1, 4):
+        await store(api, "s1", f"message {n}", turn_id=f"t{n}")
+
+    async def broken(*args: Any, **kwargs: Any) -> str:
+        raise Exception("task hub storage unavailable: secret-connection-string")
+
+    client.start_new = broken  # type: ignore[method-assign]
+    reply = await store(api, "s1", "four", turn_id="t4")  # K=2, L=2: turn 4 makes chunk 1-2 due
+    assert reply.status == 201 and reply.body["seq"] == 4
+    assert [t.turn_id for t in await service.store.get_turns(USER, "s1")] == ["t1", "t2", "t3", "t4"]
+    assert "the cleanup timer will" in caplog.text and "secret" not in reply.text
+
+
+async def test_store_into_an_evicted_session_makes_it_hot_again(api: Api, service: MemoryService) -> None:
     await evicted_session(service, "s1", 2)
-    assert (await store(running_api, "s1", "back again", turn_id="t3")).status == 202
-    ((_, instance_id, _),) = running_client.starts
-    assert running_client.instances[instance_id].output == {"status": "stored", "turn_id": "t3", "seq": 3}
-    assert [name for name, _ in running_client.activity_calls][:1] == [names.LOAD_SESSION_ACTIVITY]
-    assert running_client.entity_state(names.SESSION_ENTITY, entity_key("s1"))["turn_count"] == 3
+    reply = await store(api, "s1", "back again", turn_id="t3")
+    assert reply.status == 201 and reply.body["seq"] == 3
+    record = await service.store.get_session(USER, "s1")
+    assert record.status is SessionStatus.ACTIVE and record.turn_count == 3
 
 
 async def test_store_into_an_unknown_session_is_404(api: Api, client: FakeDurableClient) -> None:
@@ -238,95 +274,53 @@ async def test_store_into_an_unknown_session_is_404(api: Api, client: FakeDurabl
     assert client.starts == []
 
 
-async def test_store_into_an_ending_session_is_409(api: Api, client: FakeDurableClient) -> None:
-    await start(api, "s1", restore=False)
-    assert (await api.post("end_session", {"user_id": USER, "session_id": "s1"})).status == 202
-    await client.run(names.reflection_instance_id(USER, "s1"))
-    reply = await store(api, "s1", "Too late")
-    assert reply.status == 409 and reply.body["error"] == "SessionEndedError"
-    assert reply.body["field"] == "session_id"
-
-
-async def test_store_after_end_was_answered_is_409_before_the_reflection_runs(
-    api: Api, client: FakeDurableClient
-) -> None:
-    # The reflection is only Pending: the session entity still says "active". A turn accepted now would be refused
-    # by its ingest once the reflection ends the session, after the caller was told 202.
+async def test_store_after_end_was_answered_is_409_at_once(api: Api, client: FakeDurableClient) -> None:
+    # The reflection has not even started: the store knows the session ended, and refuses the turn now.
     await start(api, "s1", restore=False)
     assert (await api.post("end_session", {"user_id": USER, "session_id": "s1"})).status == 202
     reply = await store(api, "s1", "Too late", turn_id="late")
-    assert reply.status == 409 and reply.body["error"] == "SessionEndedError"
-    assert [s for s in client.starts if s[0] == names.INGEST_ORCHESTRATOR] == []
+    assert reply.status == 409 and reply.body["error"] == "SessionEndedError" and reply.body["field"] == "session_id"
+    assert [s for s in client.starts if s[0] == names.BATCH_ORCHESTRATOR] == []
 
 
-async def test_store_into_a_hot_session_that_has_ended_is_409(api: Api, client: FakeDurableClient) -> None:
-    await start(api, "s1", restore=False)
-    client.apply(
-        names.SESSION_ENTITY,
-        entity_key("s1"),
-        names.END,
-        json.dumps({"now": datetime.now(UTC).isoformat()}),
-        signal=True,
-    )
-    reply = await store(api, "s1", "Too late")
-    assert reply.status == 409 and reply.body["error"] == "SessionEndedError"
-    assert [s for s in client.starts if s[0] == names.INGEST_ORCHESTRATOR] == []
-
-
-async def test_a_retried_turn_is_accepted_while_its_first_ingest_is_running(
-    api: Api, client: FakeDurableClient
-) -> None:
+async def test_a_retried_turn_is_the_same_turn_at_any_distance(api: Api, service: MemoryService) -> None:
     await start(api, "s1", restore=False)
     first = await store(api, "s1", "Hi", turn_id="t1")
-    client.instances[names.ingest_instance_id(USER, "s1", "t1")].status = "Running"
+    for n in range(2, 30):
+        await store(api, "s1", f"message {n}", turn_id=f"t{n}")
     again = await store(api, "s1", "Hi", turn_id="t1")
-    assert first.status == again.status == 202
-    assert first.body == again.body
-    assert len(client.starts) == 1
+    assert (first.status, again.status) == (201, 200)
+    assert again.body == {**first.body, "duplicate": True}
+    assert len(await service.store.get_turns(USER, "s1")) == 29
 
 
-async def test_a_retried_turn_after_its_ingest_completed_is_stored_once(
-    running_api: Api, running_client: FakeDurableClient, service: MemoryService
-) -> None:
-    await start(running_api, "s1", restore=False)
-    await store(running_api, "s1", "Hi", turn_id="t1")
-    again = await store(running_api, "s1", "Hi", turn_id="t1")
-    assert again.status == 202
-    instance = running_client.instances[names.ingest_instance_id(USER, "s1", "t1")]
-    assert instance.output == {"status": "duplicate", "turn_id": "t1", "seq": 1}
-    assert len(await service.store.get_turns(USER, "s1")) == 1
-
-
-async def test_store_fails_with_500_when_the_ingest_cannot_be_started(api: Api, client: FakeDurableClient) -> None:
+async def test_a_turn_id_reused_for_other_content_is_409_naming_the_field(api: Api) -> None:
     await start(api, "s1", restore=False)
     await store(api, "s1", "Hi", turn_id="t1")
-    client.instances[names.ingest_instance_id(USER, "s1", "t1")].status = "Failed"
-
-    async def broken(*args: Any, **kwargs: Any) -> str:
-        raise Exception("task hub storage unavailable: secret-connection-string")
-
-    client.start_new = broken  # type: ignore[method-assign]
-    reply = await store(api, "s1", "Hi", turn_id="t1")
-    assert reply.status == 500 and reply.body["error"] == "InternalError"
-    assert "secret" not in reply.text
+    reply = await store(api, "s1", "Something else", turn_id="t1")
+    assert reply.status == 409
+    assert reply.body["error"] == "ConflictError" and reply.body["field"] == "user_message"
+    assert "t1" in reply.body["detail"]
 
 
-async def test_a_retried_turn_whose_ingest_completed_while_starting_is_accepted(
-    api: Api, client: FakeDurableClient
+@pytest.mark.parametrize(
+    "timestamp", ["0001-01-01T00:00:00+01:00", "0999-12-31T23:59:59+00:00", "9999-12-31T23:00:00-05:00"]
+)
+async def test_a_timestamp_no_store_can_represent_is_400_and_stores_nothing(
+    api: Api, service: MemoryService, timestamp: str
 ) -> None:
     await start(api, "s1", restore=False)
-    await store(api, "s1", "Hi", turn_id="t1")
-    instance = client.instances[names.ingest_instance_id(USER, "s1", "t1")]
-    real_start = client.start_new
+    reply = await store(api, "s1", "Hi", turn_id="t1", timestamp=timestamp)
+    assert reply.status == 400 and reply.body["field"] == "timestamp"
+    assert "1000 and 9999" in reply.body["detail"]
+    assert await service.store.get_turns(USER, "s1") == []
 
-    async def finishes_meanwhile(*args: Any, **kwargs: Any) -> str:
-        instance.status = "Completed"  # the first ingest ended between the refused start and the status check
-        raise Exception("An instance with this id is already running")
 
-    client.start_new = finishes_meanwhile  # type: ignore[method-assign]
-    reply = await store(api, "s1", "Hi", turn_id="t1")
-    client.start_new = real_start  # type: ignore[method-assign]
-    assert reply.status == 202 and reply.body["turn_id"] == "t1"
+async def test_turns_from_one_client_keep_the_order_they_were_sent_in(api: Api, service: MemoryService) -> None:
+    await start(api, "s1", restore=False)
+    seqs = [(await store(api, "s1", f"message {n}", turn_id=f"t{n}")).body["seq"] for n in range(10)]
+    assert seqs == list(range(1, 11))
+    assert [t.turn_id for t in await service.store.get_turns(USER, "s1")] == [f"t{n}" for n in range(10)]
 
 
 # -- /memory/context --------------------------------------------------------------------------------------------
@@ -351,46 +345,41 @@ async def test_context_of_an_unknown_session_is_404(api: Api) -> None:
     assert (reply.status, reply.body) == (404, NOT_FOUND)
 
 
-async def test_context_after_a_turn_waits_until_the_session_holds_it(api: Api, client: FakeDurableClient) -> None:
+async def test_context_shows_a_stored_turn_at_once_with_no_background_work_run(
+    api: Api, client: FakeDurableClient
+) -> None:
     await start(api, "s1", restore=False)
-    accepted = await store(api, "s1", "I live in Lisbon.", turn_id="t1")
-    instance_id = names.ingest_instance_id(USER, "s1", "t1")
-    assert client.instances[instance_id].status == "Pending"
-
-    async def ingest_later() -> None:
-        await asyncio.sleep(0.1)
-        await client.run(instance_id)
-
-    ingest = asyncio.create_task(ingest_later())
-    reply = await api.post(
-        "get_context", {"user_id": USER, "session_id": "s1", "after_turn_id": accepted.body["turn_id"]}
-    )
-    await ingest
-    assert reply.status == 200
-    assert reply.body["turn_count"] == 1
-    assert reply.body["active_context"][0] == {"role": "user", "content": "I live in Lisbon."}
+    for n in range(1, 4):
+        stored = await store(api, "s1", f"message {n}", turn_id=f"t{n}")
+        reply = await api.post("get_context", {"user_id": USER, "session_id": "s1"})
+        assert reply.body["turn_count"] == n
+        assert reply.body["active_context"][-2] == {"role": "user", "content": f"message {n}"}
+        with_id = await api.post(
+            "get_context", {"user_id": USER, "session_id": "s1", "after_turn_id": stored.body["turn_id"]}
+        )
+        assert with_id.status == 200 and with_id.body == reply.body
+    assert all(i.status == "Pending" for i in client.instances.values())
 
 
-async def test_context_after_a_turn_that_never_arrives_is_503_with_retry_after(api: Api) -> None:
+async def test_context_after_a_turn_that_was_never_stored_is_404_naming_it(api: Api) -> None:
     await start(api, "s1", restore=False)
     await store(api, "s1", "Hi", turn_id="t1")
-    reply = await api.post("get_context", {"user_id": USER, "session_id": "s1", "after_turn_id": "t1"})
-    assert reply.status == 503
-    assert reply.headers.get("Retry-After") == "1"
-    assert reply.body["error"] == "UpstreamUnavailableError" and reply.body["field"] == "after_turn_id"
+    reply = await api.post("get_context", {"user_id": USER, "session_id": "s1", "after_turn_id": "t2"})
+    assert reply.status == 404
+    assert reply.body["field"] == "after_turn_id" and "'t2'" in reply.body["detail"]
 
 
 # -- retrieval, insights, summaries -----------------------------------------------------------------------------
 
 
-async def test_retrieve_finds_stored_turns(running_api: Api) -> None:
-    await finished_session(running_api)
-    reply = await running_api.post("retrieve", {"user_id": USER, "query": "Where does the user live? Lisbon"})
+async def test_retrieve_finds_a_turn_as_soon_as_it_is_stored(api: Api) -> None:
+    await start(api, "s1", restore=False)
+    await store(api, "s1", "I live in Lisbon.")
+    reply = await api.post("retrieve", {"user_id": USER, "query": "Where does the user live? Lisbon"})
     assert reply.status == 200
     body = reply.body
-    assert body["count"] == len(body["facts"]) == len(body["items"]) > 0
-    assert all(isinstance(f, str) for f in body["facts"])
-    assert any("Lisbon" in f for f in body["facts"])
+    assert body["count"] == len(body["facts"]) == len(body["items"]) == 1
+    assert "Lisbon" in body["facts"][0]
     assert {"kind", "text", "score", "session_id", "turn_seqs", "timestamp"} <= set(body["items"][0])
     assert [i["text"] for i in body["items"]] == body["facts"]
 
@@ -426,7 +415,9 @@ async def test_summaries_lists_the_sessions_newest_first(running_api: Api) -> No
 # -- /sessions/end ----------------------------------------------------------------------------------------------
 
 
-async def test_end_starts_the_reflection_and_answers_its_status_urls(api: Api, client: FakeDurableClient) -> None:
+async def test_end_marks_the_session_and_starts_the_reflection(
+    api: Api, client: FakeDurableClient, service: MemoryService
+) -> None:
     await start(api, "s1", restore=False)
     reply = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
     assert reply.status == 202
@@ -435,6 +426,7 @@ async def test_end_starts_the_reflection_and_answers_its_status_urls(api: Api, c
     assert instance_id in reply.body["statusQueryGetUri"]
     assert reply.body["statusQueryGetUri"].startswith("http://localhost:7071/runtime/webhooks/durabletask/instances/")
     assert client.starts == [(names.REFLECTION_ORCHESTRATOR, instance_id, {"user_id": USER, "session_id": "s1"})]
+    assert (await service.store.get_session(USER, "s1")).status is SessionStatus.ENDED
 
 
 async def test_end_of_an_unknown_session_is_404(api: Api, client: FakeDurableClient) -> None:
@@ -459,10 +451,10 @@ async def test_ending_twice_after_the_reflection_is_done_starts_nothing(
     instance = running_client.instances[first["id"]]
     assert instance.status == "Completed"
     assert instance.output["summary"] and instance.output["insights_added"]
-    assert running_client.entity_state(names.SESSION_ENTITY, entity_key("s1")) is None  # unloaded
-    assert running_client.entity_state(names.POOL_ENTITY, names.POOL_KEY)["sessions"] == {}
+    final = running_client.entity_state(names.SESSION_ENTITY, entity_key("s1"))
+    assert final["status"] == "ended" and final["cumulative_summary"] == "" and final["recent"] == []
     record = await service.store.get_session(USER, "s1")
-    assert record is not None and record.status is SessionStatus.ENDED
+    assert record is not None and record.status is SessionStatus.ENDED and record.reflected_at is not None
 
     second = await running_api.post("end_session", {"user_id": USER, "session_id": "s1"})
     assert second.status == 202 and second.body["id"] == first["id"]
@@ -536,29 +528,15 @@ async def test_stats_of_an_empty_pool(api: Api) -> None:
     }
 
 
-async def test_stats_reflect_the_pool_entity(api: Api, client: FakeDurableClient) -> None:
+async def test_stats_count_the_hot_sessions_from_their_records(api: Api, service: MemoryService) -> None:
     await start(api, "s1", restore=False)
     await start(api, "s2", restore=False)
+    await evicted_session(service, "cold", 2)  # idle: not in the hot pool
     old = datetime.now(UTC) - timedelta(minutes=10)
-    client.apply(
-        names.POOL_ENTITY,
-        names.POOL_KEY,
-        names.TOUCH,
-        json.dumps(
-            {
-                "key": "dirty",
-                "entry": {
-                    "user_id": "bob",
-                    "session_id": "s3",
-                    "started_at": old.isoformat(),
-                    "last_activity": old.isoformat(),
-                    "turn_count": 3,
-                    "persisted_through": 1,
-                },
-            }
-        ),
-        signal=True,
+    behind = SessionRecord(
+        user_id="bob", session_id="s3", status=SessionStatus.ACTIVE, started_at=old, last_activity=old, turn_count=4
     )
+    await service.store.put_session(behind)  # four turns, none indexed: its batch (due at K+L=4) is missing
     reply = await api.get("stats")
     assert reply.status == 200
     body = reply.body
@@ -577,35 +555,38 @@ async def test_forget_removes_everything_of_the_user_and_nothing_else(
 ) -> None:
     await finished_session(running_api, "old")
     await start(running_api, "hot", restore=False)
-    await store(running_api, "hot", "I have a dog.", turn_id="t1")
+    for n in range(1, 4):
+        await store(running_api, "hot", f"I have {n} dogs.", turn_id=f"t{n}")
     running_client.run_orchestrations = False
-    await store(running_api, "hot", "Still here.", turn_id="t2")  # its ingest stays pending
+    await store(running_api, "hot", "Still here.", turn_id="t4")  # makes a chunk due: its batch stays pending
     bob = Api(running_api.functions, running_client)
     assert (await bob.post("start_session", {"user_id": "bob", "session_id": "b1", "restore": False})).status == 200
-    await bob.post("store_turn", {**VALID["store_turn"], "user_id": "bob", "session_id": "b1"})
+    for n in range(4):
+        await bob.post("store_turn", {**VALID["store_turn"], "user_id": "bob", "session_id": "b1", "turn_id": f"b{n}"})
     alice_instances = {i for i in running_client.instances if i.startswith(names.user_prefix(USER))}
     bob_instances = set(running_client.instances) - alice_instances
-    assert len(alice_instances) == 6 and len(bob_instances) == 1
+    assert len(alice_instances) == 2 and len(bob_instances) == 1
 
     reply = await running_api.delete("forget_user", user_id=USER)
     assert reply.status == 200
     assert reply.body == {
         "user_id": USER,
         "sessions": 2,
-        "turns": 4,
+        "turns": 7,
         "chunks": reply.body["chunks"],
         "summaries": 1,
         "insights": reply.body["insights"],
-        "histories_purged": 6,
+        "histories_purged": 2,
     }
     assert reply.body["insights"] >= 1
     assert set(running_client.instances) == bob_instances
-    assert [t for t, _ in running_client.terminated] == [names.ingest_instance_id(USER, "hot", "t2")]
+    assert [t for t, _ in running_client.terminated] == [names.batch_instance_id(USER, "hot", 4)]
     assert running_client.entity_state(names.SESSION_ENTITY, entity_key("hot")) is None
-    assert list(running_client.entity_state(names.POOL_ENTITY, names.POOL_KEY)["sessions"]) == [entity_key("b1", "bob")]
+    assert running_client.entity_state(names.SESSION_ENTITY, entity_key("old")) is None
     exported = await service.store.export_user(USER)
     assert exported.sessions == exported.turns == exported.insights == exported.summaries == []
     assert (await service.store.get_session("bob", "b1")) is not None
+    assert (await store(running_api, "hot", "after forgetting")).status == 404
 
 
 async def test_forget_of_an_unknown_user_removes_nothing(api: Api) -> None:
@@ -801,8 +782,9 @@ async def test_metadata_nested_32_levels_is_accepted(running_api: Api, running_c
     for _ in range(30):
         nested = [nested]
     reply = await store(running_api, "s1", "deep", metadata={"a": nested})
-    assert reply.status == 202, reply.body
-    assert {i.status for i in running_client.instances.values()} == {"Completed"}
+    assert reply.status == 201, reply.body
+    context = await running_api.post("get_context", VALID["get_context"])
+    assert context.status == 200 and context.body["turn_count"] == 1
 
 
 async def test_a_body_over_a_megabyte_is_400(api: Api) -> None:
@@ -856,18 +838,16 @@ async def test_no_query_gives_a_server_error(running_api: Api, query: str, top_k
     user_message=st.text(min_size=1, max_size=80),
     metadata=st.dictionaries(st.text(max_size=10), JSON, max_size=4),
 )
-async def test_any_accepted_turn_is_ingested(
+async def test_any_stored_turn_is_in_the_context_and_its_background_work_completes(
     running_api: Api, running_client: FakeDurableClient, user_message: str, metadata: dict[str, Any]
 ) -> None:
-    if not running_client.entities:
-        await start(running_api, "s1", restore=False)
+    await running_api.post("start_session", {"user_id": USER, "session_id": "s1"})
     reply = await store(running_api, "s1", user_message, metadata=metadata)
-    assert reply.status in (202, 400), reply.body
-    if reply.status == 202:
-        _, instance_id, _ = running_client.starts[-1]
-        assert running_client.instances[instance_id].status == "Completed", running_client.instances[instance_id]
+    assert reply.status in (201, 400), reply.body
+    if reply.status == 201:
         context = await running_api.post("get_context", VALID["get_context"])
         assert context.status == 200 and context.body["active_context"][-2]["content"] == user_message
+        assert {i.status for i in running_client.instances.values()} <= {"Completed"}
 
 
 # -- unexpected failures ----------------------------------------------------------------------------------------
@@ -904,6 +884,7 @@ async def test_a_failing_durable_client_is_a_generic_500(api: Api, client: FakeD
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("http://127.0.0.1:17071/durabletask/ refused")
 
-    client.read_entity_state = broken  # type: ignore[method-assign]
-    reply = await api.post("get_context", VALID["get_context"])
+    await start(api, "s1", restore=False)
+    client.get_status = broken  # type: ignore[method-assign]
+    reply = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
     assert reply.status == 500 and "17071" not in reply.text

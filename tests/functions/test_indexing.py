@@ -16,22 +16,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 HTTP_ROUTES = {
     # function name: (route, method, auth level, has a durable client)
-    "start_session": ("sessions/start", "POST", func.AuthLevel.FUNCTION, True),
+    "start_session": ("sessions/start", "POST", func.AuthLevel.FUNCTION, False),
     "end_session": ("sessions/end", "POST", func.AuthLevel.FUNCTION, True),
-    "get_context": ("memory/context", "POST", func.AuthLevel.FUNCTION, True),
+    "get_context": ("memory/context", "POST", func.AuthLevel.FUNCTION, False),
     "store_turn": ("memory/store", "POST", func.AuthLevel.FUNCTION, True),
     "retrieve": ("memory/retrieve", "POST", func.AuthLevel.FUNCTION, False),
     "insights": ("insights", "POST", func.AuthLevel.FUNCTION, False),
     "summaries": ("summaries", "POST", func.AuthLevel.FUNCTION, False),
     "health": ("health", "GET", func.AuthLevel.ANONYMOUS, False),
     "openapi": ("openapi.json", "GET", func.AuthLevel.ANONYMOUS, False),
-    "stats": ("stats", "GET", func.AuthLevel.ADMIN, True),
+    "stats": ("stats", "GET", func.AuthLevel.ADMIN, False),
     "forget_user": ("users/{user_id}", "DELETE", func.AuthLevel.ADMIN, True),
     "export_user": ("users/{user_id}/export", "GET", func.AuthLevel.ADMIN, False),
 }
-ENTITIES = {"session_entity": "session", "pool_entity": "pool"}
-ORCHESTRATORS = {"ingest_turn", "reflect_session", "evict_session"}
-ACTIVITIES = {"load_session", "persist_turn", "compact_chunk", "save_session", "reflect"}
+ENTITIES = {"session_entity": "session"}
+ORCHESTRATORS = {"process_turns", "reflect_session", "evict_session"}
+ACTIVITIES = {"index_turns", "compact_chunk", "evict", "reflect"}
 HOST_ONLY_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "AzureWebJobsFeatureFlags"}
 
 

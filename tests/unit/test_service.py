@@ -3,23 +3,25 @@ from pathlib import Path
 
 import pytest
 
+from memory_core import session as rules
 from memory_core.adapters.sqlite import SqliteStore
 from memory_core.config import Settings
 from memory_core.domain import MemoryKind, SessionStatus
-from memory_core.errors import ConflictError, SessionNotFoundError
+from memory_core.errors import ConflictError, NotFoundError, SessionEndedError, SessionNotFoundError
 from memory_core.models import InsightsRequest, RetrieveRequest, SummariesRequest
 from memory_core.ports import InsightCandidate
 from memory_core.service import MemoryService
-from memory_core.session import TurnInput, append_turn, apply_compaction, end_session
+from memory_core.session import HotSession, TurnInput
 from tests.support.fakes import FakeChatModel, HashingEmbedder
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 TOPICS = ["retirement savings", "a 401k plan", "index funds", "the dog", "hiking trips"]
+K, L = 3, 4
 
 
 @pytest.fixture
 async def service(tmp_path: Path):
-    settings = Settings(K_TURN_BUFFER=3, L_TURN_CHUNKS=4, REFLECTION_THRESHOLD_TURNS=6, M_SESSIONS_RECENT=3)
+    settings = Settings(K_TURN_BUFFER=K, L_TURN_CHUNKS=L, REFLECTION_THRESHOLD_TURNS=6, M_SESSIONS_RECENT=3)
     embedder = HashingEmbedder()
     store = SqliteStore(tmp_path / "m.sqlite3")
     await store.open(embedder.model, embedder.dimensions)
@@ -34,70 +36,190 @@ async def service(tmp_path: Path):
     await svc.close()
 
 
-async def play(svc: MemoryService, state, count: int, start: int = 1):
-    """Drive the session as the entity and the ingest orchestration would."""
+def turn(i: int) -> TurnInput:
+    return TurnInput(
+        turn_id=f"t{i}",
+        user_message=f"Tell me about {TOPICS[i % len(TOPICS)]} (turn {i})",
+        agent_message="Here is what I know.",
+        timestamp=T0 + timedelta(minutes=i),
+    )
+
+
+async def background(svc: MemoryService, user: str, session: str, through: int | None, state: HotSession | None):
+    """What the batch orchestration does: index, then compact every due chunk as the session entity hands it out."""
+    snapshot = await svc.index_turns(user, session, through)
+    assert snapshot is not None
+    state, claim = rules.sync(state, snapshot, K, L)
+    while claim is not None:
+        done = await svc.compact(claim, T0)
+        state, claim = rules.apply_compaction(state, done, K, L)
+    return state
+
+
+async def play(svc: MemoryService, user: str, session: str, count: int, start: int = 1) -> HotSession | None:
+    """Store turns as /memory/store does, running each batch's background work when the batch completes."""
+    state = None
     for i in range(start, start + count):
-        turn = TurnInput(
-            turn_id=f"t{i}",
-            user_message=f"Tell me about {TOPICS[i % len(TOPICS)]} (turn {i})",
-            agent_message="Here is what I know.",
-            timestamp=T0 + timedelta(minutes=i),
-        )
-        state, result = append_turn(state, turn, svc.settings.K_TURN_BUFFER, svc.settings.L_TURN_CHUNKS, T0)
-        await svc.persist_turn(result.turn)
-        compaction = result.compaction
-        while compaction is not None:
-            summary = await svc.compact(compaction, T0)
-            state, compaction = apply_compaction(
-                state, compaction.index, compaction.through_seq, summary, svc.settings.L_TURN_CHUNKS
-            )
+        outcome = await svc.append_turn(user, session, turn(i), T0 + timedelta(minutes=i))
+        if rules.batch_due(outcome.turn.seq, K, L):
+            state = await background(svc, user, session, outcome.turn.seq, state)
     return state
 
 
 async def test_new_session_gets_an_id_and_is_recorded(service: MemoryService):
-    state = await service.open_session("alice", None, restore=True, now=T0)
-    assert len(state.session_id) == 32 and not state.restored
-    record = await service.store.get_session("alice", state.session_id)
-    assert record is not None and record.status is SessionStatus.ACTIVE
+    record, restored = await service.start_session("alice", None, restore=True, now=T0)
+    assert len(record.session_id) == 32 and not restored
+    stored = await service.store.get_session("alice", record.session_id)
+    assert stored == record and stored.status is SessionStatus.ACTIVE
 
 
-async def test_restore_of_unknown_or_ended_session_is_not_found(service: MemoryService):
+async def test_start_with_an_unknown_id_starts_that_session_as_the_guides_client_expects(service: MemoryService):
+    record, restored = await service.start_session("alice", "client-chosen", restore=True, now=T0)
+    assert record.session_id == "client-chosen" and not restored
+    again, restored = await service.start_session("alice", "client-chosen", restore=True, now=T0)
+    assert again == record and not restored
+
+
+async def test_an_ended_session_is_not_found_and_its_id_stays_taken(service: MemoryService):
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await service.end_session("alice", "s1", T0)
     with pytest.raises(SessionNotFoundError):
-        await service.open_session("alice", "missing", restore=True, now=T0)
-    state = await service.open_session("alice", "s1", restore=False, now=T0)
-    await service.save_session("alice", "s1", end_session(state, T0), SessionStatus.ENDED)
+        await service.start_session("alice", "s1", restore=True, now=T0)
+    with pytest.raises(ConflictError):
+        await service.start_session("alice", "s1", restore=False, now=T0)
     with pytest.raises(SessionNotFoundError):
-        await service.open_session("alice", "s1", restore=True, now=T0)
+        await service.open_session("alice", "s1", T0)
 
 
 async def test_creating_a_session_under_a_taken_id_is_a_conflict(service: MemoryService):
-    await service.open_session("alice", "s1", restore=False, now=T0)
-    with pytest.raises(ConflictError):
-        await service.open_session("alice", "s1", restore=False, now=T0)
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    with pytest.raises(ConflictError) as raised:
+        await service.start_session("alice", "s1", restore=False, now=T0)
+    assert raised.value.field == "session_id"
+
+
+async def test_every_stored_turn_is_in_the_context_at_once(service: MemoryService):
+    record, _ = await service.start_session("alice", "s1", restore=False, now=T0)
+    for i in range(1, 4):
+        await service.append_turn("alice", "s1", turn(i), T0)
+        record, _ = await service.open_session("alice", "s1", T0)
+        context = await service.context(record, False)
+        assert context.turn_count == i
+        assert context.active_context[-2].content == turn(i).user_message
+
+
+async def test_context_shows_the_last_k_turns_and_the_folded_summary(service: MemoryService):
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await play(service, "alice", "s1", 9)
+    record, _ = await service.open_session("alice", "s1", T0)
+    assert record.compacted_through == 4 and record.cumulative_summary == "turns 1-4"
+    context = await service.context(record, False)
+    assert [m.content for m in context.active_context if m.role == "user"] == [turn(i).user_message for i in (7, 8, 9)]
+    assert context.cumulative_summary == "turns 1-4" and context.turn_count == 9
+    assert "turns 1-4" in context.formatted_context
+
+
+async def test_after_turn_id_must_name_a_turn_of_the_session(service: MemoryService):
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await play(service, "alice", "s1", 6)
+    record, _ = await service.open_session("alice", "s1", T0)
+    assert (await service.context(record, False, after_turn_id="t6")).turn_count == 6
+    assert (await service.context(record, False, after_turn_id="t1")).turn_count == 6  # older than the recent K
+    with pytest.raises(NotFoundError) as raised:
+        await service.context(record, False, after_turn_id="never-sent")
+    assert raised.value.field == "after_turn_id"
 
 
 async def test_evicted_session_restores_cold_with_summary_and_recent_turns(service: MemoryService):
-    state = await service.open_session("alice", "s1", restore=False, now=T0)
-    state = await play(service, state, 9)
-    await service.save_session("alice", "s1", state, SessionStatus.IDLE)
-    restored = await service.open_session("alice", "s1", restore=True, now=T0 + timedelta(hours=1))
-    assert restored.restored
-    assert [t.seq for t in restored.recent] == [7, 8, 9]
-    assert [t.seq for t in restored.pending] == [5, 6]
-    assert restored.cumulative_summary == state.cumulative_summary == "turns 1-4"
-    assert restored.turn_count == 9
-    context = await service.context(restored)
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await play(service, "alice", "s1", 9)
+    assert await service.evict("alice", "s1", T0 + timedelta(minutes=30))
+    record = await service.store.get_session("alice", "s1")
+    assert record.status is SessionStatus.IDLE
+    record, restored = await service.open_session("alice", "s1", T0 + timedelta(hours=1))
+    assert restored and record.status is SessionStatus.ACTIVE
+    context = await service.context(record, restored)
     assert context.restored and context.turn_count == 9
-    assert [m.role for m in context.active_context] == ["user", "assistant"] * 3
+    assert [m.role for m in context.active_context] == ["user", "assistant"] * K
     assert "turn 9" in context.formatted_context and "turns 1-4" in context.formatted_context
+    _, again = await service.open_session("alice", "s1", T0 + timedelta(hours=1))
+    assert not again  # hot now
+
+
+async def test_eviction_keeps_a_session_that_was_active_after_the_cutoff(service: MemoryService):
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await service.append_turn("alice", "s1", turn(1), T0 + timedelta(minutes=10))
+    assert not await service.evict("alice", "s1", T0 + timedelta(minutes=5))
+    assert (await service.store.get_session("alice", "s1")).status is SessionStatus.ACTIVE
+
+
+async def test_indexing_adds_vectors_to_the_batch_and_reports_a_bounded_snapshot(service: MemoryService):
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    for i in range(1, 7):
+        await service.append_turn("alice", "s1", turn(i), T0)
+    vector = (await service.embedder.embed(["hiking trips"]))[0]
+    assert await service.store.search_vector("alice", vector, list(MemoryKind), 10) == []
+    snapshot = await service.index_turns("alice", "s1", 4)
+    assert snapshot.indexed_through == 4 and snapshot.turn_count == 6
+    assert [r.turn_id for r in snapshot.recent] == ["t4", "t5", "t6"]
+    hits = await service.store.search_vector("alice", vector, list(MemoryKind), 10)
+    assert sorted(h.seqs[0] for h in hits) == [1, 2, 3, 4]
+    assert (await service.index_turns("alice", "s1", None)).indexed_through == 6
+    assert await service.index_turns("alice", "gone", None) is None
+
+
+async def test_final_indexing_fills_every_gap_the_batches_left(service: MemoryService):
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    for i in range(1, 20):
+        await service.append_turn("alice", "s1", turn(i), T0)
+    # K=3, L=4: batches end at 7, 11, 15, 19. Only the one of 12-15 ran (the others are still queued, or were lost).
+    assert (await service.index_turns("alice", "s1", 15)).indexed_through == 0
+    assert (await service.store.get_session("alice", "s1")).indexed_ahead == ((12, 15),)
+    calls = service.embedder.calls
+    snapshot = await service.index_turns("alice", "s1", None)  # eviction or the end of the session
+    assert snapshot.indexed_through == 19
+    assert service.embedder.calls == calls + 2  # 1-11 and 16-19: nothing embedded twice
+    vector = (await service.embedder.embed(["Tell me about"]))[0]
+    hits = await service.store.search_vector("alice", vector, [MemoryKind.TURN], 50)
+    assert sorted(h.seqs[0] for h in hits) == list(range(1, 20))
+
+
+async def test_a_chunk_is_compacted_once_whoever_repeats_it(service: MemoryService):
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    for i in range(1, 9):
+        await service.append_turn("alice", "s1", turn(i), T0)
+    claim = rules.Claim(user_id="alice", session_id="s1", index=0, first_seq=1, last_seq=4)
+    done = await service.compact(claim, T0)
+    assert (done.chunk_count, done.through_seq, done.summary) == (1, 4, "turns 1-4")
+    calls = len(service.chat.calls)
+    assert await service.compact(claim, T0) == done  # a retry or replay: nothing is summarised again
+    assert len(service.chat.calls) == calls
+    assert [c.index for c in await service.store.get_chunks("alice", "s1")] == [0]
+    skipped = rules.Claim(user_id="alice", session_id="s1", index=2, first_seq=9, last_seq=12)
+    assert await service.compact(skipped, T0) == done  # not the next chunk: the store's state is the answer
+
+
+async def test_ending_refuses_later_turns_and_keeps_every_earlier_one(service: MemoryService):
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await service.append_turn("alice", "s1", turn(1), T0)
+    record = await service.end_session("alice", "s1", T0 + timedelta(minutes=1))
+    assert record.status is SessionStatus.ENDED and record.ended_at == T0 + timedelta(minutes=1)
+    assert (await service.end_session("alice", "s1", T0 + timedelta(minutes=5))).ended_at == record.ended_at
+    with pytest.raises(SessionEndedError):
+        await service.append_turn("alice", "s1", turn(2), T0)
+    assert (await service.append_turn("alice", "s1", turn(1), T0)).duplicate  # a late retry of a stored turn
+    with pytest.raises(SessionNotFoundError):
+        await service.end_session("alice", "missing", T0)
 
 
 async def test_reflection_writes_summary_and_insights_once(service: MemoryService):
-    state = await service.open_session("alice", "s1", restore=False, now=T0)
-    state = await play(service, state, 9)
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await play(service, "alice", "s1", 9)
+    await service.end_session("alice", "s1", T0)
     outcome = await service.reflect("alice", "s1", T0 + timedelta(hours=1))
     assert outcome.summary_id and outcome.turn_count == 9
     assert len(outcome.insights_added) == 2  # Porto, then Lisbon superseding it within the session
+    assert (await service.store.get_session("alice", "s1")).reflected_at == T0 + timedelta(hours=1)
     again = await service.reflect("alice", "s1", T0 + timedelta(hours=2))
     assert again.insights_added == again.insights_updated == again.insights_superseded == []
     assert again.summary_id == outcome.summary_id
@@ -110,8 +232,8 @@ async def test_reflection_writes_summary_and_insights_once(service: MemoryServic
 
 
 async def test_short_session_gets_a_short_summary_and_no_insights(service: MemoryService):
-    state = await service.open_session("alice", "s1", restore=False, now=T0)
-    await play(service, state, 3)
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await play(service, "alice", "s1", 3)
     outcome = await service.reflect("alice", "s1", T0)
     assert outcome.summary and "60 words" in outcome.summary
     assert outcome.insights_added == []
@@ -119,21 +241,21 @@ async def test_short_session_gets_a_short_summary_and_no_insights(service: Memor
 
 
 async def test_context_shows_other_sessions_summaries_and_insights(service: MemoryService):
-    first = await service.open_session("alice", "s1", restore=False, now=T0)
-    await play(service, first, 8)
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await play(service, "alice", "s1", 8)
     await service.reflect("alice", "s1", T0)
-    second = await service.open_session("alice", "s2", restore=False, now=T0 + timedelta(days=1))
-    context = await service.context(second)
+    second, _ = await service.start_session("alice", "s2", restore=False, now=T0 + timedelta(days=1))
+    context = await service.context(second, False)
     assert context.insights == ["The user lives in Lisbon."]
     assert len(context.session_summaries) == 1
     assert "Lisbon" in context.formatted_context
 
 
 async def test_retrieve_returns_facts_with_provenance_for_that_user_only(service: MemoryService):
-    state = await service.open_session("alice", "s1", restore=False, now=T0)
-    await play(service, state, 10)
-    other = await service.open_session("bob", "s1", restore=False, now=T0)
-    await play(service, other, 10)
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await play(service, "alice", "s1", 10)
+    await service.start_session("bob", "s1", restore=False, now=T0)
+    await play(service, "bob", "s1", 10)
     result = await service.retrieve(RetrieveRequest(user_id="alice", query="hiking trips", top_k=3))
     assert result.count == len(result.facts) == len(result.items) == 3
     top = result.items[0]
@@ -144,33 +266,10 @@ async def test_retrieve_returns_facts_with_provenance_for_that_user_only(service
 
 
 async def test_forget_removes_the_user(service: MemoryService):
-    state = await service.open_session("alice", "s1", restore=False, now=T0)
-    await play(service, state, 5)
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    await play(service, "alice", "s1", 5)
     deleted = await service.forget("alice")
     assert deleted.turns == 5 and deleted.sessions == 1
     assert (await service.export("alice")).turns == []
-
-
-async def test_saving_a_session_writes_hot_turns_the_store_lacks(service: MemoryService):
-    state = await service.open_session("alice", "s1", restore=False, now=T0)
-    state, _ = append_turn(
-        state,
-        TurnInput(turn_id="lost", user_message="never persisted", agent_message="ok", timestamp=T0),
-        service.settings.K_TURN_BUFFER,
-        service.settings.L_TURN_CHUNKS,
-        T0,
-    )
-    assert await service.store.get_turns("alice", "s1") == []
-    await service.save_session("alice", "s1", state, SessionStatus.IDLE)
-    assert [t.turn_id for t in await service.store.get_turns("alice", "s1")] == ["lost"]
-    record = await service.store.get_session("alice", "s1")
-    assert record is not None and record.status is SessionStatus.IDLE and record.turn_count == 1
-
-
-async def test_ending_a_session_that_is_not_hot_marks_its_record(service: MemoryService):
-    await service.open_session("alice", "s1", restore=False, now=T0)
-    await service.save_session("alice", "s1", None, SessionStatus.ENDED)
-    record = await service.store.get_session("alice", "s1")
-    assert record is not None and record.status is SessionStatus.ENDED and record.ended_at is not None
     with pytest.raises(SessionNotFoundError):
-        await service.save_session("alice", "missing", None, SessionStatus.ENDED)
+        await service.append_turn("alice", "s1", turn(6), T0)

@@ -1,226 +1,314 @@
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from memory_core.domain import SessionRecord, SessionStatus
-from memory_core.errors import SessionEndedError, SessionNotFoundError
+from memory_core import session as rules
+from memory_core.domain import SessionStatus, Turn
+from memory_core.errors import ConflictError, SessionEndedError
 from memory_core.session import (
-    MAX_TRACKED_TURN_IDS,
+    MAX_SUMMARY_BYTES,
+    PREVIEW_CHARS,
+    RECENT_REFS,
+    Claim,
+    CompactionDone,
+    HotSession,
+    SessionSnapshot,
     TurnInput,
-    append_turn,
-    apply_compaction,
-    end_session,
-    new_session,
-    release_claim,
-    restore_session,
-    uncompacted_turns,
 )
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+T0 = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
 
 
-def turn(turn_id: str, text: str = "hello") -> TurnInput:
-    return TurnInput(turn_id=turn_id, user_message=text, agent_message="reply", timestamp=T0)
+def turn(turn_id: str, text: str = "hello", **extra) -> TurnInput:
+    return TurnInput(turn_id=turn_id, user_message=text, agent_message="noted", **extra)
 
 
-def test_append_assigns_contiguous_sequence_numbers_and_keeps_last_k():
-    state = new_session("u1", "s1", T0)
-    for i in range(7):
-        state, result = append_turn(state, turn(f"t{i}"), keep_recent=3, chunk_size=10, now=T0)
-        assert result.seq == i + 1
-    assert [t.seq for t in state.recent] == [5, 6, 7]
-    assert [t.seq for t in state.pending] == [1, 2, 3, 4]
-    assert state.turn_count == 7
-
-
-def test_repeated_turn_id_is_dropped_and_returns_first_sequence_number():
-    state = new_session("u1", "s1", T0)
-    state, first = append_turn(state, turn("same", "first"), keep_recent=5, chunk_size=10, now=T0)
-    state2, again = append_turn(state, turn("same", "retry"), keep_recent=5, chunk_size=10, now=T0)
-    assert again.duplicate and again.seq == first.seq == 1
-    assert state2 == state
-    assert again.turn is not None and again.turn.user_message == "first"
-
-
-def test_chunk_is_claimed_when_l_turns_are_pending_and_only_one_at_a_time():
-    state = new_session("u1", "s1", T0)
-    claims = []
-    for i in range(2 + 3 + 3):  # K=2 recent, then chunks of 3
-        state, result = append_turn(state, turn(f"t{i}"), keep_recent=2, chunk_size=3, now=T0)
-        if result.compaction:
-            claims.append(result.compaction)
-    # 6 turns went pending, but the second chunk waits until the first is applied
-    assert len(claims) == 1
-    assert [t.seq for t in claims[0].turns] == [1, 2, 3]
-    state, nxt = apply_compaction(state, claims[0].index, claims[0].through_seq, "summary 1", chunk_size=3)
-    assert state.cumulative_summary == "summary 1" and state.compacted_through == 3
-    assert nxt is not None and [t.seq for t in nxt.turns] == [4, 5, 6]
-    assert nxt.previous_summary == "summary 1"
-
-
-def test_applying_the_same_compaction_twice_changes_nothing():
-    state = new_session("u1", "s1", T0)
-    compaction = None
-    for i in range(4):
-        state, result = append_turn(state, turn(f"t{i}"), keep_recent=1, chunk_size=3, now=T0)
-        compaction = compaction or result.compaction
-    assert compaction is not None
-    once, _ = apply_compaction(state, compaction.index, compaction.through_seq, "s", chunk_size=3)
-    twice, again = apply_compaction(once, compaction.index, compaction.through_seq, "s", chunk_size=3)
-    assert twice == once and again is None
-
-
-def test_released_claim_is_claimed_again_by_the_next_append():
-    state = new_session("u1", "s1", T0)
-    for i in range(4):
-        state, _ = append_turn(state, turn(f"t{i}"), keep_recent=1, chunk_size=3, now=T0)
-    state = release_claim(state)
-    state, result = append_turn(state, turn("t4"), keep_recent=1, chunk_size=3, now=T0)
-    assert result.compaction is not None and [t.seq for t in result.compaction.turns] == [1, 2, 3]
-
-
-def test_ended_session_refuses_turns():
-    state = end_session(new_session("u1", "s1", T0), T0)
-    with pytest.raises(SessionEndedError):
-        append_turn(state, turn("t"), keep_recent=5, chunk_size=10, now=T0)
-    assert end_session(state, T0 + timedelta(1)) == state
-
-
-def test_restore_rebuilds_recent_and_pending_from_uncompacted_turns():
-    state = new_session("u1", "s1", T0)
-    turns = []
-    for i in range(8):
-        state, result = append_turn(state, turn(f"t{i}"), keep_recent=2, chunk_size=100, now=T0)
-        assert result.turn is not None
-        turns.append(result.turn)
-    record = SessionRecord(
+def stored(seq: int, text: str = "hello") -> Turn:
+    return Turn(
         user_id="u1",
         session_id="s1",
-        status=SessionStatus.IDLE,
-        started_at=T0,
-        last_activity=T0,
-        turn_count=8,
-        compacted_through=3,
-        cumulative_summary="earlier",
-        chunk_count=1,
+        seq=seq,
+        turn_id=f"t{seq}",
+        user_message=text,
+        agent_message="noted",
+        timestamp=T0,
     )
-    restored = restore_session(record, turns, keep_recent=2, now=T0)
-    assert restored.restored
-    assert [t.seq for t in restored.recent] == [7, 8]
-    assert [t.seq for t in restored.pending] == [4, 5, 6]
-    assert restored.cumulative_summary == "earlier" and restored.turn_count == 8
-    # a retry of a restored turn is still recognised
-    _, again = append_turn(restored, turn("t7"), keep_recent=2, chunk_size=100, now=T0)
-    assert again.duplicate and again.seq == 8
-    # and so is a retry of a turn that was compacted before the eviction
-    _, again = append_turn(restored, turn("t1"), keep_recent=2, chunk_size=100, now=T0)
-    assert again.duplicate and again.seq == 2
 
 
-def test_ended_session_is_not_restored():
-    record = SessionRecord(user_id="u1", session_id="s1", status=SessionStatus.ENDED, started_at=T0, last_activity=T0)
-    with pytest.raises(SessionNotFoundError):
-        restore_session(record, [], keep_recent=5, now=T0)
+# -- the record ---------------------------------------------------------------------------------------------------
 
 
-def test_tracked_turn_ids_stay_bounded():
-    state = new_session("u1", "s1", T0)
-    for i in range(MAX_TRACKED_TURN_IDS + 20):
-        state, _ = append_turn(state, turn(f"t{i}"), keep_recent=2, chunk_size=10**6, now=T0)
-    assert len(state.turn_ids) == MAX_TRACKED_TURN_IDS
-    assert f"t{MAX_TRACKED_TURN_IDS + 19}" in state.turn_ids
+def test_append_numbers_counts_and_timestamps_the_turn():
+    record = rules.new_record("u1", "s1", T0)
+    record, first = rules.append(record, turn("a"), T0 + timedelta(seconds=5))
+    record, second = rules.append(record, turn("b", timestamp=T0 - timedelta(days=1)), T0 + timedelta(seconds=9))
+    assert (first.seq, second.seq, record.turn_count) == (1, 2, 2)
+    assert first.timestamp == T0 + timedelta(seconds=5)  # no timestamp: when it was stored
+    assert second.timestamp == T0 - timedelta(days=1)  # the caller's
+    assert record.last_activity == T0 + timedelta(seconds=9)
 
 
-@settings(max_examples=150, stateful_step_count=60, deadline=None)
-class SessionRules(RuleBasedStateMachine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.k = 3
-        self.l = 4
-        self.state = new_session("u", "s", T0)
-        self.accepted: dict[str, int] = {}
-        self.claimed = None
-        self.ended = False
+def test_append_revives_an_idle_session_and_refuses_an_ended_one():
+    idle = rules.mark_idle(rules.new_record("u1", "s1", T0), T0)
+    assert idle is not None and idle.status is SessionStatus.IDLE
+    revived, _ = rules.append(idle, turn("a"), T0)
+    assert revived.status is SessionStatus.ACTIVE
+    ended = rules.end(revived, T0)
+    with pytest.raises(SessionEndedError):
+        rules.append(ended, turn("b"), T0)
 
-    @rule(k=st.integers(1, 6), l=st.integers(1, 6))
-    @precondition(lambda self: self.state.turn_count == 0)
+
+def test_a_repeat_is_the_same_turn_only_with_the_same_content():
+    first = stored(3).model_copy(update={"metadata": {"k": 1}})
+    rules.ensure_same_turn(first, turn("t3"))  # no timestamp, no metadata: whatever was stored
+    rules.ensure_same_turn(first, turn("t3", timestamp=T0, metadata={"k": 1}))
+    rules.ensure_same_turn(first, turn("t3", timestamp=T0 + timedelta(seconds=1), metadata={"k": 2}))  # a retry's own
+    for changed, field in [
+        (turn("t3", "other"), "user_message"),
+        (turn("t3").model_copy(update={"agent_message": "x"}), "agent_message"),
+    ]:
+        with pytest.raises(ConflictError) as raised:
+            rules.ensure_same_turn(first, changed)
+        assert raised.value.field == field and "t3" in raised.value.detail
+
+
+def test_record_transitions_change_nothing_the_second_time():
+    record = rules.new_record("u1", "s1", T0)
+    for _ in range(12):
+        record, _ = rules.append(record, turn(f"x{record.turn_count}"), T0)
+    folded = rules.record_compaction(record, 0, 1, 10, "first ten")
+    assert folded is not None and (folded.compacted_through, folded.chunk_count) == (10, 1)
+    assert rules.record_compaction(folded, 0, 1, 10, "first ten") is None
+    assert rules.record_compaction(folded, 2, 21, 30, "not next") is None
+    indexed = rules.record_indexed(folded, 1, 40)
+    assert indexed is not None and indexed.indexed_through == 12  # never beyond the turns there are
+    assert rules.record_indexed(indexed, 1, 5) is None
+    ended = rules.end(indexed, T0 + timedelta(minutes=1))
+    assert ended is not None and rules.end(ended, T0 + timedelta(minutes=2)) is None
+    reflected = rules.record_reflected(ended, T0)
+    assert reflected is not None and rules.record_reflected(reflected, T0 + timedelta(days=1)) is None
+    assert rules.revive(ended, T0) is None and rules.mark_idle(ended, T0 + timedelta(days=1)) is None
+
+
+def test_batches_index_disjoint_windows_and_the_watermark_waits_for_gaps():
+    k, l = 5, 10  # noqa: E741
+    assert [s for s in range(1, 50) if rules.batch_due(s, k, l)] == [15, 25, 35, 45]
+    assert [rules.batch_window(t, k, l) for t in (15, 25, 35)] == [(1, 15), (16, 25), (26, 35)]
+    assert [rules.next_batch_end(s, k, l) for s in (1, 15, 16, 25, 26)] == [15, 15, 25, 25, 35]
+    assert rules.batch_lag(k, l) == 15
+    record = rules.new_record("u1", "s1", T0).model_copy(update={"turn_count": 40})
+    # The batch of 26-35 finishes first: it waits beyond the gap; 1-15 moves the watermark; 16-25 closes the gap.
+    record = rules.record_indexed(record, 26, 35)
+    assert (record.indexed_through, record.indexed_ahead) == (0, ((26, 35),))
+    record = rules.record_indexed(record, 1, 15)
+    assert (record.indexed_through, record.indexed_ahead) == (15, ((26, 35),))
+    record = rules.record_indexed(record, 16, 25)
+    assert (record.indexed_through, record.indexed_ahead) == (35, ())
+    assert rules.record_indexed(record, 16, 25) is None
+
+
+def test_windows_remembered_beyond_a_gap_are_bounded():
+    record = rules.new_record("u1", "s1", T0).model_copy(update={"turn_count": 10_000})
+    for first in range(11, 10_000, 10):
+        record = rules.record_indexed(record, first, first + 9) or record
+    assert record.indexed_through == 0 and len(record.indexed_ahead) == rules.MAX_INDEXED_AHEAD
+    record = rules.record_indexed(record, 1, 10)
+    assert record.indexed_through == 10 + 10 * rules.MAX_INDEXED_AHEAD  # the rest is indexed again later
+
+
+def test_an_active_session_is_evicted_only_when_idle_since_the_cutoff():
+    record = rules.new_record("u1", "s1", T0)
+    assert rules.mark_idle(record, T0 - timedelta(seconds=1)) is None
+    idle = rules.mark_idle(record, T0)
+    assert idle is not None and rules.mark_idle(idle, T0) is None
+    assert rules.revive(idle, T0 + timedelta(minutes=1)).status is SessionStatus.ACTIVE
+
+
+def test_summaries_are_bounded_in_bytes_at_a_word_boundary():
+    assert rules.bounded_summary("short") == "short"
+    long = " ".join(["ünïcödé"] * 1000)
+    cut = rules.bounded_summary(long)
+    assert rules.json_size(cut) <= MAX_SUMMARY_BYTES and cut.endswith("ünïcödé…")
+
+
+# -- the hot state --------------------------------------------------------------------------------------------------
+
+
+def snapshot(turn_count: int, compacted_through: int = 0, summary: str = "", **extra) -> SessionSnapshot:
+    return SessionSnapshot(
+        user_id="u1",
+        session_id="s1",
+        status=extra.pop("status", SessionStatus.ACTIVE),
+        last_activity=extra.pop("last_activity", T0),
+        turn_count=turn_count,
+        indexed_through=extra.pop("indexed_through", turn_count),
+        compacted_through=compacted_through,
+        chunk_count=compacted_through // 10,
+        cumulative_summary=summary,
+        recent=tuple(rules.TurnRef.of(stored(s)) for s in range(max(1, turn_count - 4), turn_count + 1)),
+    )
+
+
+def test_sync_builds_the_state_and_claims_a_chunk_once_k_turns_follow_it():
+    state, claim = rules.sync(None, snapshot(14), keep_recent=5, chunk_size=10)
+    assert claim is None and state.turn_count == 14  # turns 1-10 are followed by only 4
+    state, claim = rules.sync(state, snapshot(15), keep_recent=5, chunk_size=10)
+    assert claim == Claim(user_id="u1", session_id="s1", index=0, first_seq=1, last_seq=10)
+    state, again = rules.sync(state, snapshot(25), keep_recent=5, chunk_size=10)
+    assert again is None  # one claim at a time: chunk 1 waits for chunk 0
+
+
+def test_older_news_never_moves_the_state_back():
+    state, _ = rules.sync(None, snapshot(30, compacted_through=20, summary="through 20"), 5, 10)
+    state, _ = rules.apply_compaction(state, CompactionDone(chunk_count=3, through_seq=30, summary="30"), 5, 10)
+    older, _ = rules.sync(state, snapshot(22, compacted_through=10, summary="through 10"), 5, 10)
+    assert (older.turn_count, older.compacted_through, older.cumulative_summary) == (30, 30, "30")
+    assert older.recent == state.recent
+
+
+def test_a_compaction_outcome_applied_twice_changes_nothing():
+    state, _claim = rules.sync(None, snapshot(15), 5, 10)
+    done = CompactionDone(chunk_count=1, through_seq=10, summary="first ten")
+    once, following = rules.apply_compaction(state, done, 5, 10)
+    twice, again = rules.apply_compaction(once, done, 5, 10)
+    assert following is None and again is None and once == twice
+    assert (once.compacted_through, once.claimed_through, once.cumulative_summary) == (10, 10, "first ten")
+
+
+def test_a_released_claim_is_claimed_again():
+    state, claim = rules.sync(None, snapshot(15), 5, 10)
+    state = rules.release_claim(state)
+    _, again = rules.sync(state, snapshot(15), 5, 10)
+    assert again == claim
+
+
+def test_an_ended_session_keeps_no_text_and_claims_nothing():
+    state, _ = rules.sync(None, snapshot(40, compacted_through=10, summary="private words"), 5, 10)
+    final = rules.finish(state, "u1", "s1", T0)
+    assert final.status == "ended" and final.cumulative_summary == "" and final.recent == ()
+    assert final.turn_count == 40
+    assert rules.sync(final, snapshot(50), 5, 10) == (final, None)
+    assert rules.finish(None, "u1", "s1", T0).status == "ended"
+
+
+def test_state_and_payloads_stay_small_whatever_the_turns():
+    # Four-byte characters everywhere, the longest summary and as many references as the state keeps.
+    huge = "😀" * 32_000
+    turns = [stored(s, huge) for s in range(1, 101)]
+    record = rules.new_record("u1", "s1", T0).model_copy(
+        update={"turn_count": 100, "compacted_through": 90, "cumulative_summary": "😀 " * 5000}
+    )
+    snap = SessionSnapshot.of(record, turns)
+    assert len(snap.recent) == RECENT_REFS and all(len(r.preview) <= PREVIEW_CHARS for r in snap.recent)
+    assert len(json.dumps(snap.model_dump(mode="json")).encode()) < 8 * 1024
+    state, _claim = rules.sync(None, snap, keep_recent=100, chunk_size=10)
+    assert len(json.dumps(state.model_dump(mode="json")).encode()) < 8 * 1024
+    done = CompactionDone(chunk_count=10, through_seq=100, summary=rules.bounded_summary("😀 " * 5000))
+    assert len(done.model_dump_json().encode()) < 8 * 1024
+
+
+class BatchesOverlap(RuleBasedStateMachine):
+    """Turns arrive; batch orchestrations start, interleave, fail and retry; the store and the entity stay in step.
+
+    The store's record is the truth (appends and conditional compaction writes); the entity hands out claims. Whatever
+    the interleaving, chunks fold in order, none twice, and every due chunk is eventually compacted.
+    """
+
+    @initialize(k=st.integers(1, 6), l=st.integers(1, 6))
     def configure(self, k: int, l: int) -> None:  # noqa: E741
         self.k, self.l = k, l
+        self.record = rules.new_record("u1", "s1", T0)
+        self.state: HotSession | None = None
+        self.claims: list[Claim] = []  # in flight, one per running orchestration
+        self.folded: list[tuple[int, int]] = []
 
-    @rule(turn_id=st.sampled_from([f"t{i}" for i in range(40)]))
-    def append(self, turn_id: str) -> None:
-        if self.ended:
-            with pytest.raises(SessionEndedError):
-                append_turn(self.state, turn(turn_id), self.k, self.l, T0)
-            return
-        self.state, result = append_turn(self.state, turn(turn_id), self.k, self.l, T0)
-        if turn_id in self.accepted:
-            assert result.duplicate and result.seq == self.accepted[turn_id]
-        else:
-            assert not result.duplicate
-            self.accepted[turn_id] = result.seq
-        if result.compaction is not None:
-            assert self.claimed is None
-            self.claimed = result.compaction
+    @rule(count=st.integers(1, 8))
+    def store_turns(self, count: int) -> None:
+        for _ in range(count):
+            self.record, _ = rules.append(self.record, turn(f"t{self.record.turn_count}"), T0)
 
     @rule()
-    @precondition(lambda self: self.claimed is not None)
-    def compact(self) -> None:
-        c = self.claimed
-        assert c.previous_summary == self.state.cumulative_summary
-        self.state, self.claimed = apply_compaction(
-            self.state, c.index, c.through_seq, f"{c.previous_summary}|{c.turns[0].seq}-{c.through_seq}", self.l
+    def a_batch_syncs(self) -> None:
+        recent = [stored(s) for s in range(max(1, self.record.turn_count - 4), self.record.turn_count + 1)]
+        self.state, claim = rules.sync(self.state, SessionSnapshot.of(self.record, recent), self.k, self.l)
+        if claim is not None:
+            self.claims.append(claim)
+
+    @rule(data=st.data())
+    @precondition(lambda self: self.claims)
+    def a_claim_is_compacted(self, data: st.DataObject) -> None:
+        claim = self.claims.pop(data.draw(st.integers(0, len(self.claims) - 1)))
+        folded = rules.record_compaction(
+            self.record, claim.index, claim.first_seq, claim.last_seq, f"{claim.first_seq}-{claim.last_seq}"
         )
+        if folded is not None:
+            self.record = folded
+            self.folded.append((claim.first_seq, claim.last_seq))
+        done = CompactionDone(
+            chunk_count=self.record.chunk_count,
+            through_seq=self.record.compacted_through,
+            summary=self.record.cumulative_summary,
+        )
+        assert self.state is not None
+        self.state, following = rules.apply_compaction(self.state, done, self.k, self.l)
+        if following is not None:
+            self.claims.append(following)
 
-    @rule()
-    @precondition(lambda self: self.claimed is not None)
-    def compaction_fails(self) -> None:
-        self.state = release_claim(self.state)
-        self.claimed = None
-
-    @rule()
-    def end(self) -> None:
-        self.state = end_session(self.state, T0)
-        self.ended = True
-
-    @invariant()
-    def sequence_numbers_are_contiguous_without_duplicates(self) -> None:
-        assert sorted(self.accepted.values()) == list(range(1, len(self.accepted) + 1))
-        hot = [t.seq for t in uncompacted_turns(self.state)]
-        assert hot == sorted(set(hot))
-
-    @invariant()
-    def at_most_k_recent(self) -> None:
-        assert len(self.state.recent) <= self.k
+    @rule(data=st.data())
+    @precondition(lambda self: self.claims)
+    def a_compaction_fails_for_good(self, data: st.DataObject) -> None:
+        self.claims.pop(data.draw(st.integers(0, len(self.claims) - 1)))
+        assert self.state is not None
+        self.state = rules.release_claim(self.state)
 
     @invariant()
-    def every_turn_is_in_exactly_one_place(self) -> None:
-        recent = {t.seq for t in self.state.recent}
-        pending = {t.seq for t in self.state.pending}
-        for seq in self.accepted.values():
-            places = (seq in recent) + (seq in pending) + (seq <= self.state.compacted_through)
-            assert places == 1, seq
+    def chunks_fold_in_order_each_once(self) -> None:
+        expected = [(i * self.l + 1, (i + 1) * self.l) for i in range(len(self.folded))]
+        assert self.folded == expected
+        assert self.record.compacted_through == (self.folded[-1][1] if self.folded else 0)
 
     @invariant()
-    def summary_folds_chunks_in_order(self) -> None:
-        parts = [p for p in self.state.cumulative_summary.split("|") if p]
-        ends = [int(p.split("-")[1]) for p in parts]
-        assert ends == sorted(ends)
-        assert (ends[-1] if ends else 0) == self.state.compacted_through
+    def the_entity_never_runs_ahead_of_the_store(self) -> None:
+        if self.state is not None:
+            assert self.state.compacted_through <= self.record.compacted_through
+            assert self.state.turn_count <= self.record.turn_count
+            assert len(json.dumps(self.state.model_dump(mode="json"))) < 8 * 1024
+
+    @invariant()
+    def at_most_one_fresh_claim_is_handed_out_per_chunk(self) -> None:
+        live = [c for c in self.claims if c.last_seq > self.record.compacted_through]
+        assert len({c.index for c in live}) == len(live)
+
+    def teardown(self) -> None:
+        # Quiescence: with nothing in flight, batches keep syncing until every due chunk is folded.
+        if not hasattr(self, "record"):
+            return
+        self.claims.clear()
+        if self.state is not None:
+            self.state = rules.release_claim(self.state)
+        for _ in range(self.record.turn_count + 2):
+            self.a_batch_syncs()
+            while self.claims:
+                self.a_claim_is_compacted_first()
+        assert self.record.compacted_through + self.l + self.k > self.record.turn_count
+
+    def a_claim_is_compacted_first(self) -> None:
+        claim = self.claims.pop(0)
+        folded = rules.record_compaction(self.record, claim.index, claim.first_seq, claim.last_seq, "x")
+        if folded is not None:
+            self.record = folded
+        done = CompactionDone(
+            chunk_count=self.record.chunk_count, through_seq=self.record.compacted_through, summary="x"
+        )
+        assert self.state is not None
+        self.state, following = rules.apply_compaction(self.state, done, self.k, self.l)
+        if following is not None:
+            self.claims.append(following)
 
 
-TestSessionRules = SessionRules.TestCase
-
-
-def test_turn_accepted_before_the_end_is_still_appended():
-    state, _ = append_turn(new_session("u1", "s1", T0), turn("t0"), keep_recent=5, chunk_size=10, now=T0)
-    ended = end_session(state, T0 + timedelta(seconds=10))
-    in_flight = turn("t1").model_copy(update={"received_at": T0 + timedelta(seconds=9)})
-    late = turn("t2").model_copy(update={"received_at": T0 + timedelta(seconds=11)})
-    ended, result = append_turn(ended, in_flight, keep_recent=5, chunk_size=10, now=T0)
-    assert result.seq == 2 and ended.status == "ended"
-    with pytest.raises(SessionEndedError):
-        append_turn(ended, late, keep_recent=5, chunk_size=10, now=T0)
+TestBatchesOverlap = BatchesOverlap.TestCase
+TestBatchesOverlap.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)

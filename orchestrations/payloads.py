@@ -1,0 +1,63 @@
+"""What orchestrators, activities and the session entity send each other: pydantic models, validated on entry.
+
+Every payload is small (ids, counters, a bounded summary): turn texts never ride a Durable message, they are read
+from the store by the activity that needs them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from memory_core.session import Claim
+
+
+class SessionRef(BaseModel):
+    """Which session a job is about."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    session_id: str
+
+
+class BatchJob(SessionRef):
+    """Index the session's turns up to ``through_seq`` (all of them when None) and compact what is due."""
+
+    through_seq: int | None = None
+
+
+class CompactJob(BaseModel):
+    """Compact one claimed chunk; ``now`` is the orchestration's time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    claim: Claim
+    now: datetime
+
+
+class EvictJob(SessionRef):
+    """Evict the session if nothing happened in it after ``cutoff``."""
+
+    cutoff: datetime
+
+
+class ReflectJob(SessionRef):
+    """Reflect on the ended session; ``now`` is the orchestration's time."""
+
+    now: datetime
+
+
+class FinishOperation(SessionRef):
+    """The session entity's ``finish`` operation: the session ended; its reflection finished at ``now``."""
+
+    now: datetime
+
+
+class BatchOutcome(SessionRef):
+    """What a batch did: through which turn it indexed and how many chunks it compacted."""
+
+    indexed_through: int = 0
+    chunks_compacted: int = 0
+    skipped: str | None = None
