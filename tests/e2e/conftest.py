@@ -1,7 +1,9 @@
 """Fixtures of the end-to-end tests: the service as a real process (``run_server.py``), spoken to over HTTP.
 
 One service is shared by the tests that do not interfere (distinct user ids); tests that need other settings or
-kill the process start their own (see ``tests/support/service.py``).
+kill the process start their own (see ``tests/support/service.py``). A second shared service delivers every Durable
+message ``AZURE_LATENCY_MS`` late (``--durable-latency``), as Azure Storage's queues may: the tests that take
+``any_service`` run on both, so nothing a request waits on may ride a Durable queue.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ SHARED_SETTINGS = {
     "M_SESSIONS_RECENT": "5",
     "REFLECTION_THRESHOLD_TURNS": "15",
     "SESSION_TTL_MINUTES": "30",
-    "CONTEXT_WAIT_SECONDS": "10",
     # hybrid retrieval (BM25 + vectors) when the optional local model is installed, as `make run` does
     "EMBEDDINGS_PROVIDER": "local" if LOCAL_EMBEDDINGS else "none",
 }
@@ -36,8 +37,33 @@ def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemoryS
         yield service
 
 
+# A Durable hop on Azure Storage can take seconds (an idle queue is polled at most every 30 s by default).
+AZURE_LATENCY_MS = 2000
+
+
+@pytest.fixture(scope="session")
+def latent_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MemoryServiceProcess]:
+    """Like ``shared_service``, with every Durable message delivered 2-3 s late."""
+    workdir = tmp_path_factory.mktemp("e2e-latency")
+    with MemoryServiceProcess(workdir, SHARED_SETTINGS, durable_latency_ms=AZURE_LATENCY_MS) as service:
+        yield service
+
+
+@pytest.fixture(params=["instant", "azure-latency"])
+def any_service(request: pytest.FixtureRequest) -> MemoryServiceProcess:
+    """The shared service, then the one with Azure's queue latency."""
+    return request.getfixturevalue("shared_service" if request.param == "instant" else "latent_service")
+
+
 @pytest.fixture
 async def client(shared_service: MemoryServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the shared service."""
     async with httpx.AsyncClient(base_url=shared_service.base_url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture
+async def any_client(any_service: MemoryServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of ``any_service``."""
+    async with httpx.AsyncClient(base_url=any_service.base_url, timeout=30) as http:
         yield http

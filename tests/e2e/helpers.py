@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.service import MemoryServiceProcess
+
 TERMINAL = {"Completed", "Failed", "Terminated", "Canceled"}
 STATS_FIELDS = {
     "total_sessions",
@@ -23,6 +25,11 @@ STATS_FIELDS = {
 }
 
 _counter = itertools.count(1)
+
+
+def background_wait(service: MemoryServiceProcess, hops: int) -> float:
+    """Seconds to allow for background work of ``hops`` Durable hops on ``service``, with room for a busy machine."""
+    return 15.0 + hops * 1.5 * service.durable_latency_ms / 1000
 
 
 def unique(prefix: str) -> str:
@@ -51,7 +58,13 @@ async def start(client: httpx.AsyncClient, user_id: str, **extra: Any) -> dict[s
 
 
 async def store(
-    client: httpx.AsyncClient, user_id: str, session_id: str, turn_id: str, user_message: str, agent_message: str
+    client: httpx.AsyncClient,
+    user_id: str,
+    session_id: str,
+    turn_id: str,
+    user_message: str,
+    agent_message: str,
+    **extra: Any,
 ) -> httpx.Response:
     """POST /memory/store (the caller checks the status)."""
     return await client.post(
@@ -62,6 +75,7 @@ async def store(
             "turn_id": turn_id,
             "user_message": user_message,
             "agent_message": agent_message,
+            **extra,
         },
     )
 

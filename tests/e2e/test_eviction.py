@@ -33,7 +33,6 @@ SHORT_TTL = {
     "CLEANUP_SCHEDULE": "*/1 * * * * *",  # every second
     "K_TURN_BUFFER": str(K),
     "L_TURN_CHUNKS": str(L),
-    "CONTEXT_WAIT_SECONDS": "10",
 }
 
 
@@ -58,8 +57,8 @@ async def session_with_turns(http: httpx.AsyncClient, user: str, turns: int) -> 
     session_id = (await start(http, user))["session_id"]
     for n in range(1, turns + 1):
         response = await store(http, user, session_id, f"t{n}", *said(n))
-        assert response.status_code == 202, response.text
-    ctx = await context(http, user, session_id, after_turn_id=f"t{turns}")
+        assert response.status_code == 201, response.text
+    ctx = await context(http, user, session_id)
     assert ctx["turn_count"] == turns
     return session_id
 
@@ -98,7 +97,7 @@ async def test_an_idle_session_is_evicted_loses_nothing_and_is_restored_cold(htt
     # Nothing lost: every turn in the store once, the record restorable with what compaction made.
     assert_exactly_once(session_turns(exported, session_id), {f"t{n}" for n in range(1, turns + 1)})
     record = session_record(exported, session_id)
-    assert record["turn_count"] == turns
+    assert record["turn_count"] == turns and record["indexed_through"] == turns  # eviction indexed the last turns
     assert record["compacted_through"] == L and record["cumulative_summary"]
 
     # The guide's cold restore: start with restore=true brings it back with its recent turns.
@@ -112,15 +111,11 @@ async def test_an_idle_session_is_evicted_loses_nothing_and_is_restored_cold(htt
 
     # Hot again: the next request is not a restore, and the session takes turns where it left off.
     assert (await context(http, user, session_id))["restored"] is False
-    assert (await store(http, user, session_id, f"t{turns + 1}", *said(turns + 1))).status_code == 202
-    ctx = await context(http, user, session_id, after_turn_id=f"t{turns + 1}")
+    assert (await store(http, user, session_id, f"t{turns + 1}", *said(turns + 1))).status_code == 201
+    ctx = await context(http, user, session_id)
     assert ctx["turn_count"] == turns + 1 and ctx["active_context"] == expected_recent(turns + 1)
-
-    async def all_persisted():
-        found = session_turns(await export(http, user), session_id)
-        return found if len(found) == turns + 1 else None
-
-    assert_exactly_once(await eventually(all_persisted), {f"t{n}" for n in range(1, turns + 2)})
+    found = session_turns(await export(http, user), session_id)
+    assert_exactly_once(found, {f"t{n}" for n in range(1, turns + 2)})
 
 
 async def test_a_turn_for_an_evicted_session_brings_it_back(http: httpx.AsyncClient):
@@ -128,21 +123,17 @@ async def test_a_turn_for_an_evicted_session_brings_it_back(http: httpx.AsyncCli
     session_id = await session_with_turns(http, user, 3)
     await evicted(http, user, session_id)
 
-    assert (await store(http, user, session_id, "t4", *said(4))).status_code == 202
-    ctx = await context(http, user, session_id, after_turn_id="t4")
-    assert ctx["turn_count"] == 4
+    assert (await store(http, user, session_id, "t4", *said(4))).status_code == 201
+    ctx = await context(http, user, session_id)
+    assert ctx["turn_count"] == 4 and ctx["restored"] is False  # the turn made it hot again
     assert [m["content"] for m in ctx["active_context"] if m["role"] == "user"] == [said(n)[0] for n in range(1, 5)]
-
-    async def all_persisted():
-        found = session_turns(await export(http, user), session_id)
-        return found if len(found) == 4 else None
-
-    assert_exactly_once(await eventually(all_persisted), {"t1", "t2", "t3", "t4"})
+    assert session_record(await export(http, user), session_id)["status"] == "active"
+    assert_exactly_once(session_turns(await export(http, user), session_id), {"t1", "t2", "t3", "t4"})
 
 
 async def test_a_retried_turn_after_eviction_is_stored_once(http: httpx.AsyncClient):
-    # A client retries turns whose 202 it never saw, after the session was evicted: one that was already compacted
-    # (t1) and one that was not (t15). Neither may be stored again.
+    # A client retries turns whose answer it never saw, after the session was evicted: one that was already
+    # compacted (t1) and one that was not (t15). Neither may be stored again.
     user = unique("retry")
     turns = L + K  # turns 1-10 compacted, 11-15 recent
     session_id = await session_with_turns(http, user, turns)
@@ -154,13 +145,10 @@ async def test_a_retried_turn_after_eviction_is_stored_once(http: httpx.AsyncCli
     await evicted(http, user, session_id)
 
     for turn_id, n in (("t1", 1), (f"t{turns}", turns)):
-        assert (await store(http, user, session_id, turn_id, *said(n))).status_code == 202
-    assert (await store(http, user, session_id, f"t{turns + 1}", *said(turns + 1))).status_code == 202
-    ctx = await context(http, user, session_id, after_turn_id=f"t{turns + 1}")
-    assert ctx["turn_count"] == turns + 1, "a retried turn was appended again after the cold restore"
-
-    async def all_persisted():
-        found = session_turns(await export(http, user), session_id)
-        return found if len(found) >= turns + 1 else None
-
-    assert_exactly_once(await eventually(all_persisted), {f"t{n}" for n in range(1, turns + 2)})
+        repeat = await store(http, user, session_id, turn_id, *said(n))
+        assert repeat.status_code == 200 and repeat.json()["seq"] == n
+    assert (await store(http, user, session_id, f"t{turns + 1}", *said(turns + 1))).status_code == 201
+    ctx = await context(http, user, session_id)
+    assert ctx["turn_count"] == turns + 1, "a retried turn was appended again after the eviction"
+    found = session_turns(await export(http, user), session_id)
+    assert_exactly_once(found, {f"t{n}" for n in range(1, turns + 2)})

@@ -56,7 +56,14 @@ TEST_DEFAULTS: dict[str, str] = {
 }
 
 # Variables of the inherited environment that would change the service: every setting, and what the host reads.
-_HOST_VARIABLES = ("WEBSITE_TIME_ZONE", "DEVHOST_MASTER_KEY", "DEVHOST_FUNCTION_KEY")
+_HOST_VARIABLES = (
+    "WEBSITE_TIME_ZONE",
+    "DEVHOST_MASTER_KEY",
+    "DEVHOST_FUNCTION_KEY",
+    "DEVHOST_DURABLE_LATENCY_MS",
+    "DEVHOST_DURABLE_JITTER_MS",
+    "DEVHOST_DURABLE_SEED",
+)
 
 
 class ServiceStartError(RuntimeError):
@@ -85,6 +92,9 @@ class MemoryServiceProcess:
         port: the port to listen on (default: a free one, picked once).
         start_timeout: seconds to wait for ``GET /health`` to answer 200.
         stop_timeout: seconds ``stop()`` waits after SIGTERM before it sends SIGKILL.
+        durable_latency_ms: deliver every Durable message this late, as Azure Storage's queues may (``python -m
+            devhost --durable-latency``; the jitter is half of it); 0: at once.
+        durable_seed: seed of that jitter, for reproducible runs.
     """
 
     def __init__(
@@ -95,6 +105,8 @@ class MemoryServiceProcess:
         port: int | None = None,
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        durable_latency_ms: float = 0,
+        durable_seed: int | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.state_dir = self.workdir / "devhost"
@@ -114,7 +126,12 @@ class MemoryServiceProcess:
             "--state-dir",
             str(self.state_dir),
             "--no-local-settings",
+            "--durable-latency",
+            f"{durable_latency_ms:g}",
         ]
+        if durable_seed is not None:
+            self.command += ["--durable-seed", str(durable_seed)]
+        self.durable_latency_ms = durable_latency_ms
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
