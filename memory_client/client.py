@@ -2,9 +2,9 @@
 
 What it adds to plain HTTP calls:
 
-* **Read your own writes.** ``store_turn`` remembers the ``turn_id`` the service accepted (the client generates a
-  uuid4 when the caller gives none) and ``get_context`` sends it as ``after_turn_id``, so the context always holds
-  the caller's own turns even though the service appends them in the background.
+* **Read your own writes.** The service answers ``store_turn`` once the turn is stored, so the next ``get_context``
+  holds it. The client still sends the last ``turn_id`` it stored as ``after_turn_id``, which the service checks
+  (a turn it never stored is a 404 naming it, never a silent gap).
 * **Retries.** Every call is safe to repeat (sessions are started under a client-generated id, a turn under its
   ``turn_id``, the rest are reads or idempotent), so connection errors, timeouts and 503 answers (also 500, 502 and
   504) are retried with exponential backoff and jitter, honouring ``Retry-After``, up to ``max_attempts`` attempts.
@@ -370,10 +370,10 @@ class MemoryServiceClient:
     ) -> StoreResult:
         """Store one turn (the user's message and the agent's reply) in the session (default: the current one).
 
-        The turn is durable when this returns ``status`` ``accepted``; a later ``get_context`` waits for it. The
-        client generates ``turn_id`` (uuid4 hex) unless given and stamps ``timestamp`` (now, UTC) unless given, so a
-        buffered turn keeps its time. When the service is unreachable the turn is buffered (``status``
-        ``buffered``) and sent later in order.
+        The turn is durable, numbered (``seq``) and in the session's context when this returns ``status``
+        ``stored`` (``duplicate`` when its ``turn_id`` was stored before). The client generates ``turn_id`` (uuid4
+        hex) unless given and stamps ``timestamp`` (now, UTC) unless given, so a buffered turn keeps its time. When
+        the service is unreachable the turn is buffered (``status`` ``buffered``) and sent later in order.
         """
         sid = self._require_session(session_id)
         for name, value in (("user_message", user_message), ("agent_message", agent_message)):
@@ -474,8 +474,9 @@ class MemoryServiceClient:
     async def get_context(self, session_id: str | None = None, *, after_turn_id: str | None = None) -> MemoryContext:
         """The session's ready-to-inject context (default: the current session).
 
-        Sends the last turn this client stored in the session as ``after_turn_id`` (or the one given), so the
-        context includes it. Degrades to an empty context (same keys) when the service is unreachable.
+        Every turn stored so far is in it. Sends the last turn this client stored in the session as
+        ``after_turn_id`` (or the one given), which the service checks is there. Degrades to an empty context (same
+        keys) when the service is unreachable.
         """
         sid = self._require_session(session_id)
         if not await self._opportunistic_flush():

@@ -31,12 +31,14 @@ class MemoryContext(TypedDict):
 
 
 class StoreResult(TypedDict):
-    """Answer of ``/memory/store`` (``status`` ``accepted``), or ``buffered`` when the client kept it to send later."""
+    """Answer of ``/memory/store`` (``status`` ``stored``), or ``buffered`` when the client kept it to send later."""
 
-    status: Literal["accepted", "buffered"]
+    status: Literal["stored", "buffered"]
     user_id: str
     session_id: str
     turn_id: str
+    seq: NotRequired[int]
+    duplicate: NotRequired[bool]
 
 
 class ReflectionHandle(TypedDict):

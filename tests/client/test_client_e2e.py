@@ -60,13 +60,20 @@ async def test_every_method_of_the_guides_pattern_2(service: MemoryServiceProces
         assert context["turn_count"] == 0 and "No memory about this user yet" in context["formatted_context"]
 
         first = await client.store_turn("I live in Lisbon.", "Lisbon is a beautiful city.")
-        assert first["status"] == "accepted" and first["session_id"] == session_id
+        assert first["status"] == "stored" and first["session_id"] == session_id
         assert len(first["turn_id"]) == 32  # generated: uuid4 hex
         stamp = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
         second = await client.store_turn(
             "I am vegetarian.", "Noted.", turn_id="my-turn-2", timestamp=stamp, metadata={"channel": "test"}
         )
-        assert second == {"status": "accepted", "user_id": user, "session_id": session_id, "turn_id": "my-turn-2"}
+        assert second == {
+            "status": "stored",
+            "user_id": user,
+            "session_id": session_id,
+            "turn_id": "my-turn-2",
+            "seq": 2,
+            "duplicate": False,
+        }
         assert client.last_turn_id == "my-turn-2"
         await client.store_turn("I prefer green tea over coffee.", "Green tea it is.")
 

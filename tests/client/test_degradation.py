@@ -101,7 +101,7 @@ async def test_buffered_turns_are_flushed_in_order_when_the_service_is_back(
     caplog.set_level(logging.WARNING, logger="memory_client")
     async with MemoryServiceClient(service.base_url, user, buffer_size=4, **FAST) as client:
         session_id = (await client.start_session())["session_id"]
-        assert (await client.store_turn("Turn 1", "Reply 1", turn_id="t1"))["status"] == "accepted"
+        assert (await client.store_turn("Turn 1", "Reply 1", turn_id="t1"))["status"] == "stored"
 
         with service_down(service):
             for number in range(2, 8):
@@ -153,7 +153,7 @@ async def test_turns_resent_after_a_lost_answer_are_not_doubled(service: MemoryS
             assert (await client.store_turn(f"Turn {number}", "ok", turn_id=f"t{number}"))["status"] == "buffered"
         assert client.pending_turns == 3
         assert await client.flush() == 3
-        assert (await client.store_turn("Turn 4", "ok", turn_id="t4"))["status"] == "accepted"
+        assert (await client.store_turn("Turn 4", "ok", turn_id="t4"))["status"] == "stored"
         assert (await client.get_context())["turn_count"] == 4
         assert await stored_turn_ids(client, session_id, 4) == ["t1", "t2", "t3", "t4"]
     assert len(transport.stores) == 7  # t1-t3 twice each, t4 once

@@ -77,7 +77,8 @@ def ok(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None =
 
 def accepted(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
-    return ok({"status": "accepted", "user_id": "u1", "session_id": "s1", "turn_id": body["turn_id"]}, 202)
+    stored = {"status": "stored", "user_id": "u1", "session_id": "s1", "turn_id": body["turn_id"], "seq": 1}
+    return ok({**stored, "duplicate": False}, 201)
 
 
 async def test_503_is_retried_honouring_retry_after() -> None:
@@ -154,7 +155,7 @@ async def test_server_failures_are_retried_then_raised_not_degraded() -> None:
     script = Script(ok(failed, 500), accepted)  # e.g. a race in the host on a repeated turn id: the retry works
     client, waits = client_for(script)
     async with client:
-        assert (await client.store_turn("hello", "hi"))["status"] == "accepted"
+        assert (await client.store_turn("hello", "hi"))["status"] == "stored"
     assert len(script.requests) == 2 and len(waits) == 1
 
     script = Script(ok(failed, 500))
@@ -177,17 +178,17 @@ async def test_a_store_whose_answer_was_lost_is_resent_with_the_same_turn_id() -
     client, _ = client_for(script)
     async with client:
         result = await client.store_turn("hello", "hi")
-    assert result["status"] == "accepted"
+    assert result["status"] == "stored"
     turn_ids = {body["turn_id"] for body in script.bodies()}
     assert turn_ids == {result["turn_id"]} and len(script.requests) == 3
 
 
-async def test_the_context_waits_for_the_last_stored_turn() -> None:
-    # the service answers 503 (Retry-After) while after_turn_id is not in yet; the client retries
+async def test_the_context_names_the_last_stored_turn_and_is_retried_on_503() -> None:
+    # a 503 (Retry-After) on the context is retried with the same after_turn_id
     script = Script(
         accepted,
         ok(
-            {"error": "UpstreamUnavailableError", "detail": "not in yet", "field": "after_turn_id"},
+            {"error": "UpstreamUnavailableError", "detail": "Cosmos DB query failed (status 503)", "field": None},
             503,
             {"Retry-After": "1"},
         ),
