@@ -94,6 +94,18 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+@description('Always-ready instances of the http group: requests never wait for a cold start. Billed while idle too.')
+@minValue(0)
+param alwaysReadyHttpInstances int = 1
+
+@description('Always-ready instances of the durable group: background work (batches, reflection) starts without waiting for the scale controller to notice its queues. Billed while idle too.')
+@minValue(0)
+param alwaysReadyDurableInstances int = 1
+
+@description('Cosmos DB default consistency. Strong (single region) gives read-your-writes across Function instances; Session guarantees it only within one client, i.e. one instance.')
+@allowed(['Strong', 'BoundedStaleness', 'Session', 'ConsistentPrefix', 'Eventual'])
+param cosmosConsistencyLevel string = 'Strong'
+
 var abbrs = {
   resourceGroup: 'rg-'
   managedIdentity: 'id-'
@@ -163,6 +175,7 @@ module db 'app/db.bicep' = {
     ]
     embeddingDimensions: embeddingDimensions
     vectorIndexType: vectorIndexType
+    consistencyLevel: cosmosConsistencyLevel
   }
 }
 
@@ -213,6 +226,8 @@ module api 'app/api.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    alwaysReadyHttpInstances: alwaysReadyHttpInstances
+    alwaysReadyDurableInstances: alwaysReadyDurableInstances
     cosmosEndpoint: db.outputs.endpoint
     cosmosDatabaseName: db.outputs.databaseName
     cosmosInteractionsContainerName: cosmosInteractionsContainerName

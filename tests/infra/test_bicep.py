@@ -487,3 +487,34 @@ def test_azure_yaml_points_at_the_infra_and_the_function_app():
     # azd packages the project folder; .funcignore keeps what is not the app out of it.
     ignored = set((package / ".funcignore").read_text().split())
     assert {"tests", "infra", ".venv", "devhost", "bench"} <= ignored
+
+
+def test_background_work_is_not_left_to_a_30_second_poll():
+    # Learn, "Azure Storage provider (Durable Functions)", queue polling: an idle control queue is polled at most every
+    # maxQueuePollingInterval (30 s by default); the page recommends 10 s or less on Flex, with an always-ready
+    # instance for the durable group.
+    host = json.loads((ROOT / "host.json").read_text())
+    interval = host["extensions"]["durableTask"]["storageProvider"]["maxQueuePollingInterval"]
+    hours, minutes, seconds = (int(part) for part in interval.split(":"))
+    assert 0 < hours * 3600 + minutes * 60 + seconds <= 10
+    api = bicep("app/api.bicep")
+    site = only(api.resources_of_type("Microsoft.Web/sites"))
+    groups = {
+        entry["name"]: entry["instanceCount"]
+        for entry in site.value["properties"]["functionAppConfig"]["scaleAndConcurrency"]["alwaysReady"]
+    }
+    assert groups == {
+        "http": Expr("identifier", "alwaysReadyHttpInstances"),
+        "durable": Expr("identifier", "alwaysReadyDurableInstances"),
+    }
+    main = bicep("main.bicep")
+    assert main.params["alwaysReadyHttpInstances"].value == main.params["alwaysReadyDurableInstances"].value == 1
+
+
+def test_cosmos_reads_see_writes_made_on_other_instances_by_default():
+    main = bicep("main.bicep")
+    assert main.params["cosmosConsistencyLevel"].value == "Strong"
+    account = only(bicep("app/db.bicep").resources_of_type("Microsoft.DocumentDB/databaseAccounts"))
+    assert account.value["properties"]["consistencyPolicy"]["defaultConsistencyLevel"] == Expr(
+        "identifier", "consistencyLevel"
+    )

@@ -21,6 +21,15 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+// Learn, "Flex Consumption plan": HTTP triggers scale in the http group and Durable triggers in the durable group, on
+// separate instances. An always-ready durable instance keeps the task hub's queues polled (no wait for the scale
+// controller), and the Azure Storage provider page recommends it for Durable apps on Flex; an always-ready http
+// instance takes requests without a cold start. Both are billed for their memory while idle (the "baseline").
+@minValue(0)
+param alwaysReadyHttpInstances int = 1
+@minValue(0)
+param alwaysReadyDurableInstances int = 1
+
 param cosmosEndpoint string
 param cosmosDatabaseName string
 param cosmosInteractionsContainerName string
@@ -86,6 +95,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         instanceMemoryMB: instanceMemoryMB
         maximumInstanceCount: maximumInstanceCount
+        alwaysReady: [
+          { name: 'http', instanceCount: alwaysReadyHttpInstances }
+          { name: 'durable', instanceCount: alwaysReadyDurableInstances }
+        ]
       }
       runtime: {
         name: 'python'

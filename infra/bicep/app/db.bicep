@@ -18,6 +18,13 @@ param embeddingDimensions int
 @allowed(['quantizedFlat', 'diskANN'])
 param vectorIndexType string = 'quantizedFlat'
 
+// Learn, "Consistency levels in Azure Cosmos DB": session consistency guarantees read-your-writes within one client
+// session only; the app's HTTP functions run on many instances (each its own client), and a context request may land
+// on another instance than the store it follows. Strong (available for single-region accounts) reads the latest
+// committed write from any of them, at twice the RUs of a read.
+@allowed(['Strong', 'BoundedStaleness', 'Session', 'ConsistentPrefix', 'Eventual'])
+param consistencyLevel string = 'Strong'
+
 // Every document, query and write of the service is scoped to one user's partition.
 var partitionKeyPath = '/user_id'
 var vectorPath = '/embedding'
@@ -31,7 +38,7 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2025-04-15' = {
   properties: {
     databaseAccountOfferType: 'Standard'
     consistencyPolicy: {
-      defaultConsistencyLevel: 'Session'
+      defaultConsistencyLevel: consistencyLevel
     }
     locations: [
       {
