@@ -40,14 +40,13 @@ started="$(post /sessions/start "{\"user_id\": \"${USER_ID}\"}")"
 echo "$started" | pretty
 SESSION_ID="$(echo "$started" | field session_id)"
 
-step "2. store a turn (202); turn_id makes a retry safe"
+step "2. store a turn (201 once stored; the same turn_id again is 200 and stores nothing)"
 post /memory/store "{\"user_id\": \"${USER_ID}\", \"session_id\": \"${SESSION_ID}\", \"turn_id\": \"t1\",
   \"user_message\": \"What is a 401k?\",
   \"agent_message\": \"A 401k is a retirement savings plan offered by employers.\"}" | pretty
 
-step "3. the context, once turn t1 is in (after_turn_id)"
-post /memory/context "{\"user_id\": \"${USER_ID}\", \"session_id\": \"${SESSION_ID}\", \"after_turn_id\": \"t1\"}" \
-  | field formatted_context
+step "3. the context: the turn just stored is in it"
+post /memory/context "{\"user_id\": \"${USER_ID}\", \"session_id\": \"${SESSION_ID}\"}" | field formatted_context
 
 step "4. search the user's past"
 post /memory/retrieve "{\"user_id\": \"${USER_ID}\", \"query\": \"What did we discuss about retirement?\", \"top_k\": 5}" \

@@ -888,3 +888,26 @@ async def test_a_failing_durable_client_is_a_generic_500(api: Api, client: FakeD
     client.get_status = broken  # type: ignore[method-assign]
     reply = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
     assert reply.status == 500 and "17071" not in reply.text
+
+
+async def test_entity_state_and_every_durable_payload_stay_small_with_32000_character_messages(
+    functions: dict[str, Any], settings_env: Any, app_functions: Any
+) -> None:
+    settings_env(K_TURN_BUFFER=5, L_TURN_CHUNKS=2, MAX_MESSAGE_CHARS=32_000)
+    client = FakeDurableClient(app_functions, run=True)
+    api = Api(functions, client)
+    try:
+        await start(api, "big", restore=False)
+        for n in range(1, 10):  # batches at turns 7 and 9; five recent turns of 2 x 32,000 characters each
+            body = {"user_id": USER, "session_id": "big", "user_message": "é" * 32_000, "agent_message": "ü" * 32_000}
+            assert (await api.post("store_turn", {**body, "turn_id": f"t{n}"})).status == 201
+        assert {i.status for i in client.instances.values()} == {"Completed"}
+        state = client.entity_state(names.SESSION_ENTITY, entity_key("big"))
+        assert state["turn_count"] == 9 and len(state["recent"]) == 5
+        assert len(json.dumps(state)) < 32 * 1024
+        payloads = [i.input for i in client.instances.values()] + [value for _, value in client.activity_calls]
+        payloads += [op.input for op in client.operations] + [op.result for op in client.operations]
+        payloads += [i.output for i in client.instances.values()]
+        assert max(len(json.dumps(p)) for p in payloads) < 8 * 1024
+    finally:
+        await close_service()
