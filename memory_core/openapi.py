@@ -27,6 +27,7 @@ class Endpoint:
     request: type[BaseModel] | None = None
     auth: Auth = "function"
     errors: tuple[int, ...] = (400, 503)
+    repeat_status: int | None = None  # the success status of an idempotent repeat, when it differs
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -58,11 +59,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "post",
         "/memory/store",
-        "Store a conversation turn",
+        "Store a conversation turn (201 once durable; 200 for a turn_id stored before)",
         models.StoreTurnResponse,
-        202,
+        201,
         models.StoreTurnRequest,
         errors=(400, 404, 409, 503),
+        repeat_status=200,
     ),
     Endpoint(
         "post", "/memory/retrieve", "Search the user's memory", models.RetrieveResponse, request=models.RetrieveRequest
@@ -116,6 +118,16 @@ def openapi_document() -> dict[str, Any]:
             "security": _SECURITY[e.auth],
             "responses": {
                 str(e.status): {"description": "Success", "content": {"application/json": {"schema": ref(e.response)}}},
+                **(
+                    {
+                        str(e.repeat_status): {
+                            "description": "A repeat of a request that succeeded before: nothing was written",
+                            "content": {"application/json": {"schema": ref(e.response)}},
+                        }
+                    }
+                    if e.repeat_status
+                    else {}
+                ),
                 **{
                     str(code): {
                         "description": _ERROR_TEXT[code],
@@ -160,7 +172,7 @@ def openapi_document() -> dict[str, Any]:
 
 _ERROR_TEXT = {
     400: "Bad request: the body names the field",
-    404: "Session not found",
-    409: "Conflict: the session has ended, or the id is taken",
+    404: "Not found: the session (or the after_turn_id named)",
+    409: "Conflict: the session has ended, the session id is taken, or the turn_id was stored with other messages",
     503: "Not ready, or a dependency is unavailable; retry",
 }
