@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import azure.durable_functions as df
 import azure.functions as func
 
-from http_api.responses import parse_body, respond
+from http_api.responses import parse_body, parse_query, respond, route_url
 from memory_core import api
 from memory_core.models import (
     ContextRequest,
     EndSessionRequest,
+    EndSessionResponse,
     InsightsRequest,
+    ReflectionStatusRequest,
     RetrieveRequest,
     StartSessionRequest,
     StoreTurnRequest,
     StoreTurnResponse,
     SummariesRequest,
 )
+from memory_core.service import MemoryService
 from orchestrations.host import DurableSessionHost
 
 bp = df.Blueprint()
@@ -28,12 +33,33 @@ async def start_session(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(req, lambda s: api.start_session(s, parse_body(req, StartSessionRequest, s)))
 
 
+REFLECTION_ROUTE = "sessions/reflection"
+
+
 @bp.route(route="sessions/end", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 async def end_session(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """End a session and start its reflection; 202 with the reflection's status URLs."""
+    """End a session and start its reflection; 202 with the URL of its status on this service."""
     host = DurableSessionHost(client)
-    return await respond(req, lambda s: api.end_session(s, host, parse_body(req, EndSessionRequest, s)), 202)
+
+    async def end(service: MemoryService) -> EndSessionResponse:
+        ended = await api.end_session(service, host, parse_body(req, EndSessionRequest, service))
+        query = urlencode({"user_id": ended.user_id, "session_id": ended.session_id})
+        return ended.model_copy(update={"statusQueryGetUri": f"{route_url(req, REFLECTION_ROUTE)}?{query}"})
+
+    return await respond(req, end, 202)
+
+
+@bp.route(route=REFLECTION_ROUTE, methods=["GET"])
+@bp.durable_client_input(client_name="client")
+async def reflection_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """The session's reflection in Durable's status shape: 202 while it runs, 200 once it is done."""
+    host = DurableSessionHost(client)
+    return await respond(
+        req,
+        lambda s: api.reflection_status(host, parse_query(req, ReflectionStatusRequest, s)),
+        lambda status: 200 if status.finished else 202,
+    )
 
 
 @bp.route(route="memory/context", methods=["POST"])

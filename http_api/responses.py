@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
@@ -87,6 +88,17 @@ def parse_body(req: func.HttpRequest, model: type[_Request], service: MemoryServ
     if not isinstance(data, dict):
         raise InvalidRequestError("Body must be a JSON object")
     return model.model_validate(data, context=limits_context(service.settings))
+
+
+def parse_query(req: func.HttpRequest, model: type[_Request], service: MemoryService) -> _Request:
+    """The query string validated against ``model`` with the configured limits (the first value of each name)."""
+    return model.model_validate(dict(req.params), context=limits_context(service.settings))
+
+
+def route_url(req: func.HttpRequest, route: str) -> str:
+    """The absolute URL of one of this app's routes, on the scheme and host the request came in on."""
+    parts = urlsplit(req.url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + route.lstrip("/"), "", ""))
 
 
 async def respond(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from memory_core import pool as pool_rules
 from memory_core import session as rules
 from memory_core.domain import SessionRecord, SessionStatus
+from memory_core.errors import NotFoundError
 from memory_core.models import (
     ContextRequest,
     ContextResponse,
@@ -20,6 +21,8 @@ from memory_core.models import (
     EndSessionResponse,
     ForgetResponse,
     HealthResponse,
+    ReflectionStatusRequest,
+    ReflectionStatusResponse,
     StartSessionRequest,
     StatsResponse,
     StoreTurnRequest,
@@ -93,10 +96,29 @@ async def end_session(service: MemoryService, host: SessionHost, request: EndSes
     await service.end_session(request.user_id, request.session_id, _now())
     handle = await host.start_reflection(request.user_id, request.session_id)
     logger.info("Ending session %s/%s: reflection %s", request.user_id, request.session_id, handle.instance_id)
-    # The host's status URLs are whatever its management payload holds; keep the ones the response documents.
-    urls = {k: v for k, v in handle.status_urls.items() if k in EndSessionResponse.model_fields}
-    return EndSessionResponse.model_validate(
-        {**urls, "user_id": request.user_id, "session_id": request.session_id, "id": handle.instance_id}
+    return EndSessionResponse(user_id=request.user_id, session_id=request.session_id, id=handle.instance_id)
+
+
+FAILED_OUTPUT = "The reflection failed; end the session again to retry it (the service's log says why)"
+
+
+async def reflection_status(host: SessionHost, request: ReflectionStatusRequest) -> ReflectionStatusResponse:
+    """Where the session's reflection is: that session's only (its instance id derives from user and session)."""
+    state = await host.reflection_state(request.user_id, request.session_id)
+    if state is None:
+        raise NotFoundError("No reflection was started for this session", field="session_id")
+    output = state.output
+    if state.runtime_status == "Failed":
+        # Durable's output of a failed instance is the error text, which may name internals: logged, not returned.
+        logger.warning("Reflection %s failed: %s", state.instance_id, output)
+        output = FAILED_OUTPUT
+    return ReflectionStatusResponse(
+        name=state.name,
+        instanceId=state.instance_id,
+        runtimeStatus=state.runtime_status,
+        output=output,
+        createdTime=state.created,
+        lastUpdatedTime=state.updated,
     )
 
 

@@ -205,15 +205,36 @@ class EndSessionResponse(_Response):
     session_id: str
     status: Literal["reflecting"] = "reflecting"
     id: str = Field(description="Instance id of the reflection orchestration")
-    # The Durable status URLs, under the names the Durable client and the guide's callers know.
-    statusQueryGetUri: str | None = None
-    sendEventPostUri: str | None = None
-    terminatePostUri: str | None = None
-    rewindPostUri: str | None = None
-    purgeHistoryDeleteUri: str | None = None
-    restartPostUri: str | None = None
-    suspendPostUri: str | None = None
-    resumePostUri: str | None = None
+    statusQueryGetUri: str | None = Field(
+        None,
+        description="GET it (with the same key) for the reflection's status: this service's own route, for this "
+        "session only. No Durable management URL (and no system key) is ever handed out.",
+    )
+
+
+class ReflectionStatusRequest(_Request):
+    """``GET /sessions/reflection?user_id=...&session_id=...``."""
+
+    user_id: Id
+    session_id: Id
+
+
+class ReflectionStatusResponse(_Response):
+    """A session's reflection, in the shape of the Durable status document (202 while it runs, 200 once done)."""
+
+    name: str
+    instanceId: str
+    runtimeStatus: str = Field(description="Pending, Running, Completed, Failed or Terminated, as Durable reports it")
+    output: Any = Field(
+        None, description="Once Completed: the summary and the insights written (summary, insights_added, ...)"
+    )
+    createdTime: datetime | None
+    lastUpdatedTime: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the reflection will change no more."""
+        return self.runtimeStatus in ("Completed", "Failed", "Terminated")
 
 
 # -- retrieval --------------------------------------------------------------------------------------------------

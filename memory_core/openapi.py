@@ -25,6 +25,7 @@ class Endpoint:
     response: type[BaseModel]
     status: int = 200
     request: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
     auth: Auth = "function"
     errors: tuple[int, ...] = (400, 503)
     repeat_status: int | None = None  # the success status of an idempotent repeat, when it differs
@@ -46,6 +47,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         models.EndSessionResponse,
         202,
         models.EndSessionRequest,
+        errors=(400, 404, 503),
+    ),
+    Endpoint(
+        "get",
+        "/sessions/reflection",
+        "The session's reflection (202 while it runs, 200 once done): the statusQueryGetUri of /sessions/end",
+        models.ReflectionStatusResponse,
+        query=models.ReflectionStatusRequest,
         errors=(400, 404, 503),
     ),
     Endpoint(
@@ -141,6 +150,16 @@ def openapi_document() -> dict[str, Any]:
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": ref(e.request, "validation")}},
+            }
+        if e.query is not None:
+            schema_of = e.query.model_json_schema()
+            operation["parameters"] = [
+                {"name": name, "in": "query", "required": name in schema_of.get("required", []), "schema": prop}
+                for name, prop in schema_of["properties"].items()
+            ]
+            operation["responses"]["202"] = {
+                "description": "Still running",
+                "content": {"application/json": {"schema": ref(e.response)}},
             }
         if "{user_id}" in e.path:
             operation["parameters"] = [

@@ -234,10 +234,20 @@ class Embedder(Protocol):
 
 
 class ReflectionHandle(BaseModel):
-    """A started (or already running) reflection and where to follow it."""
+    """A started (or already running) reflection."""
 
     instance_id: str
-    status_urls: dict[str, str] = Field(default_factory=dict)
+
+
+class ReflectionState(BaseModel):
+    """Where a session's reflection is, as the host reports it."""
+
+    instance_id: str
+    name: str
+    runtime_status: str
+    output: object = None
+    created: datetime | None = None
+    updated: datetime | None = None
 
 
 class SessionHost(Protocol):
@@ -258,6 +268,9 @@ class SessionHost(Protocol):
 
     async def reflection_started(self, user_id: str, session_id: str) -> bool:
         """Whether the session's reflection was ever started (and not purged)."""
+
+    async def reflection_state(self, user_id: str, session_id: str) -> ReflectionState | None:
+        """The session's reflection as it is now, or None when none was started."""
 
     async def start_eviction(self, user_id: str, session_id: str, cutoff: datetime) -> None:
         """Start moving a session out of the hot pool if nothing happened in it after ``cutoff``."""

@@ -11,7 +11,7 @@ import azure.durable_functions as df
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 from pydantic import BaseModel
 
-from memory_core.ports import ReflectionHandle
+from memory_core.ports import ReflectionHandle, ReflectionState
 from memory_core.session import HotSession
 from orchestrations import names
 from orchestrations.payloads import BatchJob, EvictJob, SessionRef
@@ -69,14 +69,26 @@ class DurableSessionHost:
             await self._start_once(
                 names.REFLECTION_ORCHESTRATOR, instance_id, SessionRef(user_id=user_id, session_id=session_id)
             )
-        return ReflectionHandle(
-            instance_id=instance_id, status_urls=self._client.create_http_management_payload(instance_id)
-        )
+        return ReflectionHandle(instance_id=instance_id)
 
     async def reflection_started(self, user_id: str, session_id: str) -> bool:
         """Whether the session's reflection instance exists (in any state)."""
         status = await self._client.get_status(names.reflection_instance_id(user_id, session_id))
         return bool(status and status.runtime_status is not None)
+
+    async def reflection_state(self, user_id: str, session_id: str) -> ReflectionState | None:
+        """The session's reflection instance as the Durable client reports it (without its input or history)."""
+        status = await self._client.get_status(names.reflection_instance_id(user_id, session_id))
+        if not status or status.runtime_status is None:
+            return None
+        return ReflectionState(
+            instance_id=status.instance_id,
+            name=status.name,
+            runtime_status=status.runtime_status.value,
+            output=status.output,
+            created=status.created_time,
+            updated=status.last_updated_time,
+        )
 
     async def forget(self, user_id: str, session_ids: Sequence[str]) -> int:
         """Unload the user's sessions, stop their running orchestrations, and purge every history of the user."""

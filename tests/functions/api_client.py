@@ -29,6 +29,7 @@ def http_request(
     *,
     raw: bytes | None = None,
     route_params: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
 ) -> func.HttpRequest:
     """A request as the worker builds it (``raw`` is the body as sent, for bodies that are not JSON)."""
     if raw is None:
@@ -38,6 +39,7 @@ def http_request(
         f"http://localhost:7071/{route}",
         headers={"Content-Type": "application/json"} if raw else {},
         route_params=route_params or {},
+        params=params or {},
         body=raw,
     )
 
@@ -70,9 +72,9 @@ class Api:
     async def post(self, name: str, body: Any = None, *, raw: bytes | None = None) -> Reply:
         return await self.send(name, http_request("POST", self.route_of(name), body, raw=raw))
 
-    async def get(self, name: str, **route_params: str) -> Reply:
+    async def get(self, name: str, query: dict[str, str] | None = None, **route_params: str) -> Reply:
         route = self.route_of(name).format(**route_params)
-        return await self.send(name, http_request("GET", route, route_params=route_params))
+        return await self.send(name, http_request("GET", route, route_params=route_params, params=query))
 
     async def delete(self, name: str, **route_params: str) -> Reply:
         route = self.route_of(name).format(**route_params)

@@ -423,10 +423,57 @@ async def test_end_marks_the_session_and_starts_the_reflection(
     assert reply.status == 202
     instance_id = names.reflection_instance_id(USER, "s1")
     assert reply.body["id"] == instance_id and reply.body["status"] == "reflecting"
-    assert instance_id in reply.body["statusQueryGetUri"]
-    assert reply.body["statusQueryGetUri"].startswith("http://localhost:7071/runtime/webhooks/durabletask/instances/")
+    # The status URL is this service's own route (the caller's key), never Durable's API with its system key.
+    assert reply.body["statusQueryGetUri"] == "http://localhost:7071/sessions/reflection?user_id=alice&session_id=s1"
+    assert set(reply.body) == {"user_id", "session_id", "status", "id", "statusQueryGetUri"}
     assert client.starts == [(names.REFLECTION_ORCHESTRATOR, instance_id, {"user_id": USER, "session_id": "s1"})]
     assert (await service.store.get_session(USER, "s1")).status is SessionStatus.ENDED
+
+
+async def test_the_reflection_status_follows_the_instance_for_that_session_only(
+    running_api: Api, running_client: FakeDurableClient
+) -> None:
+    ended = await finished_session(running_api, "s1")
+    query = {"user_id": USER, "session_id": "s1"}
+    reply = await running_api.get("reflection_status", query)
+    assert reply.status == 200
+    assert set(reply.body) == {"name", "instanceId", "runtimeStatus", "output", "createdTime", "lastUpdatedTime"}
+    assert reply.body["instanceId"] == ended["id"] and reply.body["name"] == names.REFLECTION_ORCHESTRATOR
+    assert reply.body["runtimeStatus"] == "Completed" and reply.body["output"]["summary"]
+    # Another user naming the same session id gets that user's session, which has no reflection.
+    other = await running_api.get("reflection_status", {"user_id": "mallory", "session_id": "s1"})
+    assert other.status == 404 and other.body["field"] == "session_id"
+    missing = await running_api.get("reflection_status", {"user_id": USER})
+    assert missing.status == 400 and missing.body["field"] == "session_id"
+
+
+async def test_a_running_reflection_is_202_and_a_failed_one_names_no_internals(
+    api: Api, client: FakeDurableClient
+) -> None:
+    await start(api, "s1", restore=False)
+    await api.post("end_session", {"user_id": USER, "session_id": "s1"})
+    query = {"user_id": USER, "session_id": "s1"}
+    pending = await api.get("reflection_status", query)
+    assert pending.status == 202 and pending.body["runtimeStatus"] == "Pending"
+    instance = client.instances[names.reflection_instance_id(USER, "s1")]
+    instance.status, instance.error = "Failed", "ConnectionError: AccountKey=secret at /srv/app.py:12"
+    failed = await api.get("reflection_status", query)
+    assert failed.status == 200 and failed.body["runtimeStatus"] == "Failed"
+    assert "secret" not in failed.text and "end the session again" in failed.body["output"]
+
+
+async def test_no_answer_of_the_service_carries_a_durable_key_or_management_url(running_api: Api) -> None:
+    # The fake client's management URLs carry code=key, as the extension's carry the system key on Azure.
+    answers = [await start(running_api, "s1", restore=False)]
+    for n in range(1, 8):
+        answers.append((await store(running_api, "s1", f"message {n}", turn_id=f"t{n}")).body)
+    answers.append((await running_api.post("get_context", {"user_id": USER, "session_id": "s1"})).body)
+    answers.append((await running_api.post("end_session", {"user_id": USER, "session_id": "s1"})).body)
+    answers.append((await running_api.get("reflection_status", {"user_id": USER, "session_id": "s1"})).body)
+    answers.append((await running_api.get("stats")).body)
+    answers.append((await running_api.get("export_user", user_id=USER)).body)
+    text = json.dumps(answers)
+    assert "code=" not in text and "runtime/webhooks" not in text and "rpcBaseUrl" not in text
 
 
 async def test_end_of_an_unknown_session_is_404(api: Api, client: FakeDurableClient) -> None:

@@ -18,6 +18,7 @@ HTTP_ROUTES = {
     # function name: (route, method, auth level, has a durable client)
     "start_session": ("sessions/start", "POST", func.AuthLevel.FUNCTION, False),
     "end_session": ("sessions/end", "POST", func.AuthLevel.FUNCTION, True),
+    "reflection_status": ("sessions/reflection", "GET", func.AuthLevel.FUNCTION, True),
     "get_context": ("memory/context", "POST", func.AuthLevel.FUNCTION, False),
     "store_turn": ("memory/store", "POST", func.AuthLevel.FUNCTION, True),
     "retrieve": ("memory/retrieve", "POST", func.AuthLevel.FUNCTION, False),
