@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -188,6 +189,19 @@ def _row(
     }
 
 
+def _private_file(path: Path) -> None:
+    """Create the store's folder (0700) and file (0600) readable by this user only; tighten an existing file.
+
+    SQLite gives its WAL and shared-memory files the database file's permissions, so they follow.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring a store file written by an earlier version to ``STORE_SCHEMA_VERSION``, in one transaction."""
     with conn:
@@ -273,7 +287,7 @@ class SqliteStore:
 
         def connect() -> sqlite3.Connection:
             if self._path != ":memory:":
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(self._path))
             conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")

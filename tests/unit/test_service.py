@@ -273,3 +273,21 @@ async def test_forget_removes_the_user(service: MemoryService):
     assert (await service.export("alice")).turns == []
     with pytest.raises(SessionNotFoundError):
         await service.append_turn("alice", "s1", turn(6), T0)
+
+
+async def test_the_store_files_are_readable_by_their_owner_only(tmp_path: Path):
+    store = SqliteStore(tmp_path / "private" / "memory.sqlite3")
+    await store.open(None, None)
+    await store.create_session(rules.new_record("alice", "s1", T0))
+    await store.append_turn("alice", "s1", turn(1), T0)
+    files = sorted((tmp_path / "private").iterdir())
+    assert {f.name for f in files} >= {"memory.sqlite3", "memory.sqlite3-wal", "memory.sqlite3-shm"}
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o600" for f in files}
+    assert oct((tmp_path / "private").stat().st_mode & 0o777) == "0o700"
+    await store.close()
+    loose = tmp_path / "loose.sqlite3"
+    loose.touch(mode=0o644)
+    store = SqliteStore(loose)
+    await store.open(None, None)
+    assert oct(loose.stat().st_mode & 0o777) == "0o600"
+    await store.close()
