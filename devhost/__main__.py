@@ -1,4 +1,9 @@
-"""`python -m devhost [--port 7071] [--state-dir .devhost] [--app function_app] [--durable-latency MS]`."""
+"""`python -m devhost [--port 7071] [--state-dir .devhost] [--app function_app] [--durable-latency MS]`.
+
+Two processes by default, as on Azure's Flex Consumption plan: this one serves the HTTP triggers (and proxies the
+Durable HTTP API), a durable worker it starts runs the durable functions and the timer triggers (`devhost.host`,
+`devhost.supervisor`, `devhost.worker`). `--single-process` runs everything in this one.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,13 @@ import asyncio
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
-from devhost.config import SettingError
-from devhost.functions import AppLoadError
-from devhost.host import DevHost, HostOptions
+from devhost.host import STARTUP_ERRORS, DevHost, HostOptions
+from devhost.invocation import configure_logging
 from devhost.latency import JITTER_ENV, LATENCY_ENV, SEED_ENV, milliseconds
-from devhost.store import StateDirInUseError
+
+__all__ = ["configure_logging", "main", "parse_args", "serve"]
 
 logger = logging.getLogger("devhost")
 
@@ -47,6 +51,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
+    )
+    parser.add_argument(
+        "--single-process",
+        action="store_true",
+        help=(
+            "run the durable functions (orchestrations, activities, entities) and the timer triggers in this process "
+            "too (default: in a durable worker process of their own, as Azure's Flex Consumption plan runs the http "
+            "and durable groups on different instances)"
+        ),
     )
     durable = parser.add_argument_group(
         "Durable queue latency",
@@ -83,29 +96,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def configure_logging(level: str) -> None:
-    """Log to stdout as `[2025-01-01T12:00:00.123Z] message`, like `func start`."""
-    handler = logging.StreamHandler(sys.stdout)
-    formatter = logging.Formatter("[%(asctime)s.%(msecs)03dZ] %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
-    formatter.converter = time.gmtime
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    if level != "DEBUG":
-        for noisy in ("aiohttp.access", "azure", "opentelemetry"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 async def serve(options: HostOptions) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    """Run until SIGINT or SIGTERM, then shut down gracefully; exit non-zero if the durable worker dies first."""
     host = DevHost(options)
     try:
         await host.start()
-    except (AppLoadError, SettingError, StateDirInUseError, OSError) as error:
+    except STARTUP_ERRORS as error:
         logger.error("The host could not start: %s", error)
         await host.stop()
         raise SystemExit(1) from error
+    except BaseException:
+        await host.stop()
+        raise
     sys.stdout.write(host.banner())
     sys.stdout.write(f"Host started: {host.base_url} (state in {options.state_dir}). Press Ctrl+C to stop.\n\n")
     sys.stdout.flush()
@@ -113,12 +115,34 @@ async def serve(options: HostOptions) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    worker_code = None
     try:
-        await stop.wait()
+        worker_code = await _until_stopped(stop, host.worker_exit)
+        if worker_code is not None:
+            logger.error(
+                "The durable worker (pid %s) exited with code %d: stopping the host", host.worker_pid, worker_code
+            )
     finally:
         logger.info("Stopping the host...")
         await host.stop()
         logger.info("Host stopped.")
+    if worker_code is not None:
+        raise SystemExit(1)
+
+
+async def _until_stopped(stop: asyncio.Event, worker_exit: asyncio.Future[int] | None) -> int | None:
+    """Wait for a stop signal, or for the durable worker to exit on its own: then its exit code, else None."""
+    stopped = asyncio.ensure_future(stop.wait())
+    waits: set[asyncio.Future[object]] = {stopped}
+    if worker_exit is not None:
+        waits.add(worker_exit)
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if stop.is_set() or worker_exit is None:
+        return None
+    return worker_exit.result()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         durable_latency_ms=args.durable_latency,
         durable_jitter_ms=args.durable_jitter,
         durable_seed=args.durable_seed,
+        role="single" if args.single_process else "http",
     )
     asyncio.run(serve(options))
     return 0

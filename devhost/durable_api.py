@@ -2,6 +2,11 @@
 
 The same handler serves the public path and the client binding's `rpcBaseUrl`, which is every
 `DurableOrchestrationClient` call's target. Shapes, status codes and encodings follow the extension.
+
+It runs where the durable back end runs: in the durable worker process by default (`devhost.worker`), on its internal
+loopback port, which the host's public port proxies to (`devhost.proxy`). URLs it hands out name the public port:
+a proxied request keeps its `Host`, and a request made straight to the internal port (the SDK's client calls) gets
+the public port instead (`internal_port`, `public_port`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
 from devhost.engine import DurableEngine, DurableError, scheduler_id
 from devhost.history import EventType, format_status_time, parse_time
@@ -70,38 +76,78 @@ def _loads(text: str | None) -> Any:
     return json.loads(text) if text is not None else None
 
 
-class DurableHttpApi:
-    """Parses Durable HTTP API paths and answers them from the `DurableEngine`."""
+def management_urls(public_base: str, query_suffix: str, instance_id: str) -> dict[str, str]:
+    """The check-status payload (`id`, `statusQueryGetUri`, ...) of one instance.
 
-    def __init__(self, engine: DurableEngine, hub_name: str, public_base: str, query_suffix: str) -> None:
+    Args:
+        public_base: the API's base URL, e.g. `http://localhost:7071/runtime/webhooks/durabletask`.
+        query_suffix: the query every URL carries (`taskHub=...&connection=Storage[&code=...]`).
+        instance_id: the instance (quoted into the URLs).
+    """
+    prefix = f"{public_base.rstrip('/')}/instances/{quote(instance_id, safe='')}"
+    query = query_suffix
+    return {
+        "id": instance_id,
+        "statusQueryGetUri": f"{prefix}?{query}",
+        "sendEventPostUri": f"{prefix}/raiseEvent/{{eventName}}?{query}",
+        "terminatePostUri": f"{prefix}/terminate?reason={{text}}&{query}",
+        "rewindPostUri": f"{prefix}/rewind?reason={{text}}&{query}",
+        "purgeHistoryDeleteUri": f"{prefix}?{query}",
+        "restartPostUri": f"{prefix}/restart?{query}",
+        "suspendPostUri": f"{prefix}/suspend?reason={{text}}&{query}",
+        "resumePostUri": f"{prefix}/resume?reason={{text}}&{query}",
+    }
+
+
+class DurableHttpApi:
+    """Parses Durable HTTP API paths and answers them from the `DurableEngine`.
+
+    Args:
+        engine: the durable back end.
+        hub_name: the task hub.
+        public_base: the API's public base URL (`http://localhost:7071/runtime/webhooks/durabletask`).
+        query_suffix: the query every management URL carries.
+        internal_port: the port this API is served on when it is not the public one (the durable worker's); URLs
+            derived from a request to it name `public_port` instead.
+        public_port: the host's public port.
+    """
+
+    def __init__(
+        self,
+        engine: DurableEngine,
+        hub_name: str,
+        public_base: str,
+        query_suffix: str,
+        *,
+        internal_port: int | None = None,
+        public_port: int | None = None,
+    ) -> None:
         self._engine = engine
         self._hub_name = hub_name
         self._public_base = public_base.rstrip("/")
         self._query_suffix = query_suffix
+        self._internal_port = internal_port
+        self._public_port = public_port
 
     # ------------------------------------------------------------------ payloads
 
     def management_urls(self, instance_id: str, origin: str | None = None) -> dict[str, str]:
-        """The check-status payload (`id`, `statusQueryGetUri`, ...) for one instance."""
+        """The check-status payload (`id`, `statusQueryGetUri`, ...) for one instance, on `origin` if given."""
         base = self._public_base
         if origin:
             base = origin.rstrip("/") + "/runtime/webhooks/durabletask"
-        prefix = f"{base}/instances/{quote(instance_id, safe='')}"
-        query = self._query_suffix
-        return {
-            "id": instance_id,
-            "statusQueryGetUri": f"{prefix}?{query}",
-            "sendEventPostUri": f"{prefix}/raiseEvent/{{eventName}}?{query}",
-            "terminatePostUri": f"{prefix}/terminate?reason={{text}}&{query}",
-            "rewindPostUri": f"{prefix}/rewind?reason={{text}}&{query}",
-            "purgeHistoryDeleteUri": f"{prefix}?{query}",
-            "restartPostUri": f"{prefix}/restart?{query}",
-            "suspendPostUri": f"{prefix}/suspend?reason={{text}}&{query}",
-            "resumePostUri": f"{prefix}/resume?reason={{text}}&{query}",
-        }
+        return management_urls(base, self._query_suffix, instance_id)
+
+    def _public_url(self, request: web.Request) -> URL:
+        """The request's URL as a client outside sees it: on the public port when it came to the internal one."""
+        url = request.url
+        if self._internal_port is not None and self._public_port is not None and url.port == self._internal_port:
+            url = url.with_port(self._public_port)
+        return url
 
     def _check_status_response(self, request: web.Request, instance_id: str) -> web.Response:
-        payload = self.management_urls(instance_id, f"{request.url.scheme}://{request.url.raw_authority}")
+        url = self._public_url(request)
+        payload = self.management_urls(instance_id, f"{url.scheme}://{url.raw_authority}")
         return web.json_response(
             payload,
             status=202,
@@ -222,7 +268,9 @@ class DurableHttpApi:
             show_history_output=_bool_param(request, "showHistoryOutput", False),
         )
         if instance.status in ("Running", "Pending", "ContinuedAsNew", "Suspended"):
-            return web.json_response(payload, status=202, headers={"Location": str(request.url), "Retry-After": "5"})
+            return web.json_response(
+                payload, status=202, headers={"Location": str(self._public_url(request)), "Retry-After": "5"}
+            )
         if instance.status == "Failed" and _bool_param(request, "returnInternalServerErrorOnFailure", False):
             return web.json_response(payload, status=500)
         return web.json_response(payload, status=200)

@@ -1,5 +1,8 @@
 """The durable back end: orchestration episodes, activities, entities and durable timers, all on one event loop.
 
+It runs in the durable worker process by default (`devhost.worker`; the host's own process with `--single-process`),
+apart from the HTTP triggers, as Azure's Flex Consumption plan runs the `durable` group apart from the `http` one.
+
 How work flows (every arrow is one SQLite transaction, committed before anything depends on it):
 
 * a client start inserts the instance row and its `ExecutionStarted` message;

@@ -1,8 +1,26 @@
-"""The local host: loads the app, serves its HTTP triggers and the Durable HTTP API, runs the durable back end."""
+"""The local host: loads the app, serves its HTTP triggers and the Durable HTTP API, runs the durable back end.
+
+A `DevHost` plays one of three roles (`HostOptions.role`):
+
+* `"single"` (the default of a `DevHost` made in code, e.g. by the tests, and `python -m devhost --single-process`):
+  one process serves the HTTP triggers and the Durable HTTP API and runs the durable back end (`DurableEngine`:
+  orchestrations, activities, entities, durable timers) and the timer triggers, all on one event loop;
+* `"http"` (what `python -m devhost` runs): the HTTP triggers on the public port, and a transparent reverse proxy
+  (`devhost.proxy`) of the Durable HTTP API paths to a durable worker process that this host starts, watches and
+  stops (`devhost.supervisor`). This is Azure Flex Consumption's `http` group;
+* `"durable"` (that worker, `python -m devhost.worker`): the durable back end, the timer triggers and the Durable HTTP
+  API on an internal loopback port; `HostOptions.port` is then the host's public port, which its URLs name. This is
+  the `durable` group. It holds the state directory's lock (waiting up to `WORKER_LOCK_WAIT` for it).
+
+The durable-client binding's `rpcBaseUrl`, the target of the SDK's client calls made inside functions, is the
+durable API's own port (the worker's in the split roles: no proxy hop); its public management URLs name the public
+port.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -12,22 +30,32 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import azure.functions as func
 from aiohttp import web
 from multidict import CIMultiDict
 
-from devhost.config import apply_settings, load_host_json, load_local_settings
-from devhost.durable_api import DurableHttpApi
+from devhost.config import SettingError, apply_settings, load_host_json, load_local_settings
+from devhost.durable_api import DurableHttpApi, management_urls
 from devhost.engine import DurableEngine
-from devhost.functions import ALL_METHODS, FunctionIndex, HttpFunction, TimerFunction, import_app, index_app
+from devhost.functions import (
+    ALL_METHODS,
+    AppLoadError,
+    FunctionIndex,
+    HttpFunction,
+    TimerFunction,
+    import_app,
+    index_app,
+)
 from devhost.functions import module_file as find_module_file
 from devhost.invocation import InvocationContext, invocation
 from devhost.keys import Keys, authorized, authorized_system, load_keys
 from devhost.latency import QueueLatency
+from devhost.proxy import ReverseProxy
 from devhost.routing import Route, Router, compile_route
-from devhost.store import Store
+from devhost.store import StateDirInUseError, Store
+from devhost.supervisor import DurableWorker, WorkerStartError
 from devhost.timers import TimerRunner
 
 logger = logging.getLogger(__name__)
@@ -35,11 +63,25 @@ logger = logging.getLogger(__name__)
 DURABLE_PATH = "/runtime/webhooks/durabletask"
 HTTP_REASON = "This function was programmatically called via the host APIs."
 MAX_REQUEST_BODY = 100 * 1024 * 1024  # the Functions host's limit
+RPC_PREFIX = "/_devhost/rpc/"  # the private path of the SDK's client calls with --enable-auth
+WORKER_LOCK_WAIT = 15.0  # seconds a durable worker waits for the state directory (its killed predecessor exiting)
+LOOPBACK = "127.0.0.1"
+
+Role = Literal["single", "http", "durable"]
+
+# What makes a host fail to start with a message rather than a traceback.
+STARTUP_ERRORS: tuple[type[Exception], ...] = (
+    AppLoadError,
+    SettingError,
+    StateDirInUseError,
+    WorkerStartError,
+    OSError,
+)
 
 
 @dataclass
 class HostOptions:
-    """What `python -m devhost` accepts."""
+    """What `python -m devhost` accepts, and the role this host plays (see the module docstring)."""
 
     app: str = "function_app"
     script_root: Path | None = None
@@ -56,16 +98,36 @@ class HostOptions:
     durable_latency_ms: float | None = None
     durable_jitter_ms: float | None = None
     durable_seed: int | None = None
+    # "single": one process (the default here; `--single-process`); "http": HTTP triggers + a durable worker process
+    # (`python -m devhost`); "durable": that worker, whose `port`/`public_hostname` are the public ones.
+    role: Role = "single"
+
+    def to_json(self) -> str:
+        """The options as JSON (paths as text), for the durable worker's command line."""
+        values = dataclasses.asdict(self)
+        for name in ("script_root", "state_dir"):
+            values[name] = None if values[name] is None else str(values[name])
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> HostOptions:
+        """The options `to_json` wrote."""
+        values = json.loads(text)
+        for name in ("script_root", "state_dir"):
+            values[name] = None if values[name] is None else Path(values[name])
+        return cls(**values)
 
 
 class DevHost:
-    """One running local host. `await start()`, then `await stop()`."""
+    """One running local host in one of its roles (`HostOptions.role`). `await start()`, then `await stop()`."""
 
     def __init__(self, options: HostOptions) -> None:
         self.options = options
         self.index = FunctionIndex()
         self.keys: Keys | None = None
         self.port = options.port
+        # the port the Durable HTTP API is served on: this host's own, or the durable worker's internal one
+        self.durable_port = options.port
         self.route_prefix = "api"
         self.hub_name = ""
         self.latency = QueueLatency()
@@ -73,9 +135,12 @@ class DevHost:
         self._engine: DurableEngine | None = None
         self._timers: TimerRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._socket: socket.socket | None = None
         self._runner: web.AppRunner | None = None
         self._router = Router([])
         self._api: DurableHttpApi | None = None
+        self._worker: DurableWorker | None = None
+        self._proxy: ReverseProxy | None = None
         self._rpc_path = ""
         self._client_binding = ""
         self._script_root = Path.cwd()
@@ -83,7 +148,49 @@ class DevHost:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Load settings and the app, open the store, start serving and resume durable work."""
+        """Load settings and the app, start the durable back end (here or in its worker process), start serving.
+
+        Raises:
+            AppLoadError, SettingError, StateDirInUseError, WorkerStartError, OSError: the host cannot start (see
+                `STARTUP_ERRORS`); call `stop()` then, to release what was taken.
+        """
+        self._load_settings()
+        self._bind()
+        if self.options.role == "http":
+            self._spawn_worker()  # it starts while this process imports the app
+        app, _ = import_app(self.options.app, self._script_root)
+        self.index = index_app(app)
+        self._router = Router([self._compile(f) for f in self.index.http])
+        self._executor = ThreadPoolExecutor(
+            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="devhost-worker"
+        )
+        if self._worker is not None:
+            await self._connect_worker(self._worker)
+        else:
+            lock_wait = WORKER_LOCK_WAIT if self.options.role == "durable" else 0.0
+            self._store = Store(self.options.state_dir.resolve(), self.hub_name, lock_wait)
+            self._engine = DurableEngine(self._store, self.index, self._executor, self._script_root, self.latency)
+        self._configure_durable_api()
+        await self._serve()
+        if self._engine is not None and self._store is not None:
+            await self._engine.start()
+            self._timers = TimerRunner(self.index.timers, self._store, self._invoke_timer)
+            self._timers.start()
+
+    async def stop(self) -> None:
+        """Stop timers, the server and the durable back end (or its worker process); close the store."""
+        try:
+            if self._timers is not None:
+                await self._timers.stop()
+            if self._runner is not None:
+                await self._runner.cleanup()  # in-flight requests finish first: they may call the worker
+        finally:
+            if self._socket is not None:
+                self._socket.close()
+            await self._stop_back_end()
+
+    def _load_settings(self) -> None:
+        """local.settings.json, host.json, the queue latency and the keys (created here, before a worker reads them)."""
         options = self.options
         script_root = options.script_root
         if script_root is None:
@@ -99,44 +206,58 @@ class DevHost:
         )
         self.route_prefix = host_json.route_prefix
         self.hub_name = host_json.hub_name
-        app, _ = import_app(options.app, self._script_root)
-        self.index = index_app(app)
-        self._router = Router([self._compile(f) for f in self.index.http])
-        state_dir = options.state_dir.resolve()
         if options.enable_auth:
-            self.keys = load_keys(state_dir)
-        self._store = Store(state_dir, self.hub_name)
-        self._executor = ThreadPoolExecutor(
-            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="devhost-worker"
-        )
+            self.keys = load_keys(options.state_dir.resolve())
+
+    def _bind(self) -> None:
+        """Bind the listening socket: the public address, or (the durable worker) a free loopback port."""
+        durable = self.options.role == "durable"
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket = sock
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((options.host, options.port))
-        self.port = sock.getsockname()[1]
-        self._engine = DurableEngine(self._store, self.index, self._executor, self._script_root, self.latency)
-        self._configure_durable_api()
+        sock.bind((LOOPBACK, 0) if durable else (self.options.host, self.options.port))
+        bound = int(sock.getsockname()[1])
+        self.durable_port = bound
+        if not durable:
+            self.port = bound
+
+    def _spawn_worker(self) -> None:
+        """Start the durable worker with these options, the public port resolved."""
+        worker_options = dataclasses.replace(
+            self.options,
+            role="durable",
+            port=self.port,
+            script_root=self._script_root,
+            state_dir=self.options.state_dir.resolve(),
+        )
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            level = "INFO"
+        self._worker = DurableWorker.spawn(worker_options.to_json(), level)
+
+    async def _connect_worker(self, worker: DurableWorker) -> None:
+        """Wait for the worker to serve; then its port is the SDK's `rpcBaseUrl` and the proxy's upstream."""
+        ready = await worker.ready()
+        self.durable_port = ready.port
+        self._rpc_path = ready.rpc_path
+        self._proxy = ReverseProxy(f"http://{LOOPBACK}:{ready.port}")
+        await self._proxy.start()
+
+    async def _serve(self) -> None:
+        assert self._socket is not None
         web_app = web.Application(client_max_size=MAX_REQUEST_BODY)
         web_app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(web_app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
-        await self._engine.start()
-        self._timers = TimerRunner(self.index.timers, self._store, self._invoke_timer)
-        self._timers.start()
-
-    async def stop(self) -> None:
-        """Stop timers, the server and the durable back end; close the store."""
-        try:
-            if self._timers is not None:
-                await self._timers.stop()
-            if self._runner is not None:
-                await self._runner.cleanup()
-        finally:
-            await self._stop_back_end()
+        await web.SockSite(self._runner, self._socket).start()
 
     async def _stop_back_end(self) -> None:
         if self._engine is not None:
             await self._engine.stop()
+        if self._worker is not None:
+            await self._worker.stop()
+        if self._proxy is not None:
+            await self._proxy.close()
         try:
             from azure.durable_functions.models.utils import http_utils
 
@@ -160,13 +281,28 @@ class DevHost:
         """The durable-client binding JSON string every client function receives."""
         return self._client_binding
 
+    @property
+    def rpc_path(self) -> str:
+        """The private path of the SDK's client calls with `--enable-auth` ("" without)."""
+        return self._rpc_path
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The durable worker's process id (role "http"), else None."""
+        return self._worker.pid if self._worker is not None else None
+
+    @property
+    def worker_exit(self) -> asyncio.Future[int] | None:
+        """Resolves to the durable worker's exit code when it exits (role "http"), else None."""
+        return self._worker.exited if self._worker is not None else None
+
     def function_url(self, route: str) -> str:
         """The public URL of an HTTP route."""
         prefix = f"/{self.route_prefix}" if self.route_prefix else ""
         return f"{self.base_url}{prefix}/{route}"
 
     def banner(self) -> str:
-        """The start-up listing: the functions with their URLs, then the keys when auth is on."""
+        """The start-up listing: the functions with their URLs, the processes, then the keys when auth is on."""
         lines = ["", "Functions:", ""]
         for function in self.index.http:
             methods = ",".join(function.methods) if function.methods != ALL_METHODS else "GET,POST,PUT,PATCH,DELETE"
@@ -177,6 +313,7 @@ class DevHost:
         lines.append("")
         lines.append(f"Durable task hub '{self.hub_name}': {self.base_url}{DURABLE_PATH}/")
         lines.append(self.latency.describe())
+        lines.append(self._processes_line())
         if self.keys is not None:
             lines.append("Function keys are required (--enable-auth):")
             lines.append(f"  master key: {self.keys.master}")
@@ -186,24 +323,36 @@ class DevHost:
             lines.append("Function keys are not checked (run with --enable-auth to check them).")
         return "\n".join(lines) + "\n\n"
 
+    def _processes_line(self) -> str:
+        if self._worker is not None:
+            return (
+                f"HTTP triggers run in this process (pid {os.getpid()}); orchestrations, activities, entities and "
+                f"timer triggers in the durable worker (pid {self._worker.pid}), as on Azure's Flex Consumption "
+                "plan (--single-process: one process)."
+            )
+        return f"Every function runs in this one process (pid {os.getpid()}, --single-process)."
+
     def _compile(self, function: HttpFunction) -> Route:
         template = f"{self.route_prefix}/{function.route}" if self.route_prefix else function.route
         return compile_route(template, function)
 
     def _configure_durable_api(self) -> None:
-        assert self._engine is not None
+        """The Durable HTTP API (where the engine is) and the durable-client binding."""
         public_base = f"{self.base_url}{DURABLE_PATH}"
         query = f"taskHub={self.hub_name}&connection=Storage"
         required = ""
         if self.keys is not None:
             required = f"code={self.keys.durable_key}"
             query += f"&{required}"
-            # The SDK posts to rpcBaseUrl + path and cannot add a key: give it a private path instead.
-            self._rpc_path = f"/_devhost/rpc/{secrets.token_urlsafe(16)}"
-            rpc_base = f"http://127.0.0.1:{self.port}{self._rpc_path}/"
-        else:
-            rpc_base = f"http://127.0.0.1:{self.port}{DURABLE_PATH}/"
-        self._api = DurableHttpApi(self._engine, self.hub_name, public_base, query)
+            if not self._rpc_path:
+                # The SDK posts to rpcBaseUrl + path and cannot add a key: give it a private path instead.
+                self._rpc_path = f"{RPC_PREFIX}{secrets.token_urlsafe(16)}"
+        rpc_base = f"http://{LOOPBACK}:{self.durable_port}{self._rpc_path or DURABLE_PATH}/"
+        if self._engine is not None:
+            internal = self.durable_port if self.durable_port != self.port else None
+            self._api = DurableHttpApi(
+                self._engine, self.hub_name, public_base, query, internal_port=internal, public_port=self.port
+            )
         creation = f"{public_base}/orchestrators/{{functionName}}[/{{instanceId}}]"
         suffix = f"?{required}" if required else ""
         self._client_binding = json.dumps(
@@ -216,7 +365,7 @@ class DevHost:
                         + (f"&{required}" if required else "")
                     ),
                 },
-                "managementUrls": self._api.management_urls("INSTANCEID"),
+                "managementUrls": management_urls(public_base, query, "INSTANCEID"),
                 "baseUrl": public_base,
                 "requiredQueryStringParameters": required,
                 "rpcBaseUrl": rpc_base,
@@ -228,19 +377,33 @@ class DevHost:
 
     # ------------------------------------------------------------------ requests
 
+    def _is_rpc(self, path: str) -> bool:
+        return bool(self._rpc_path) and (path == self._rpc_path or path.startswith(self._rpc_path + "/"))
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        assert self._api is not None
-        if self._rpc_path and (path == self._rpc_path or path.startswith(self._rpc_path + "/")):
-            return await self._api.handle(request, path[len(self._rpc_path) :])
-        if path == DURABLE_PATH or path.startswith(DURABLE_PATH + "/"):
-            if self.keys is not None and not authorized_system(self.keys, request):
-                return web.Response(status=401)
-            return await self._api.handle(request, path[len(DURABLE_PATH) :])
+        if self._is_rpc(path) or path == DURABLE_PATH or path.startswith(DURABLE_PATH + "/"):
+            return await self._durable_request(request, path)
+        if self.options.role == "durable":
+            return web.Response(status=404)  # the worker serves the Durable HTTP API only
         if path.rstrip("/") == "/admin/host/status":
             if self.keys is not None and not authorized(self.keys, "admin", request):
                 return web.Response(status=401)
             return web.json_response({"state": "Running", "processUptime": 0, "devhost": True})
+        return await self._http_trigger(request, path)
+
+    async def _durable_request(self, request: web.Request, path: str) -> web.StreamResponse:
+        """The Durable HTTP API: forwarded to the durable worker, or answered here."""
+        if self._proxy is not None:
+            return await self._proxy.forward(request)  # the worker checks the keys
+        assert self._api is not None
+        if self._is_rpc(path):
+            return await self._api.handle(request, path[len(self._rpc_path) :])
+        if self.keys is not None and not authorized_system(self.keys, request):
+            return web.Response(status=401)
+        return await self._api.handle(request, path[len(DURABLE_PATH) :])
+
+    async def _http_trigger(self, request: web.Request, path: str) -> web.StreamResponse:
         if self.route_prefix:
             prefix = "/" + self.route_prefix.lower()
             lowered = path.lower()

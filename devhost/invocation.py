@@ -1,8 +1,9 @@
-"""What every invocation shares: the `func.Context` a function may declare, and `func start`'s log lines."""
+"""What every invocation shares: the `func.Context` a function may declare, and `func start`'s log lines and format."""
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -123,3 +124,17 @@ def invocation(function_name: str, reason: str, invocation_id: str | None = None
             outcome.invocation_id,
             duration,
         )
+
+
+def configure_logging(level: str) -> None:
+    """Log to stdout as `[2025-01-01T12:00:00.123Z] message`, like `func start` (the host and its durable worker)."""
+    handler = logging.StreamHandler(sys.stdout)
+    formatter = logging.Formatter("[%(asctime)s.%(msecs)03dZ] %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if level != "DEBUG":
+        for noisy in ("aiohttp.access", "azure", "opentelemetry"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)

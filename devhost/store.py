@@ -3,6 +3,10 @@
 One database file per task hub under the state directory, in WAL mode with `synchronous=FULL`, so a commit is on
 disk before anything that depends on it is acknowledged. Every state change that must be atomic is one
 `transaction()`. The connection is used from the event loop's thread only.
+
+An open `Store` holds the state directory's lock (an flock on `devhost.lock`): one process at a time runs the durable
+back end of a state directory (the durable worker, or the host with `--single-process`). A durable worker waits a
+little for it (`lock_wait`), as the worker of a host that was just killed may still be exiting.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ import logging
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from devhost.history import Event
 
 logger = logging.getLogger(__name__)
 
+LOCK_POLL_SECONDS = 0.05
 SCHEMA_VERSION = 2  # 2: activities.visible_at (--durable-latency)
 
 _SCHEMA = """
@@ -179,17 +185,49 @@ def database_path(state_dir: Path, hub_name: str) -> Path:
     return state_dir / f"durable-{safe}.sqlite3"
 
 
-class Store:
-    """The SQLite database of one task hub."""
+def lock_state_dir(state_dir: Path, wait: float = 0.0) -> IO[str]:
+    """Take the state directory's lock (`devhost.lock`, an flock held until the returned file is closed).
 
-    def __init__(self, state_dir: Path, hub_name: str) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(state_dir / "devhost.lock", "a+")  # held for the store's lifetime
+    Args:
+        state_dir: the state directory (created if missing).
+        wait: seconds to wait for another process to release the lock, e.g. a durable worker whose host was just
+            killed and which is exiting (0: fail at once).
+
+    Raises:
+        StateDirInUseError: another process still holds the lock after `wait` seconds.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock_file = open(state_dir / "devhost.lock", "a+")  # held for the store's lifetime
+    deadline = time.monotonic() + wait
+    announce_at = time.monotonic() + 1.0
+    while True:
         try:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock_file
         except BlockingIOError as error:
-            self._lock_file.close()
-            raise StateDirInUseError(f"The state directory {state_dir} is used by another devhost process") from error
+            now = time.monotonic()
+            if now >= deadline:
+                lock_file.close()
+                raise StateDirInUseError(
+                    f"The state directory {state_dir} is used by another devhost process"
+                ) from error
+            if announce_at and now >= announce_at:
+                logger.info("Waiting up to %.0fs for another devhost process to release %s", deadline - now, state_dir)
+                announce_at = 0.0
+            time.sleep(LOCK_POLL_SECONDS)
+
+
+class Store:
+    """The SQLite database of one task hub.
+
+    Args:
+        state_dir: the state directory; its lock is held while the store is open.
+        hub_name: the task hub (one database file each).
+        lock_wait: seconds to wait for another process to release the state directory (0: fail at once).
+    """
+
+    def __init__(self, state_dir: Path, hub_name: str, lock_wait: float = 0.0) -> None:
+        self._lock_file = lock_state_dir(state_dir, lock_wait)
         self.path = database_path(state_dir, hub_name)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")

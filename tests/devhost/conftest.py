@@ -150,6 +150,17 @@ class HostProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The durable worker's pid, from the start-up listing (None with --single-process)."""
+        found = re.search(r"in the durable worker \(pid (\d+)\)", self.output())
+        return int(found.group(1)) if found else None
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -165,6 +176,35 @@ class HostProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+def process_gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def parent_pid(pid: int) -> int:
+    """The parent process id of a running process (/proc, else `ps`)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    return int(subprocess.check_output(["ps", "-o", "ppid=", "-p", str(pid)], text=True).strip())
+
+
+def child_pids(pid: int) -> list[int] | None:
+    """The child processes of a process (Linux /proc; None elsewhere)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else None
 
 
 @pytest.fixture

@@ -67,6 +67,12 @@ async def whoami(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
     return _json({"function_name": context.function_name, "invocation_id": context.invocation_id})
 
 
+@app.route(route="pid", methods=["GET"])
+def pid(req: func.HttpRequest) -> func.HttpResponse:
+    """The process that runs HTTP triggers."""
+    return _json(os.getpid())
+
+
 @app.route(route="secure/function", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def secure_function(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("function ok")
@@ -255,7 +261,18 @@ def timer_then_now(context: df.DurableOrchestrationContext):
     return {"fire_at": fire_at.timestamp(), "woke_at": context.current_utc_datetime.timestamp()}
 
 
+@app.orchestration_trigger(context_name="context")
+def where(context: df.DurableOrchestrationContext):
+    """The process that runs activities."""
+    return (yield context.call_activity("process_id", None))
+
+
 # ---------------------------------------------------------------- activities
+
+
+@app.activity_trigger(input_name="ignored")
+def process_id(ignored: object) -> int:
+    return os.getpid()
 
 
 @app.activity_trigger(input_name="name")
