@@ -165,7 +165,7 @@ async def test_guide_flow_then_the_next_session_remembers(
     assert response.status_code == 202, response.text
     ended = response.json()
     assert ended["status"] == "reflecting" and ended["session_id"] == session_id and ended["id"]
-    assert ended["id"] in ended["statusQueryGetUri"]
+    assert ended["statusQueryGetUri"].endswith(f"/sessions/reflection?user_id={user}&session_id={session_id}")
     status = await follow(client, service.url(ended["statusQueryGetUri"]), within=background_wait(service, 8))
     assert status["runtimeStatus"] == "Completed", status
     outcome = status["output"]
