@@ -301,6 +301,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="longest phase (default 15 s)")
     parser.add_argument("--rounds", type=int, default=20, help="store-then-context rounds (default 20)")
     parser.add_argument("--embeddings", choices=["auto", "local", "none"], default="auto")
+    parser.add_argument(
+        "--sqlite-synchronous", choices=["FULL", "NORMAL"], default="FULL", help="the store's SQLITE_SYNCHRONOUS"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     embeddings = args.embeddings
@@ -312,13 +315,20 @@ def main() -> None:
     results = []
     for latency in (float(x) for x in args.latencies.split(",")):
         with tempfile.TemporaryDirectory(prefix="http-bench-") as workdir:
-            service = MemoryServiceProcess(workdir, {"EMBEDDINGS_PROVIDER": embeddings}, durable_latency_ms=latency)
+            settings = {"EMBEDDINGS_PROVIDER": embeddings, "SQLITE_SYNCHRONOUS": args.sqlite_synchronous}
+            service = MemoryServiceProcess(workdir, settings, durable_latency_ms=latency)
             with service:
                 result = asyncio.run(bench_one(service, args))
         report(result)
         results.append(result)
     args.out.mkdir(parents=True, exist_ok=True)
-    document = {"machine": machine_info(), "command": command, "embeddings": embeddings, "results": results}
+    document = {
+        "machine": machine_info(),
+        "command": command,
+        "embeddings": embeddings,
+        "sqlite_synchronous": args.sqlite_synchronous,
+        "results": results,
+    }
     (args.out / "http_bench.json").write_text(json.dumps(document, indent=2) + "\n")
     chart(results, args.out / "http_bench.png")
     print(f"\nwrote {args.out / 'http_bench.json'} and {args.out / 'http_bench.png'}")

@@ -151,6 +151,12 @@ class Store(Protocol):
     async def get_turn(self, user_id: str, session_id: str, turn_id: str) -> Turn | None:
         """The session's turn stored under ``turn_id``, or None."""
 
+    async def set_turn_vectors(self, turns: Sequence[Turn], vectors: Sequence[Vector]) -> int:
+        """Add each stored turn's vector; a turn that is no longer stored is left out (never written back).
+
+        Returns how many turns got their vector.
+        """
+
     # chunks
     async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
         """Upsert a chunk by (user, session, index)."""

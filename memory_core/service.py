@@ -227,7 +227,8 @@ class MemoryService:
             if self.embedder is not None:
                 turns = await self.store.get_turns(user_id, session_id, after_seq=first - 1, limit=last - first + 1)
                 if turns:
-                    await self.store.put_turns(turns, await self._embed([t.text() for t in turns]))
+                    vectors = await self._embed([t.text() for t in turns]) or []
+                    await self.store.set_turn_vectors(turns, vectors)
             update = await self.store.update_session(user_id, session_id, partial(_indexed, first=first, last=last))
             record = update.record or record
         recent = await self.store.get_turns(

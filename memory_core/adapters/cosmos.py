@@ -966,6 +966,26 @@ class CosmosStore:
         pairs = list(zip(turns, vectors, strict=True))
         await self._gather([self._write(TurnDocument.from_domain(t), v) for t, v in pairs])
 
+    async def set_turn_vectors(self, turns: Sequence[Turn], vectors: Sequence[Vector]) -> int:
+        """Add each stored turn's vector with a partial update (patch ``/embedding``): a missing turn stays missing."""
+        pairs = list(zip(turns, vectors, strict=True))
+        done = await self._gather([self._patch_vector(t, v) for t, v in pairs])
+        return sum(done)
+
+    async def _patch_vector(self, turn: Turn, vector: Vector) -> bool:
+        container = self._container("interactions")
+        operations = [{"op": "set", "path": "/embedding", "value": [float(x) for x in vector]}]
+        async with self._sdk_errors("patch"):
+            try:
+                await container.patch_item(
+                    turn_doc_id(turn.user_id, turn.session_id, turn.turn_id),
+                    partition_key=turn.user_id,
+                    patch_operations=operations,
+                )
+            except CosmosResourceNotFoundError:
+                return False  # deleted meanwhile (the user was forgotten): never written back
+            return True
+
     async def get_turns(
         self, user_id: str, session_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[Turn]:

@@ -527,6 +527,28 @@ class SqliteStore:
         """The session's turn stored under ``turn_id``, or None."""
         return await self._run(lambda conn: self._read_turn(conn, user_id, session_id, turn_id))
 
+    async def set_turn_vectors(self, turns: Sequence[Turn], vectors: Sequence[Vector]) -> int:
+        """Add each stored turn's vector in place (its text and the full-text index are not touched)."""
+        rows = [
+            (_blob(v), turn_doc_id(t.user_id, t.session_id, t.turn_id), t.user_id)
+            for t, v in zip(turns, vectors, strict=True)
+        ]
+
+        def write(conn: sqlite3.Connection) -> int:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                cursor = conn.executemany(
+                    "UPDATE items SET embedding = ? WHERE id = ? AND user_id = ? AND kind = 'turn'", rows
+                )
+                return int(cursor.rowcount)
+
+        if not rows:
+            return 0
+        updated = await self._run(write)
+        for user_id in {t.user_id for t in turns}:
+            self._vectors.invalidate(user_id)
+        return updated
+
     async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
         """Upsert a chunk by (user, session, index)."""
         row = _row(

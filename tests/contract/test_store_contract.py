@@ -561,3 +561,19 @@ async def test_turn_embeddings_added_later_keep_the_turn(store: Store):
     (hit,) = await store.search_vector("alice", unit(1, 0, 0, 0), ALL_KINDS, 5)
     assert hit.seqs == (1,)
     assert await store.get_turns("alice", "s1") == [outcome.turn]
+
+
+async def test_vectors_are_added_to_stored_turns_only_and_never_bring_one_back(store: Store):
+    await new_session(store)
+    first = (await store.append_turn("alice", "s1", turn_input("t1", "the quick brown fox"), T0)).turn
+    second = (await store.append_turn("alice", "s1", turn_input("t2", "a lazy dog"), T0)).turn
+    assert await store.set_turn_vectors([first, second], [unit(1, 0, 0, 0), unit(0, 1, 0, 0)]) == 2
+    hits = await store.search_vector("alice", unit(0, 1, 0, 0), ALL_KINDS, 5)
+    assert [h.seqs for h in hits] == [(2,), (1,)]
+    assert [h.text for h in await store.search_text("alice", "fox", ALL_KINDS, 5)] == [first.text()]
+    assert await store.get_turns("alice", "s1") == [first, second]
+    await store.delete_user("alice")
+    # A batch that read the turns before the user was forgotten writes its vectors after: nothing comes back.
+    assert await store.set_turn_vectors([first], [unit(1, 0, 0, 0)]) == 0
+    assert await store.get_turns("alice", "s1") == []
+    assert await store.search_vector("alice", unit(1, 0, 0, 0), ALL_KINDS, 5) == []
