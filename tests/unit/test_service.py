@@ -291,3 +291,26 @@ async def test_the_store_files_are_readable_by_their_owner_only(tmp_path: Path):
     await store.open(None, None)
     assert oct(loose.stat().st_mode & 0o777) == "0o600"
     await store.close()
+
+
+async def test_a_write_waits_for_another_process_write_transaction(tmp_path: Path):
+    import sqlite3
+    import threading
+
+    path = tmp_path / "shared.sqlite3"
+    store = SqliteStore(path)
+    await store.open(None, None)
+    await store.create_session(rules.new_record("alice", "s1", T0))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # as the other process would
+    other.execute("BEGIN IMMEDIATE")
+    committed = threading.Event()
+
+    def commit() -> None:
+        other.execute("COMMIT")
+        committed.set()
+
+    threading.Timer(0.2, commit).start()
+    outcome = await store.append_turn("alice", "s1", turn(1), T0)
+    assert committed.is_set() and outcome.turn.seq == 1  # it waited for the other write instead of failing
+    other.close()
+    await store.close()
