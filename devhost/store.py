@@ -196,8 +196,8 @@ def lock_state_dir(state_dir: Path, wait: float = 0.0) -> IO[str]:
     Raises:
         StateDirInUseError: another process still holds the lock after `wait` seconds.
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    lock_file = open(state_dir / "devhost.lock", "a+")  # held for the store's lifetime
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_file = open(create_private(state_dir / "devhost.lock"), "a+")  # held for the store's lifetime
     deadline = time.monotonic() + wait
     announce_at = time.monotonic() + 1.0
     while True:
@@ -228,7 +228,8 @@ class Store:
 
     def __init__(self, state_dir: Path, hub_name: str, lock_wait: float = 0.0) -> None:
         self._lock_file = lock_state_dir(state_dir, lock_wait)
-        self.path = database_path(state_dir, hub_name)
+        # Created 0600 before SQLite opens it: its WAL and shared-memory files take the database file's mode.
+        self.path = create_private(database_path(state_dir, hub_name))
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -501,6 +502,16 @@ def _instance_filter(
         clauses.append("substr(instance_id, 1, ?) = ?")
         args.extend([len(prefix), prefix])
     return clauses, args
+
+
+def create_private(path: Path) -> Path:
+    """Create the file readable by its owner only (0600) if it is missing; tighten it if it is not private."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            ensure_private(path)
+    return path
 
 
 def ensure_private(path: Path) -> None:

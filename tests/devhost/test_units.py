@@ -196,3 +196,16 @@ async def test_no_local_settings_leaves_local_settings_json_unread(tmp_path, mon
         await host.start()
     await host.stop()
     assert "SAMPLE_ONLY_IN_FILE" not in os.environ
+
+
+def test_the_state_dir_and_its_files_are_the_owners_only(tmp_path):
+    from devhost.store import Store
+
+    state = tmp_path / "state"
+    store = Store(state, "Hub")
+    with store.transaction() as db:
+        db.execute("INSERT INTO meta (key, value) VALUES ('probe', '1')")
+    modes = {f.name: oct(f.stat().st_mode & 0o777) for f in state.iterdir()}
+    store.close()
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    assert modes and set(modes.values()) == {"0o600"}, modes
