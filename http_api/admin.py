@@ -5,9 +5,11 @@ from __future__ import annotations
 import azure.durable_functions as df
 import azure.functions as func
 
-from http_api.responses import json_response, respond
+from http_api.responses import error_response, json_response, parse_query, respond
 from memory_core import api
-from memory_core.models import UserRef
+from memory_core.config import get_settings
+from memory_core.errors import MemoryServiceError
+from memory_core.models import UserQuery, UserRef
 from memory_core.openapi import openapi_document
 from orchestrations.host import DurableSessionHost
 
@@ -26,21 +28,46 @@ async def stats(req: func.HttpRequest) -> func.HttpResponse:
     return await respond(req, api.stats)
 
 
+# A user id travels in the path (/users/{user_id}) only when no server or proxy can read it differently: without a
+# slash, backslash, # ? or % (the Functions host decodes every escape of a path but %2F, so "a%2Fb" could be "a/b" or
+# "a%2Fb"); the query forms (DELETE and GET /users?user_id=...) take any id.
+
+
 @bp.route(route="users/{user_id}", methods=["DELETE"], auth_level=func.AuthLevel.ADMIN)
 @bp.durable_client_input(client_name="client")
 async def forget_user(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Delete everything of a user."""
+    """Delete everything of a user named in the path."""
     host = DurableSessionHost(client)
-    return await respond(req, lambda s: api.forget_user(s, host, UserRef.model_validate(req.route_params).user_id))
+    return await respond(
+        req, lambda s: api.forget_user(s, host, UserRef.model_validate(dict(req.route_params)).user_id)
+    )
+
+
+@bp.route(route="users", methods=["DELETE"], auth_level=func.AuthLevel.ADMIN)
+@bp.durable_client_input(client_name="client")
+async def forget_user_by_query(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Delete everything of a user named in the query string (any id)."""
+    host = DurableSessionHost(client)
+    return await respond(req, lambda s: api.forget_user(s, host, parse_query(req, UserQuery, s).user_id))
 
 
 @bp.route(route="users/{user_id}/export", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
 async def export_user(req: func.HttpRequest) -> func.HttpResponse:
-    """Everything stored about a user, as JSON."""
-    return await respond(req, lambda s: api.export_user(s, UserRef.model_validate(req.route_params).user_id))
+    """Everything stored about a user named in the path, as JSON."""
+    return await respond(req, lambda s: api.export_user(s, UserRef.model_validate(dict(req.route_params)).user_id))
+
+
+@bp.route(route="users", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+async def export_user_by_query(req: func.HttpRequest) -> func.HttpResponse:
+    """Everything stored about a user named in the query string (any id), as JSON."""
+    return await respond(req, lambda s: api.export_user(s, parse_query(req, UserQuery, s).user_id))
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
-    """The OpenAPI 3.1 description of this API."""
-    return json_response(openapi_document())
+    """The OpenAPI 3.1 description of this API, with the limits of the configured settings."""
+    try:
+        settings = get_settings()
+    except MemoryServiceError as exc:  # a bad setting: the same answer as every other endpoint
+        return error_response(503, "ServiceUnavailable", f"Session pool not initialized: {exc.detail}")
+    return json_response(openapi_document(settings))

@@ -90,9 +90,17 @@ def parse_body(req: func.HttpRequest, model: type[_Request], service: MemoryServ
     return model.model_validate(data, context=limits_context(service.settings))
 
 
+# The query parameter that carries a function key on Azure (the host reads it; it is no input of a use case).
+KEY_PARAMETER = "code"
+
+
 def parse_query(req: func.HttpRequest, model: type[_Request], service: MemoryService) -> _Request:
-    """The query string validated against ``model`` with the configured limits (the first value of each name)."""
-    return model.model_validate(dict(req.params), context=limits_context(service.settings))
+    """The query string validated against ``model`` with the configured limits (the first value of each name).
+
+    The function key's parameter (``code``) is the host's, not the request's: it is left out.
+    """
+    params = {name: value for name, value in req.params.items() if name != KEY_PARAMETER}
+    return model.model_validate(params, context=limits_context(service.settings))
 
 
 def route_url(req: func.HttpRequest, route: str) -> str:

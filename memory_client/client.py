@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, cast
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
@@ -562,15 +562,16 @@ class MemoryServiceClient:
             self._unstarted.clear()
             self._last_turn_ids.clear()
             self.session_id = None
-        response = await self._send("DELETE", f"/users/{quote(uid, safe='')}", attempts=self.max_attempts, admin=True)
+        # The query-string form takes any id (the path form refuses slashes, # ? and %, which proxies may rewrite).
+        query = urlencode({"user_id": uid})
+        response = await self._send("DELETE", f"/users?{query}", attempts=self.max_attempts, admin=True)
         return cast(ForgetResult, response.json())
 
     async def export_user(self, user_id: str | None = None) -> dict[str, Any]:
         """Everything stored about the user (default: this client's), as JSON; uses ``admin_key`` on Azure."""
         uid = user_id or self.user_id
-        response = await self._send(
-            "GET", f"/users/{quote(uid, safe='')}/export", attempts=self.max_attempts, admin=True
-        )
+        query = urlencode({"user_id": uid})
+        response = await self._send("GET", f"/users?{query}", attempts=self.max_attempts, admin=True)
         return cast(dict[str, Any], response.json())
 
     # -- HTTP ------------------------------------------------------------------------------------------------------

@@ -1,35 +1,42 @@
 """The HTTP API's request and response schemas: the guide's shapes, field for field, plus documented extras.
 
 Size limits come from the settings: validate with ``model_validate(data, context=limits_context(settings))``;
-without a context the defaults of ``Settings`` apply.
+without a context the defaults of ``Settings`` apply. Each limited field's JSON Schema names its setting
+(``x-setting``) next to the keyword it bounds (``LIMIT_KEYWORDS``), with the default value; ``memory_core.openapi``
+writes the configured values in. Requests are strict: booleans are ``true``/``false``, integers are numbers without a
+fraction, strings are strings (``memory_core.fields`` has the types and their rules).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationInfo,
     field_validator,
 )
 
 from memory_core.config import Settings
 from memory_core.domain import Insight, MemoryKind, SearchHit, SessionSummary
+from memory_core.fields import (
+    JSON_RULE,
+    MAX_JSON_DEPTH,
+    NOT_BLANK_PATTERN,
+    TIMESTAMP_RULE,
+    Id,
+    JsonInt,
+    JsonValue,
+    PathId,
+    Timestamp,
+    check_json,
+    is_blank,
+)
 from memory_core.pool import PoolStats
-
-ID_PATTERN = r"^[A-Za-z0-9._:@-]+$"
-Id = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN),
-    Field(description="1-128 letters, digits and . _ : @ -", examples=["user123"]),
-]
 
 _DEFAULTS = {
     "MAX_MESSAGE_CHARS": 32_000,
@@ -40,23 +47,27 @@ _DEFAULTS = {
 }
 
 
+# The JSON Schema keyword each setting bounds (x-maxJsonBytes: JSON Schema has no keyword for a value's size).
+LIMIT_KEYWORDS = {
+    "MAX_MESSAGE_CHARS": "maxLength",
+    "MAX_QUERY_CHARS": "maxLength",
+    "MAX_TOP_K": "maximum",
+    "MAX_METADATA_BYTES": "x-maxJsonBytes",
+    "MAX_LIST_LIMIT": "maximum",
+}
+
+
 def limits_context(settings: Settings) -> dict[str, int]:
     """The validation context that applies the configured limits."""
     return {name: int(getattr(settings, name)) for name in _DEFAULTS}
 
 
-MAX_METADATA_DEPTH = 32
-# Turn times every store represents the same way (four-digit years in UTC).
-MIN_YEAR, MAX_YEAR = 1000, 9999
+def _bounded_by(setting: str, **schema: Any) -> dict[str, Any]:
+    """The JSON Schema of a field bounded by a setting (the default value; the document writes the configured one)."""
+    return {**schema, LIMIT_KEYWORDS[setting]: _DEFAULTS[setting], "x-setting": setting}
 
 
-def _nesting(value: Any) -> int:
-    """How deep objects and arrays nest in a JSON value (0 for a scalar)."""
-    depth, level = 0, [value]
-    while containers := [v for v in level if isinstance(v, dict | list)]:
-        depth += 1
-        level = [child for v in containers for child in (v.values() if isinstance(v, dict) else v)]
-    return depth
+MAX_METADATA_DEPTH = MAX_JSON_DEPTH
 
 
 def _limit(info: ValidationInfo, name: str) -> int:
@@ -65,7 +76,7 @@ def _limit(info: ValidationInfo, name: str) -> int:
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, strict=True)
 
 
 class _Response(BaseModel):
@@ -73,7 +84,13 @@ class _Response(BaseModel):
 
 
 class UserRef(_Request):
-    """A user named in the path (``/users/{user_id}``)."""
+    """A user named in the path (``/users/{user_id}``): no slash, backslash, ``#``, ``?`` or ``%`` (see ``PathId``)."""
+
+    user_id: PathId
+
+
+class UserQuery(_Request):
+    """A user named in the query string (``/users?user_id=...``): any id."""
 
     user_id: Id
 
@@ -86,7 +103,9 @@ class StartSessionRequest(_Request):
 
     user_id: Id
     session_id: Id | None = Field(None, description="Auto-generated if not provided")
-    restore: bool = Field(True, description="Restore the session if it exists (hot, or evicted to the store)")
+    restore: bool = Field(
+        True, description="Restore the session if it exists (hot, or evicted to the store); true or false"
+    )
 
 
 class EndSessionRequest(_Request):
@@ -137,30 +156,28 @@ class StoreTurnRequest(_Request):
 
     user_id: Id
     session_id: Id
-    user_message: str = Field(min_length=1)
-    agent_message: str = Field(min_length=1)
+    user_message: str = Field(
+        min_length=1,
+        description="Not blank; at most MAX_MESSAGE_CHARS characters",
+        json_schema_extra=_bounded_by("MAX_MESSAGE_CHARS", pattern=NOT_BLANK_PATTERN),
+    )
+    agent_message: str = Field(
+        min_length=1,
+        description="Not blank; at most MAX_MESSAGE_CHARS characters",
+        json_schema_extra=_bounded_by("MAX_MESSAGE_CHARS", pattern=NOT_BLANK_PATTERN),
+    )
     turn_id: Id | None = Field(
         None,
         description="Idempotency key: the same turn_id again is the same turn (stored once, however late the repeat; "
         "its timestamp and metadata are the first ones); with other messages it is a 409. Generated when omitted.",
     )
-    timestamp: AwareDatetime | None = Field(
-        None, description="When the turn happened (ISO 8601 with offset, years 1000-9999 in UTC); default: now"
+    timestamp: Timestamp | None = Field(None, description=f"When the turn happened: {TIMESTAMP_RULE}. Default: now")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Free-form JSON object kept with the turn: at most MAX_METADATA_BYTES bytes as compact UTF-8 "
+        f"JSON (x-maxJsonBytes); {JSON_RULE}",
+        json_schema_extra=_bounded_by("MAX_METADATA_BYTES"),
     )
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON kept with the turn")
-
-    @field_validator("timestamp")
-    @classmethod
-    def _representable_timestamp(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        try:
-            utc = value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("must be a time between years 1000 and 9999 in UTC") from None
-        if not MIN_YEAR <= utc.year <= MAX_YEAR:
-            raise ValueError("must be a time between years 1000 and 9999 in UTC")
-        return value
 
     @field_validator("user_message", "agent_message")
     @classmethod
@@ -168,15 +185,16 @@ class StoreTurnRequest(_Request):
         limit = _limit(info, "MAX_MESSAGE_CHARS")
         if len(value) > limit:
             raise ValueError(f"must be at most {limit} characters (got {len(value)})")
-        if not value.strip():
+        if is_blank(value):
             raise ValueError("must not be blank")
         return value
 
-    @field_validator("metadata")
+    @field_validator("metadata", mode="plain", json_schema_input_type=dict[str, JsonValue])
     @classmethod
-    def _bounded_metadata(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        if _nesting(value) > MAX_METADATA_DEPTH:  # pydantic cannot serialize much deeper values (about 250 levels)
-            raise ValueError(f"must nest objects and arrays at most {MAX_METADATA_DEPTH} levels deep")
+    def _bounded_metadata(cls, value: Any, info: ValidationInfo) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
+        check_json(value, "metadata")
         limit = _limit(info, "MAX_METADATA_BYTES")
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         if size > limit:
@@ -245,8 +263,12 @@ class RetrieveRequest(_Request):
 
     user_id: Id
     session_id: Id | None = Field(None, description="Accepted for compatibility; search covers all the user's past")
-    query: str = Field(min_length=1)
-    top_k: int = Field(5, ge=1)
+    query: str = Field(
+        min_length=1,
+        description="Not blank; at most MAX_QUERY_CHARS characters",
+        json_schema_extra=_bounded_by("MAX_QUERY_CHARS", pattern=NOT_BLANK_PATTERN),
+    )
+    top_k: JsonInt = Field(5, ge=1, description="1 to MAX_TOP_K results", json_schema_extra=_bounded_by("MAX_TOP_K"))
 
     @field_validator("query")
     @classmethod
@@ -254,7 +276,7 @@ class RetrieveRequest(_Request):
         limit = _limit(info, "MAX_QUERY_CHARS")
         if len(value) > limit:
             raise ValueError(f"must be at most {limit} characters (got {len(value)})")
-        if not value.strip():
+        if is_blank(value):
             raise ValueError("must not be blank")
         return value
 
@@ -318,7 +340,9 @@ class InsightsRequest(_Listing):
     user_id: Id
     recent_only: bool = Field(False, description="Only insights learned in the last M_SESSIONS_RECENT sessions")
     include_superseded: bool = Field(False, description="Also insights that stopped being true")
-    limit: int = Field(100, ge=1)
+    limit: JsonInt = Field(
+        100, ge=1, description="1 to MAX_LIST_LIMIT insights", json_schema_extra=_bounded_by("MAX_LIST_LIMIT")
+    )
 
 
 class InsightItem(_Response):
@@ -358,7 +382,9 @@ class SummariesRequest(_Listing):
     """``POST /summaries``."""
 
     user_id: Id
-    limit: int = Field(5, ge=1)
+    limit: JsonInt = Field(
+        5, ge=1, description="1 to MAX_LIST_LIMIT summaries", json_schema_extra=_bounded_by("MAX_LIST_LIMIT")
+    )
 
 
 class SummaryItem(_Response):

@@ -31,8 +31,8 @@ def service(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
 
 @pytest.fixture
 def user() -> str:
-    """A fresh user id."""
-    return unique("user")
+    """A fresh user id, as users write them: a path or a URL would need each of ``+ / # ? %`` and the space escaped."""
+    return unique("ü+tag@example.com/#?% user")
 
 
 @pytest.fixture

@@ -194,7 +194,7 @@ async def test_errors_raise_typed_exceptions_with_the_services_json(service: Mem
         assert isinstance(ended.value, Conflict)
         assert client.pending_turns == 0  # refused turns are not buffered
 
-    async with MemoryServiceClient(service.base_url, "not a valid id!", **FAST) as bad_user:
+    async with MemoryServiceClient(service.base_url, "not\ta valid id", **FAST) as bad_user:
         with pytest.raises(InvalidRequest) as bad_id:
             await bad_user.start_session()
         assert_service_error(bad_id.value, 400, "ValidationError", "user_id")

@@ -227,7 +227,7 @@ async def test_keys_function_key_admin_key_and_status_urls() -> None:
         await client.wait_for_reflection(f"{BASE}/runtime/webhooks/durabletask/instances/y?taskHub=h&code=system")
     assert seen == [
         ("/memory/context", "function-key"),
-        ("/users/u1/export", "master-key"),
+        ("/users", "master-key"),
         ("/runtime/webhooks/durabletask/instances/x", "function-key"),
         ("/runtime/webhooks/durabletask/instances/y", None),  # the URL carries its own key
     ]

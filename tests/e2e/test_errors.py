@@ -79,18 +79,20 @@ async def test_taken_session_id_is_409(client: httpx.AsyncClient):
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        ("/sessions/start", {"user_id": "no spaces allowed"}, "user_id"),
-        ("/sessions/start", {"user_id": "u" * 129}, "user_id"),
-        ("/sessions/start", {"user_id": "ok", "session_id": "a/b"}, "session_id"),
+        ("/sessions/start", {"user_id": "   "}, "user_id"),
+        ("/sessions/start", {"user_id": "u" * 257}, "user_id"),
+        ("/sessions/start", {"user_id": "ok", "session_id": "tab\there"}, "session_id"),
+        ("/sessions/start", {"user_id": "ok", "restore": 0}, "restore"),
         ("/sessions/end", {"user_id": "ok", "session_id": ""}, "session_id"),
-        ("/memory/context", {"user_id": "ok", "session_id": "s", "after_turn_id": "t 1"}, "after_turn_id"),
+        ("/memory/context", {"user_id": "ok", "session_id": "s", "after_turn_id": "t\n1"}, "after_turn_id"),
         (
             "/memory/store",
-            {"user_id": "ok", "session_id": "s", "turn_id": "t#1", "user_message": "Hi", "agent_message": "Hey"},
+            {"user_id": "ok", "session_id": "s", "turn_id": "t\u20281", "user_message": "Hi", "agent_message": "Hey"},
             "turn_id",
         ),
         ("/memory/store", {"user_id": "ok", "session_id": "s", "user_message": "Hi"}, "agent_message"),
-        ("/memory/retrieve", {"user_id": "ü", "query": "anything"}, "user_id"),
+        ("/memory/retrieve", {"user_id": "del\x7f", "query": "anything"}, "user_id"),
+        ("/memory/retrieve", {"user_id": "ok", "query": "x", "top_k": 2.5}, "top_k"),
         ("/memory/retrieve", {"user_id": "ok", "query": "x", "top_k": 0}, "top_k"),
         ("/insights", {"user_id": "ok", "limit": 100_000}, "limit"),
         ("/summaries", {"user_id": "bad\nid"}, "user_id"),
@@ -103,10 +105,14 @@ async def test_bad_input_is_400_naming_the_field(client: httpx.AsyncClient, path
 
 
 async def test_bad_user_id_in_the_path_and_bad_bodies_are_400(client: httpx.AsyncClient):
-    error = error_of(await client.get("/users/bad%20id/export"), 400)
-    assert error["field"] == "user_id"
-    error = error_of(await client.delete("/users/bad%20id"), 400)
-    assert error["field"] == "user_id"
+    # "%" is refused in the path: the query forms take any id.
+    for path in ("/users/50%25/export", "/users/%20%20/export"):
+        error = error_of(await client.get(httpx.URL(path)), 400)
+        assert error["field"] == "user_id", path
+    error = error_of(await client.delete(httpx.URL("/users/50%25")), 400)
+    assert error["field"] == "user_id" and "?user_id=" in str(error["detail"])
+    export = await client.get("/users", params={"user_id": "a/b 50%"})
+    assert export.status_code == 200 and export.json()["user_id"] == "a/b 50%"
     for content in (b"{not json", b"[1, 2]", b""):
         error = error_of(
             await client.post("/sessions/start", content=content, headers={"content-type": "application/json"}), 400

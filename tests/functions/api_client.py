@@ -76,6 +76,6 @@ class Api:
         route = self.route_of(name).format(**route_params)
         return await self.send(name, http_request("GET", route, route_params=route_params, params=query))
 
-    async def delete(self, name: str, **route_params: str) -> Reply:
+    async def delete(self, name: str, query: dict[str, str] | None = None, **route_params: str) -> Reply:
         route = self.route_of(name).format(**route_params)
-        return await self.send(name, http_request("DELETE", route, route_params=route_params))
+        return await self.send(name, http_request("DELETE", route, route_params=route_params, params=query))

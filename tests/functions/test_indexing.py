@@ -28,7 +28,9 @@ HTTP_ROUTES = {
     "openapi": ("openapi.json", "GET", func.AuthLevel.ANONYMOUS, False),
     "stats": ("stats", "GET", func.AuthLevel.ADMIN, False),
     "forget_user": ("users/{user_id}", "DELETE", func.AuthLevel.ADMIN, True),
+    "forget_user_by_query": ("users", "DELETE", func.AuthLevel.ADMIN, True),
     "export_user": ("users/{user_id}/export", "GET", func.AuthLevel.ADMIN, False),
+    "export_user_by_query": ("users", "GET", func.AuthLevel.ADMIN, False),
 }
 ENTITIES = {"session_entity": "session"}
 ORCHESTRATORS = {"process_turns", "reflect_session", "evict_session"}
