@@ -28,23 +28,34 @@ EVICT_ACTIVITY = "evict"
 REFLECT_ACTIVITY = "reflect"
 
 
+# Ids are any strings of printable characters (memory_core.fields): instance ids and entity keys never hold them, only
+# hex digests of them (SHA-256), so every key is short, of fixed shape, and free of what the task hub's storage refuses
+# in keys (Azure Table keys: slash, backslash, # and ?, control characters; at most 1 KiB).
+
+
 def _digest(*parts: str, size: int = 24) -> str:
+    # Ids hold no control characters, so the separator U+001F makes the joined text unambiguous.
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:size]
-
-
-def session_key(user_id: str, session_id: str) -> str:
-    """The session entity's key: readable and unambiguous (the user id's length says where it ends)."""
-    return f"{len(user_id)}.{user_id}.{session_id}"
-
-
-def session_entity(user_id: str, session_id: str) -> df.EntityId:
-    """The session entity of a user's session."""
-    return df.EntityId(SESSION_ENTITY, session_key(user_id, session_id))
 
 
 def user_prefix(user_id: str) -> str:
     """Every orchestration instance of a user starts with this, so forgetting a user finds them all."""
     return f"u{_digest(user_id, size=16)}-"
+
+
+def user_entity_prefix(user_id: str) -> str:
+    """Every session entity key of a user starts with this, so forgetting a user finds them all."""
+    return user_prefix(user_id)
+
+
+def session_key(user_id: str, session_id: str) -> str:
+    """The session entity's key: the user's prefix and a 128-bit digest of user and session (51 characters)."""
+    return f"{user_entity_prefix(user_id)}s{_digest(user_id, session_id, size=32)}"
+
+
+def session_entity(user_id: str, session_id: str) -> df.EntityId:
+    """The session entity of a user's session."""
+    return df.EntityId(SESSION_ENTITY, session_key(user_id, session_id))
 
 
 def batch_instance_id(user_id: str, session_id: str, through_seq: int) -> str:

@@ -4,8 +4,8 @@ Three containers, each partitioned by ``/user_id`` so that every read, query and
 partition:
 
 * interactions: session records (``type: "session"``), turns (``"turn"``), chunks (``"chunk"``), plus metadata
-  documents (``"meta"``) in the reserved partition ``__meta__``: the store's embedding identity and the last cleanup
-  claim;
+  documents (``"meta"``) in a reserved partition no user id can name (``META_PARTITION``): the store's embedding
+  identity and the last cleanup claim;
 * session_summaries: one ``"summary"`` per session;
 * insights: ``"insight"`` documents.
 
@@ -90,7 +90,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DOC_SCHEMA_VERSION = 1
-META_PARTITION = "__meta__"  # not a valid user id (ids allow letters, digits and ._:@- only)
+# The reserved partition: no user id is this (ids hold no control characters), so no user's reads, forget or export
+# reach the store's own documents. Partition key values are JSON strings; the containers' large partition keys
+# (version 2) take values up to 2 KB, and an id (at most 256 characters, 1 KB of UTF-8) always fits.
+META_PARTITION = "\x1fmeta"
 META_ID = "embedding-identity"
 CLEANUP_ID = "cleanup"  # the last cleanup claim (``claim_cleanup``), next to the embedding identity
 
