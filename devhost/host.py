@@ -39,6 +39,7 @@ from multidict import CIMultiDict
 from devhost.config import SettingError, apply_settings, load_host_json, load_local_settings
 from devhost.durable_api import DurableHttpApi, management_urls
 from devhost.engine import DurableEngine
+from devhost.errors import error_response
 from devhost.functions import (
     ALL_METHODS,
     AppLoadError,
@@ -53,7 +54,7 @@ from devhost.invocation import InvocationContext, invocation
 from devhost.keys import Keys, authorized, authorized_system, load_keys
 from devhost.latency import QueueLatency
 from devhost.proxy import ReverseProxy
-from devhost.routing import Route, Router, compile_route
+from devhost.routing import RequestPathError, Route, Router, compile_route, decode_path
 from devhost.store import StateDirInUseError, Store
 from devhost.supervisor import DurableWorker, WorkerStartError
 from devhost.timers import TimerRunner
@@ -384,13 +385,17 @@ class DevHost:
         path = request.path
         if self._is_rpc(path) or path == DURABLE_PATH or path.startswith(DURABLE_PATH + "/"):
             return await self._durable_request(request, path)
-        if self.options.role == "durable":
-            return web.Response(status=404)  # the worker serves the Durable HTTP API only
+        if self.options.role == "durable":  # the worker serves the Durable HTTP API only
+            return error_response(404, "NotFound", f"No Durable HTTP API route matches {request.method} {path}")
         if path.rstrip("/") == "/admin/host/status":
             if self.keys is not None and not authorized(self.keys, "admin", request):
-                return web.Response(status=401)
+                return _unauthorized("admin")
             return web.json_response({"state": "Running", "processUptime": 0, "devhost": True})
-        return await self._http_trigger(request, path)
+        try:
+            trigger_path = decode_path(request.raw_path)
+        except RequestPathError as exc:
+            return error_response(400, "BadRequest", str(exc))
+        return await self._http_trigger(request, trigger_path)
 
     async def _durable_request(self, request: web.Request, path: str) -> web.StreamResponse:
         """The Durable HTTP API: forwarded to the durable worker, or answered here."""
@@ -400,31 +405,37 @@ class DevHost:
         if self._is_rpc(path):
             return await self._api.handle(request, path[len(self._rpc_path) :])
         if self.keys is not None and not authorized_system(self.keys, request):
-            return web.Response(status=401)
+            return _unauthorized("system")
         return await self._api.handle(request, path[len(DURABLE_PATH) :])
 
     async def _http_trigger(self, request: web.Request, path: str) -> web.StreamResponse:
+        """Route ``path`` (decoded as the Functions host decodes it: ``devhost.routing.decode_path``) to a function."""
+        not_found = f"No function matches {request.method} {path}"
         if self.route_prefix:
             prefix = "/" + self.route_prefix.lower()
             lowered = path.lower()
             if lowered != prefix and not lowered.startswith(prefix + "/"):
-                return web.Response(status=404)
+                return error_response(404, "NotFound", not_found)
         matches = self._router.match(path)
         if not matches:
-            return web.Response(status=404)
+            return error_response(404, "NotFound", not_found)
         for route, values in matches:
             function: HttpFunction = route.target
             if request.method in function.methods:
                 if self.keys is not None and not authorized(self.keys, function.auth_level, request, function.name):
-                    return web.Response(status=401)
+                    return _unauthorized(function.auth_level)
                 return await self._invoke_http(function, request, values)
-        allowed = sorted({m for route, _ in matches for m in route.target.methods})
-        return web.Response(status=405, headers={"Allow": ", ".join(allowed)})
+        allowed = ", ".join(sorted({m for route, _ in matches for m in route.target.methods}))
+        detail = f"{request.method} is not allowed on {path}; allowed: {allowed}"
+        return error_response(405, "MethodNotAllowed", detail, {"Allow": allowed})
 
     async def _invoke_http(
         self, function: HttpFunction, request: web.Request, route_values: dict[str, str]
     ) -> web.StreamResponse:
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, "PayloadTooLarge", f"The body must be at most {MAX_REQUEST_BODY} bytes")
         headers: dict[str, str] = {}
         for key, value in request.headers.items():
             lowered = key.lower()
@@ -452,7 +463,7 @@ class DevHost:
             except Exception:
                 outcome.failed = True
                 logger.exception("Function %s raised an exception", function.name)
-                return web.Response(status=500, text="Internal Server Error")
+                return error_response(500, "InternalError", "The function failed; see the host's log")
 
     async def _invoke_timer(self, timer: TimerFunction, request: func.TimerRequest, reason: str) -> None:
         with invocation(timer.name, reason) as outcome:
@@ -472,6 +483,19 @@ class DevHost:
             return await fn(**kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, partial(fn, **kwargs))
+
+
+_KEY_NEEDED = {
+    "function": "a function key or the master key",
+    "admin": "the master key",
+    "system": "the Durable extension's system key or the master key",
+}
+
+
+def _unauthorized(level: str) -> web.Response:
+    needed = _KEY_NEEDED.get(level, "a key")
+    detail = f"This route needs {needed}, in the code query parameter or the x-functions-key header"
+    return error_response(401, "Unauthorized", detail)
 
 
 def _to_web_response(result: Any, function_name: str) -> web.StreamResponse:

@@ -4,7 +4,7 @@ Clients keep every URL the host hands out (`statusQueryGetUri` and the other man
 while the API itself is served by the durable worker process on its internal loopback port (`devhost.worker`). A
 request is forwarded as it came: method, raw path and query, headers (`Host` included, so the URLs the worker derives
 from it name the public port) and body; the answer comes back as the worker gave it. Only hop-by-hop headers are
-dropped. When the worker cannot be reached the answer is 502.
+dropped. When the worker cannot be reached the answer is 502 (devhost's JSON error body).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
+
+from devhost.errors import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -93,4 +95,4 @@ class ReverseProxy:
                 )
         except (aiohttp.ClientError, OSError) as error:
             logger.error("devhost: the durable worker did not answer %s %s: %s", request.method, request.path, error)
-            return web.Response(status=502, text="The durable worker is not available.")
+            return error_response(502, "BadGateway", "The durable worker is not available")

@@ -26,6 +26,113 @@ class RouteTemplateError(ValueError):
     """A route template that cannot be parsed."""
 
 
+class RequestPathError(ValueError):
+    """A request path the Functions host refuses with 400 (an escaped NUL, or bytes that are not UTF-8)."""
+
+
+# -- the request path as the Functions host sees it ------------------------------------------------------------------
+#
+# The Functions host runs on ASP.NET Core (Kestrel): the request path it routes is decoded once, every %XX escape
+# except %2F (and %2f), which stays as it is, because a decoded "/" would change the path's segments. An escape that
+# does not form a valid UTF-8 sequence is kept as written, an escaped NUL is a 400, and dot segments are removed after
+# decoding. Routing does not decode any further: a route value is the segment as decoded, "%2F" included.
+# Sources: Kestrel's UrlDecoder (dotnet/aspnetcore, src/Shared/UrlDecoder/UrlDecoder.cs: SkipUnescape of %2F) and
+# PathNormalizer; HttpRequest.Path's documentation ("fully decoded by the server except for '%2F'"); the host's HTTP
+# routing (Azure/azure-webjobs-sdk-extensions, WebJobsRouteBuilder: ASP.NET Core Route templates over that path).
+
+_HEX = "0123456789abcdefABCDEF"
+
+
+def _escape_at(raw: bytes, index: int) -> int | None:
+    """The byte an escape %XX at ``index`` stands for; None if it is no escape, or is %2F (never decoded)."""
+    if index + 2 >= len(raw):
+        return None
+    high, low = chr(raw[index + 1]), chr(raw[index + 2])
+    if high not in _HEX or low not in _HEX:
+        return None
+    value = int(high + low, 16)
+    return None if value == 0x2F else value
+
+
+def _utf8_sequence(raw: bytes, index: int, first: int) -> tuple[bytes, int] | None:
+    """A whole UTF-8 sequence of escapes starting with ``first`` at ``index``, and where it ends; None if invalid."""
+    if first & 0xE0 == 0xC0:
+        count, bits, minimum = 2, first & 0x1F, 0x80
+    elif first & 0xF0 == 0xE0:
+        count, bits, minimum = 3, first & 0x0F, 0x800
+    elif first & 0xF8 == 0xF0:
+        count, bits, minimum = 4, first & 0x07, 0x10000
+    else:
+        return None
+    decoded, position = bytearray([first]), index + 3
+    for _ in range(count - 1):
+        if position >= len(raw) or raw[position] != ord("%"):
+            return None
+        following = _escape_at(raw, position)
+        if following is None or following & 0xC0 != 0x80:
+            return None
+        bits = (bits << 6) | (following & 0x3F)
+        decoded.append(following)
+        position += 3
+    if bits < minimum or 0xD800 <= bits <= 0xDFFF or bits > 0x10FFFF:
+        return None
+    return bytes(decoded), position
+
+
+def decode_path(raw_path: str) -> str:
+    """The path of a raw request target (``/a%20b/c?x=1``) decoded as the Functions host decodes it (see above).
+
+    Raises:
+        RequestPathError: an escaped NUL, or a path whose bytes are not UTF-8.
+    """
+    raw = raw_path.split("?", 1)[0].encode("utf-8", "surrogateescape")
+    out, index = bytearray(), 0
+    while index < len(raw):
+        byte = raw[index]
+        if byte == ord("%"):
+            value = _escape_at(raw, index)
+            if value == 0:
+                raise RequestPathError("The path contains an escaped NUL (%00)")
+            if value is not None and value < 0x80:
+                out.append(value)
+                index += 3
+                continue
+            if value is not None:
+                sequence = _utf8_sequence(raw, index, value)
+                if sequence is not None:
+                    out += sequence[0]
+                    index = sequence[1]
+                    continue
+        out.append(byte)
+        index += 1
+    try:
+        path = out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestPathError("The path is not UTF-8") from None
+    return remove_dot_segments(path)
+
+
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4: ``/a/./b/../c`` is ``/a/c``."""
+    if "." not in path:
+        return path
+    output: list[str] = []
+    segments = path.split("/")
+    for position, segment in enumerate(segments):
+        last = position == len(segments) - 1
+        if segment == ".":
+            if last:
+                output.append("")
+        elif segment == "..":
+            if len(output) > 1:
+                output.pop()
+            if last:
+                output.append("")
+        else:
+            output.append(segment)
+    return "/".join(output) or "/"
+
+
 def _is_int(value: str, bits: int) -> bool:
     if not re.fullmatch(r"[+-]?\d+", value):
         return False

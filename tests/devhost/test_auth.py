@@ -51,6 +51,17 @@ async def test_anonymous_level_needs_no_key(http: aiohttp.ClientSession):
     assert await status(http, "/api/greet/x") == 200
 
 
+async def test_a_missing_or_wrong_key_is_a_401_with_a_json_error(http: aiohttp.ClientSession):
+    for params in ({}, {"code": "wrong"}):
+        async with http.get("/api/secure/admin", params=params) as response:
+            assert response.status == 401
+            assert response.headers["Content-Type"].startswith("application/json")
+            body = await response.json()
+        assert body["error"] == "Unauthorized" and body["field"] is None and "master key" in body["detail"]
+    async with http.get(f"{API}/instances/") as response:
+        assert response.status == 401 and (await response.json())["error"] == "Unauthorized"
+
+
 async def test_function_level_accepts_a_function_key_or_the_master_key(http: aiohttp.ClientSession, secured: DevHost):
     keys = secured.keys
     assert keys is not None

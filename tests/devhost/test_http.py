@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
+from yarl import URL
 
 from devhost import DevHost
 
@@ -57,17 +59,28 @@ async def test_catch_all_parameter_takes_the_rest_of_the_path(http: aiohttp.Clie
         assert (await response.json()) == {"path": None}
 
 
+async def error_of(response: aiohttp.ClientResponse, status: int) -> dict[str, object]:
+    """The JSON error body devhost answers with when no function does."""
+    assert response.status == status
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = await response.json()
+    assert set(body) == {"error", "detail", "field"} and body["field"] is None
+    return body
+
+
 async def test_unknown_route_and_missing_prefix_return_404(http: aiohttp.ClientSession):
     async with http.get("/api/nope") as response:
-        assert response.status == 404
+        body = await error_of(response, 404)
+    assert body == {"error": "NotFound", "detail": "No function matches GET /api/nope", "field": None}
     async with http.get("/items/books/1") as response:
-        assert response.status == 404
+        assert (await error_of(response, 404))["error"] == "NotFound"
 
 
 async def test_wrong_method_returns_405_with_allowed_methods(http: aiohttp.ClientSession):
     async with http.delete("/api/echo") as response:
-        assert response.status == 405
+        body = await error_of(response, 405)
         assert response.headers["Allow"] == "POST, PUT"
+    assert body["error"] == "MethodNotAllowed" and body["detail"].endswith("allowed: POST, PUT")
 
 
 async def test_body_headers_status_and_mimetype_are_mapped(http: aiohttp.ClientSession):
@@ -86,8 +99,36 @@ async def test_none_return_is_204(http: aiohttp.ClientSession):
 
 async def test_handler_exception_is_a_generic_500(http: aiohttp.ClientSession):
     async with http.get("/api/boom") as response:
-        assert response.status == 500
         assert "secret" not in await response.text()
+        assert (await error_of(response, 500))["error"] == "InternalError"
+
+
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ("a%20b", "a b"),
+        ("a+b", "a+b"),  # a path is no form: + stays +
+        ("%C3%BCber", "über"),
+        ("a%23b%3Fc%25d", "a#b?c%d"),
+        ("a%2Fb", "a%2Fb"),  # the host never decodes %2F: a / would change the segments
+        ("a%2fb", "a%2fb"),
+        ("a%252Fb", "a%2Fb"),  # decoded once
+        ("%C3%28x", "%C3(x"),  # not UTF-8: kept as written
+        ("x/../y", "y"),  # dot segments go after decoding
+        ("x/%2E%2E/y", "y"),
+    ],
+)
+async def test_route_values_are_the_path_decoded_as_the_functions_host_does(
+    http: aiohttp.ClientSession, raw: str, name: str
+):
+    async with http.get(URL(f"/api/greet/{raw}", encoded=True)) as response:
+        assert response.status == 200
+        assert await response.text() == f"hello {name}"
+
+
+async def test_an_escaped_nul_in_the_path_is_400(http: aiohttp.ClientSession):
+    async with http.get(URL("/api/greet/a%00b", encoded=True)) as response:
+        assert (await error_of(response, 400))["error"] == "BadRequest"
 
 
 async def test_async_handler_gets_the_invocation_context(http: aiohttp.ClientSession):

@@ -9,7 +9,7 @@ import pytest
 
 from devhost.history import EventType, new_event, with_played_flags
 from devhost.replay import NonDeterminismError, Replayer
-from devhost.routing import Router, compile_route
+from devhost.routing import RequestPathError, Router, compile_route, decode_path
 from devhost.timers import ScheduleError, parse_schedule
 
 
@@ -209,3 +209,25 @@ def test_the_state_dir_and_its_files_are_the_owners_only(tmp_path):
     store.close()
     assert oct(state.stat().st_mode & 0o777) == "0o700"
     assert modes and set(modes.values()) == {"0o600"}, modes
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        ("/users/a%2Fb/export", "/users/a%2Fb/export"),
+        ("/users/a%252Fb/export?x=%2F", "/users/a%2Fb/export"),
+        ("/users/%F0%9F%98%80%20x", "/users/😀 x"),
+        ("/a/%ED%A0%80", "/a/%ED%A0%80"),  # an escaped surrogate is no UTF-8: kept as written
+        ("/a/%C0%AF", "/a/%C0%AF"),  # an overlong form, too
+        ("/a/%zz%", "/a/%zz%"),
+        ("/a/./b/../c/.", "/a/c/"),
+        ("/..", "/"),
+    ],
+)
+def test_request_paths_are_decoded_as_kestrel_decodes_them(raw: str, decoded: str):
+    assert decode_path(raw) == decoded
+
+
+def test_an_escaped_nul_is_refused():
+    with pytest.raises(RequestPathError):
+        decode_path("/a%00")

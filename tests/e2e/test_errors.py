@@ -105,11 +105,12 @@ async def test_bad_input_is_400_naming_the_field(client: httpx.AsyncClient, path
 
 
 async def test_bad_user_id_in_the_path_and_bad_bodies_are_400(client: httpx.AsyncClient):
-    # "%" is refused in the path: the query forms take any id.
-    for path in ("/users/50%25/export", "/users/%20%20/export"):
+    # "%" and "/" are refused in the path (a "/" arrives as "%2F", which the host never decodes): the query forms
+    # take any id.
+    for path in ("/users/50%25/export", "/users/a%2Fb/export", "/users/%20%20/export"):
         error = error_of(await client.get(httpx.URL(path)), 400)
         assert error["field"] == "user_id", path
-    error = error_of(await client.delete(httpx.URL("/users/50%25")), 400)
+    error = error_of(await client.delete(httpx.URL("/users/a%2Fb")), 400)
     assert error["field"] == "user_id" and "?user_id=" in str(error["detail"])
     export = await client.get("/users", params={"user_id": "a/b 50%"})
     assert export.status_code == 200 and export.json()["user_id"] == "a/b 50%"
@@ -120,6 +121,16 @@ async def test_bad_user_id_in_the_path_and_bad_bodies_are_400(client: httpx.Asyn
         assert error["error"] == "InvalidRequestError" and error["field"] is None
     error = error_of(await client.post("/sessions/start", json={"user_id": "ok", "extra": 1}), 400)
     assert error["field"] == "extra"
+
+
+async def test_unknown_routes_and_wrong_methods_answer_the_json_error_body(client: httpx.AsyncClient):
+    error = error_of(await client.get("/no/such/route"), 404)
+    assert error["error"] == "NotFound" and error["field"] is None
+    response = await client.get("/memory/store")
+    error = error_of(response, 405)
+    assert error["error"] == "MethodNotAllowed" and response.headers["allow"] == "POST"
+    response = await client.put("/users/someone")
+    assert error_of(response, 405) and response.headers["allow"] == "DELETE"
 
 
 async def test_the_guides_client_starts_a_session_under_its_own_id(client: httpx.AsyncClient):
