@@ -11,6 +11,8 @@ the public port instead (`internal_port`, `public_port`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 from datetime import UTC, datetime
@@ -22,9 +24,13 @@ from yarl import URL
 
 from devhost.engine import DurableEngine, DurableError, scheduler_id
 from devhost.history import EventType, format_status_time, parse_time
-from devhost.store import TERMINAL_STATUSES, Instance
+from devhost.store import TERMINAL_STATUSES, EntityRow, Instance
 
 logger = logging.getLogger(__name__)
+
+# The extension's page size of an instance query without `top` (OrchestrationStatusQueryCondition.PageSize).
+PAGE_SIZE = 100
+CONTINUATION_HEADER = "x-ms-continuation-token"
 
 RUNTIME_STATUSES = (
     "Running",
@@ -74,6 +80,24 @@ def _error(status: int, message: str) -> web.Response:
 
 def _loads(text: str | None) -> Any:
     return json.loads(text) if text is not None else None
+
+
+def _continuation_token(after: str) -> str:
+    """An opaque token for the page that starts after instance id `after`."""
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode("utf-8")).decode("ascii")
+
+
+def _after(token: str | None) -> str | None:
+    """The instance id a continuation token continues after (None: from the first page). Raises ValueError."""
+    if not token or token == "null":
+        return None
+    try:
+        after = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))["after"]
+    except (binascii.Error, UnicodeError, ValueError, KeyError, TypeError) as error:
+        raise ValueError("Invalid continuation token") from error
+    if not isinstance(after, str):
+        raise ValueError("Invalid continuation token")
+    return after
 
 
 def management_urls(public_base: str, query_suffix: str, instance_id: str) -> dict[str, str]:
@@ -257,9 +281,32 @@ class DurableHttpApi:
             return self._check_status_response(request, restarted)
         return web.Response(status=404)
 
+    def _entity_payload(self, entity: EntityRow, *, show_input: bool) -> dict[str, Any]:
+        """An entity as the instance query shows it on the Azure Storage back end.
+
+        A Running instance whose input is its scheduler state and whose custom status says it exists (the
+        extension's `DurableEntityStatus` and `EntityQueryResult` read them so).
+        """
+        modified = format_status_time(datetime.fromtimestamp(entity.last_modified, UTC))
+        return {
+            "name": entity.name,
+            "instanceId": entity.entity_id,
+            "runtimeStatus": "Running",
+            "input": {"exists": True, "state": entity.state} if show_input else None,
+            "customStatus": {"entityExists": True},
+            "output": None,
+            "createdTime": modified,
+            "lastUpdatedTime": modified,
+            "historyEvents": None,
+        }
+
     def _status(self, request: web.Request, instance_id: str) -> web.StreamResponse:
         instance = self._engine.store.get_instance(instance_id)
         if instance is None:
+            entity = self._engine.store.get_entity(instance_id) if instance_id.startswith("@") else None
+            if entity is not None:
+                payload = self._entity_payload(entity, show_input=_bool_param(request, "showInput", True))
+                return web.json_response(payload, status=202, headers={"Retry-After": "5"})
             return web.Response(status=404)
         payload = self._status_payload(
             instance,
@@ -276,31 +323,44 @@ class DurableHttpApi:
         return web.json_response(payload, status=200)
 
     def _list(self, request: web.Request) -> web.StreamResponse:
+        """One page of the instance query, as the extension's `HandleGetStatusRequestAsync` answers it.
+
+        The page size is `top`, else 100 (`OrchestrationStatusQueryCondition.PageSize`); the request's
+        `x-ms-continuation-token` header continues a query, and the answer's header holds the next page's token, or
+        "null" after the last page. Entities are listed too (`@name@key`), as the Azure Storage back end lists them.
+        A client that does not follow the token (the Python SDK's `get_status_by`) sees the first page only.
+        """
         created_from = _time_param(request, "createdTimeFrom")
         created_to = _time_param(request, "createdTimeTo")
         try:
-            top = int(request.query.get("top", "0")) or None
+            top = int(request.query.get("top", "0")) or PAGE_SIZE
         except ValueError:
-            top = None
+            top = PAGE_SIZE
         try:
-            offset = int(request.headers.get("x-ms-continuation-token") or "0")
-        except ValueError:
-            offset = 0
-        instances = self._engine.store.query_instances(
+            after = _after(request.headers.get(CONTINUATION_HEADER))
+        except ValueError as error:
+            return _error(400, str(error))
+        rows = self._engine.store.query_page(
             created_from=created_from.timestamp() if created_from else None,
             created_to=created_to.timestamp() if created_to else None,
             statuses=_status_param(request),
             prefix=request.query.get("instanceIdPrefix") or None,
-            offset=offset,
-            limit=top,
+            after=after,
+            limit=max(top, 1) + 1,
         )
+        page, more = rows[: max(top, 1)], len(rows) > max(top, 1)
         show_input = _bool_param(request, "showInput", True)
         payload = [
-            self._status_payload(i, show_input=show_input, show_history=False, show_history_output=False)
-            for i in instances
+            self._entity_payload(row, show_input=show_input)
+            if isinstance(row, EntityRow)
+            else self._status_payload(row, show_input=show_input, show_history=False, show_history_output=False)
+            for row in page
         ]
-        token = str(offset + len(instances)) if top and len(instances) == top else "null"
-        return web.json_response(payload, headers={"x-ms-continuation-token": token})
+        token = "null"
+        if more:
+            last = page[-1]
+            token = _continuation_token(last.entity_id if isinstance(last, EntityRow) else last.instance_id)
+        return web.json_response(payload, headers={CONTINUATION_HEADER: token})
 
     def _purge_by(self, request: web.Request) -> web.StreamResponse:
         created_from = _time_param(request, "createdTimeFrom")

@@ -497,7 +497,19 @@ class DurableEngine:
                 self._spawn_activity(item)
 
     def purge(self, instance_id: str) -> PurgeResult:
-        """Delete a finished instance and its history (404 when unknown, 412 while it runs)."""
+        """Delete a finished instance and its history (404 when unknown, 412 while it runs).
+
+        An id that starts with `@` is an entity's (`@name@key`): as the extension does, it is purged without the
+        status check (an entity is always Running), and the result counts what was there (0 is not a 404).
+        Operations still queued for the entity stay queued, as messages stay in Azure Storage's queues.
+        """
+        if instance_id.startswith("@"):
+            with self.store.transaction() as db:
+                deleted = db.execute("DELETE FROM entities WHERE entity_id = ?", (instance_id,)).rowcount
+                if db.execute("SELECT 1 FROM instances WHERE instance_id = ?", (instance_id,)).fetchone():
+                    Store.delete_instance_data(db, instance_id)
+                    deleted += db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,)).rowcount
+            return PurgeResult(deleted)
         instance = self.store.get_instance(instance_id)
         if instance is None:
             raise DurableError(404, f"No instance with ID '{instance_id}' found.")

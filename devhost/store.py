@@ -142,6 +142,17 @@ class Instance:
 
 
 @dataclass
+class EntityRow:
+    """One existing entity, as the instance query lists it (its instance id is its scheduler id, `@name@key`)."""
+
+    entity_id: str
+    name: str
+    key: str
+    state: str
+    last_modified: float
+
+
+@dataclass
 class InboxMessage:
     """A message waiting for an orchestration episode."""
 
@@ -287,6 +298,61 @@ class Store:
         sql += " ORDER BY created_time, instance_id LIMIT ? OFFSET ?"
         args += [limit if limit is not None else -1, offset]
         return [Instance(*row) for row in self._db.execute(sql, args)]
+
+    def query_page(
+        self,
+        *,
+        created_from: float | None = None,
+        created_to: float | None = None,
+        statuses: list[str] | None = None,
+        prefix: str | None = None,
+        after: str | None = None,
+        limit: int,
+    ) -> list[Instance | EntityRow]:
+        """One page of the instance query: orchestrations and entities matching every filter, by id, after `after`.
+
+        As on the Azure Storage back end, where an entity is a row of the Instances table: entities are listed
+        under their scheduler id (`@name@key`) with the status Running; `created_from`/`created_to` apply to their
+        last operation's time. Ordered by id (the table's key order), so a page starts after the last id of the one
+        before whatever was purged meanwhile.
+        """
+        clauses, args = _instance_filter(created_from, created_to, statuses, prefix)
+        if after is not None:
+            clauses.append("instance_id > ?")
+            args.append(after)
+        sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances"  # noqa: S608 - constant columns, bound arguments
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY instance_id LIMIT ?"
+        rows: list[Instance | EntityRow] = [Instance(*row) for row in self._db.execute(sql, [*args, limit])]
+        if statuses is None or "Running" in statuses:
+            entity_clauses: list[str] = []
+            entity_args: list[Any] = []
+            for clause, value in (
+                ("last_modified >= ?", created_from),
+                ("last_modified <= ?", created_to),
+                ("entity_id > ?", after),
+            ):
+                if value is not None:
+                    entity_clauses.append(clause)
+                    entity_args.append(value)
+            if prefix:
+                entity_clauses.append("substr(entity_id, 1, ?) = ?")
+                entity_args.extend([len(prefix), prefix])
+            entity_sql = "SELECT entity_id, name, key, state, last_modified FROM entities"
+            if entity_clauses:
+                entity_sql += " WHERE " + " AND ".join(entity_clauses)
+            entity_sql += " ORDER BY entity_id LIMIT ?"
+            rows += [EntityRow(*row) for row in self._db.execute(entity_sql, [*entity_args, limit])]
+        rows.sort(key=lambda row: row.instance_id if isinstance(row, Instance) else row.entity_id)
+        return rows[:limit]
+
+    def get_entity(self, entity_id: str) -> EntityRow | None:
+        """One existing entity by its scheduler id, or None."""
+        row = self._db.execute(
+            "SELECT entity_id, name, key, state, last_modified FROM entities WHERE entity_id = ?", (entity_id,)
+        ).fetchone()
+        return EntityRow(*row) if row else None
 
     def load_history(self, instance_id: str) -> list[Event]:
         """The history of the instance's current execution, in order."""
