@@ -49,6 +49,18 @@ class ConflictError(MemoryServiceError):
     """The request conflicts with stored state (for example a turn id reused with other content)."""
 
 
+class UserForgettingError(ConflictError):
+    """The user's forget (``DELETE /users/{user_id}``) has begun and is not complete: nothing of theirs is stored."""
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(
+            "This user is being forgotten: nothing is stored for them until that is complete (the DELETE's answer "
+            "says what is pending)",
+            field="user_id",
+        )
+        self.user_id = user_id
+
+
 class EmbeddingDimensionMismatchError(ConfigurationError):
     """The store was created with another embedding model or dimension than the one configured."""
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from memory_core.domain import (
     Chunk,
@@ -26,6 +26,46 @@ from memory_core.session import HotSession, TurnInput
 Vector = Sequence[float]
 # A pure transition of a session record (``memory_core.session``): the new record, or None to change nothing.
 RecordChange = Callable[[SessionRecord], SessionRecord | None]
+
+
+class SessionGuard(BaseModel):
+    """The session that background work writes for, as the work found it: its writes land only while it exists.
+
+    A forget deletes the user's session records before anything else, and a session started again under the same id
+    after a forget has another ``started_at``: either way a write guarded by the old record is refused. SQLite checks
+    it in the write's transaction; Cosmos DB reads the record again after the write and undoes the write when the
+    session is gone (a forget that began meanwhile deletes it anyway).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    session_id: str
+    started_at: datetime
+
+    @classmethod
+    def of(cls, record: SessionRecord) -> SessionGuard:
+        """The guard of the session this record is."""
+        return cls(user_id=record.user_id, session_id=record.session_id, started_at=record.started_at)
+
+    def holds(self, record: SessionRecord | None) -> bool:
+        """Whether ``record`` is the guarded session (the same start of it)."""
+        return (
+            record is not None
+            and (record.user_id, record.session_id) == (self.user_id, self.session_id)
+            and record.started_at == self.started_at
+        )
+
+
+class PendingForget(BaseModel):
+    """A user's forget that has begun and is not complete: the store refuses the user's writes until it is.
+
+    It holds what finishing the forget needs and nothing else: the user's id (the store's rows and the Durable
+    instance ids derive from it) and when the forget began. It is deleted once nothing of the user remains.
+    """
+
+    user_id: str
+    began_at: datetime
 
 
 class UserDeletion(BaseModel):
@@ -77,7 +117,10 @@ class UserExport(BaseModel):
 class Store(Protocol):
     """Durable memory of every user: sessions, turns, chunks, summaries and insights.
 
-    Writes are idempotent upserts keyed by deterministic ids, so a retried activity writes nothing twice.
+    Writes are idempotent upserts keyed by deterministic ids, so a retried activity writes nothing twice. While a
+    user's forget is pending (``begin_forget`` .. ``finish_forget``) the store refuses to start a session or append a
+    turn for them (``UserForgettingError``); background writes carry a ``SessionGuard`` and land only while their
+    session exists.
     """
 
     async def open(self, embedding_model: str | None, dimensions: int | None) -> None:
@@ -94,7 +137,10 @@ class Store(Protocol):
         """Insert or replace a session record."""
 
     async def create_session(self, record: SessionRecord) -> bool:
-        """Insert a session record unless one with its id exists; False when it did."""
+        """Insert a session record unless one with its id exists; False when it did.
+
+        Raises ``UserForgettingError`` while the user's forget is pending (checked when the record is written).
+        """
 
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
         """One session record, or None."""
@@ -107,7 +153,8 @@ class Store(Protocol):
 
         A ``turn_id`` the session already holds returns that turn (``duplicate``) and writes nothing, however long
         ago it was stored. Raises ``SessionNotFoundError`` (no such session), ``SessionEndedError`` (the session has
-        ended) and ``ConflictError`` naming the field (the ``turn_id`` was stored with other content).
+        ended), ``ConflictError`` naming the field (the ``turn_id`` was stored with other content) and
+        ``UserForgettingError`` (the user's forget began before the turn was acknowledged).
         """
 
     async def scan_sessions(
@@ -151,31 +198,47 @@ class Store(Protocol):
     async def get_turn(self, user_id: str, session_id: str, turn_id: str) -> Turn | None:
         """The session's turn stored under ``turn_id``, or None."""
 
-    async def set_turn_vectors(self, turns: Sequence[Turn], vectors: Sequence[Vector]) -> int:
+    async def set_turn_vectors(
+        self, turns: Sequence[Turn], vectors: Sequence[Vector], *, guard: SessionGuard | None = None
+    ) -> int:
         """Add each stored turn's vector; a turn that is no longer stored is left out (never written back).
 
-        Returns how many turns got their vector.
+        With a ``guard``, nothing is written unless the guarded session exists. Returns how many turns got their vector.
         """
 
     # chunks
-    async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
-        """Upsert a chunk by (user, session, index)."""
+    async def put_chunk(
+        self, chunk: Chunk, embedding: Vector | None = None, *, guard: SessionGuard | None = None
+    ) -> bool:
+        """Upsert a chunk by (user, session, index); with a ``guard``, only while that session exists.
+
+        Returns whether it was written.
+        """
 
     async def get_chunks(self, user_id: str, session_id: str) -> list[Chunk]:
         """The session's chunks in order."""
 
     # summaries
-    async def put_summary(self, summary: SessionSummary, embedding: Vector | None = None) -> None:
-        """Upsert the one summary of a session."""
+    async def put_summary(
+        self, summary: SessionSummary, embedding: Vector | None = None, *, guard: SessionGuard | None = None
+    ) -> bool:
+        """Upsert the one summary of a session; with a ``guard``, only while that session exists. Whether written."""
 
     async def get_summaries(self, user_id: str, limit: int = 5) -> list[SessionSummary]:
         """The user's session summaries, newest first."""
 
     # insights
     async def put_insights(
-        self, insights: Sequence[Insight], embeddings: Sequence[Vector | None] | None = None
-    ) -> None:
-        """Upsert insights by id."""
+        self,
+        insights: Sequence[Insight],
+        embeddings: Sequence[Vector | None] | None = None,
+        *,
+        guard: SessionGuard | None = None,
+    ) -> bool:
+        """Upsert insights by id; with a ``guard`` (the session they were learned in), only while it exists.
+
+        Returns whether they were written.
+        """
 
     async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
         """The user's insights, most recently updated first."""
@@ -190,8 +253,23 @@ class Store(Protocol):
         """Vector similarity search over the user's memory; best first, score higher is better."""
 
     # users
+    async def begin_forget(self, user_id: str, now: datetime) -> datetime:
+        """Record that the user's forget began (a ``PendingForget``): from now on the user's writes are refused.
+
+        Returns when it began: ``now``, or the time of a forget of the user still pending.
+        """
+
+    async def finish_forget(self, user_id: str) -> None:
+        """Remove the user's pending forget: nothing of the user remains, and the user may come back."""
+
+    async def pending_forgets(self, limit: int = 100) -> list[PendingForget]:
+        """Forgets that began and are not complete, oldest first (the cleanup timer's follow-up)."""
+
     async def delete_user(self, user_id: str) -> UserDeletion:
-        """Remove everything stored about the user."""
+        """Remove everything stored about the user; a pending forget of the user is kept.
+
+        The session records go first (so appends in flight fail), then every turn, chunk, summary and insight.
+        """
 
     async def export_user(self, user_id: str) -> UserExport:
         """Everything stored about the user."""

@@ -37,7 +37,16 @@ from memory_core.models import (
     SummariesResponse,
     SummaryItem,
 )
-from memory_core.ports import AppendOutcome, ChatModel, Embedder, Store, UserDeletion, UserExport
+from memory_core.ports import (
+    AppendOutcome,
+    ChatModel,
+    Embedder,
+    RecordChange,
+    SessionGuard,
+    Store,
+    UserDeletion,
+    UserExport,
+)
 from memory_core.session import Claim, CompactionDone, SessionSnapshot, TurnInput
 
 logger = logging.getLogger(__name__)
@@ -59,6 +68,15 @@ class ReflectionOutcome(BaseModel):
 
 def _indexed(record: SessionRecord, *, first: int, last: int) -> SessionRecord | None:
     return rules.record_indexed(record, first, last)
+
+
+def _guarded(change: RecordChange, guard: SessionGuard) -> RecordChange:
+    """``change``, applied only to the session background work found (not to a session started again since)."""
+
+    def apply(record: SessionRecord) -> SessionRecord | None:
+        return change(record) if guard.holds(record) else None
+
+    return apply
 
 
 def _gaps(record: SessionRecord) -> list[tuple[int, int]]:
@@ -206,6 +224,8 @@ class MemoryService:
         )
 
     # -- background work --------------------------------------------------------------------------------------------
+    # Each step reads the session record first and writes under its ``SessionGuard``: once the user's forget has
+    # deleted the record (or a new session took its id), nothing the step read before is written back.
     async def index_turns(self, user_id: str, session_id: str, through_seq: int | None) -> SessionSnapshot | None:
         """Index turns: the window of the batch that turn ``through_seq`` started, or (None) every turn not indexed.
 
@@ -215,6 +235,7 @@ class MemoryService:
         record = await self.store.get_session(user_id, session_id)
         if record is None:
             return None
+        guard = SessionGuard.of(record)
         keep, chunk = self.settings.K_TURN_BUFFER, self.settings.L_TURN_CHUNKS
         if through_seq is not None:
             windows = [rules.batch_window(through_seq, keep, chunk)]
@@ -228,9 +249,12 @@ class MemoryService:
                 turns = await self.store.get_turns(user_id, session_id, after_seq=first - 1, limit=last - first + 1)
                 if turns:
                     vectors = await self._embed([t.text() for t in turns]) or []
-                    await self.store.set_turn_vectors(turns, vectors)
-            update = await self.store.update_session(user_id, session_id, partial(_indexed, first=first, last=last))
-            record = update.record or record
+                    await self.store.set_turn_vectors(turns, vectors, guard=guard)
+            indexed = _guarded(partial(_indexed, first=first, last=last), guard)
+            update = await self.store.update_session(user_id, session_id, indexed)
+            if update.record is None or not guard.holds(update.record):
+                return None  # forgotten meanwhile
+            record = update.record
         recent = await self.store.get_turns(
             user_id, session_id, after_seq=max(0, record.turn_count - min(keep, rules.RECENT_REFS))
         )
@@ -245,6 +269,7 @@ class MemoryService:
         record = await self.store.get_session(claim.user_id, claim.session_id)
         if record is None:
             raise SessionNotFoundError(claim.user_id, claim.session_id)
+        guard = SessionGuard.of(record)
         if record.compacted_through == claim.first_seq - 1 and record.chunk_count == claim.index:
             turns = await self.store.get_turns(
                 claim.user_id,
@@ -252,6 +277,8 @@ class MemoryService:
                 after_seq=claim.first_seq - 1,
                 limit=claim.last_seq - claim.first_seq + 1,
             )
+            if not turns:
+                raise SessionNotFoundError(claim.user_id, claim.session_id)  # forgotten since it was read
             chunk_summary = await self.chat.summarize(turns, "", max_words=120)
             cumulative = await self.chat.summarize(turns, record.cumulative_summary, max_words=250)
             chunk = Chunk(
@@ -264,12 +291,12 @@ class MemoryService:
                 timestamp=turns[-1].timestamp,
             )
             vectors = await self._embed([chunk_summary])
-            await self.store.put_chunk(chunk, vectors[0] if vectors else None)
-            update = await self.store.update_session(
-                claim.user_id,
-                claim.session_id,
-                lambda r: rules.record_compaction(r, claim.index, chunk.first_seq, chunk.last_seq, cumulative),
+            if not await self.store.put_chunk(chunk, vectors[0] if vectors else None, guard=guard):
+                raise SessionNotFoundError(claim.user_id, claim.session_id)  # forgotten meanwhile
+            compacted = _guarded(
+                lambda r: rules.record_compaction(r, claim.index, chunk.first_seq, chunk.last_seq, cumulative), guard
             )
+            update = await self.store.update_session(claim.user_id, claim.session_id, compacted)
             record = update.record or record
         return CompactionDone(
             chunk_count=record.chunk_count,
@@ -286,21 +313,31 @@ class MemoryService:
         return update.changed
 
     async def reflect(self, user_id: str, session_id: str, now: datetime) -> ReflectionOutcome:
-        """Summarise the ended session and consolidate its insights; writing twice writes nothing new."""
+        """Summarise the ended session and consolidate its insights; writing twice writes nothing new.
+
+        A session that is gone (its user was forgotten) is not reflected on: the outcome is empty.
+        """
+        outcome = ReflectionOutcome(user_id=user_id, session_id=session_id, turn_count=0)
+        record = await self.store.get_session(user_id, session_id)
+        if record is None:
+            logger.info("Reflection of %s/%s: the session is gone; nothing to reflect on", user_id, session_id)
+            return outcome
+        guard = SessionGuard.of(record)
         turns = await self.store.get_turns(user_id, session_id)
         chunks = await self.store.get_chunks(user_id, session_id)
         threshold = self.settings.REFLECTION_THRESHOLD_TURNS
         summary = await reflection.summarize_session(self.chat, user_id, session_id, chunks, turns, threshold, now)
-        outcome = ReflectionOutcome(user_id=user_id, session_id=session_id, turn_count=len(turns))
-        if summary is not None:
-            await self._write_summary(summary)
+        outcome.turn_count = len(turns)
+        if summary is not None and await self._write_summary(summary, guard):
             outcome.summary_id, outcome.summary = summary.id, summary.summary
         if len(turns) >= threshold:
-            await self._consolidate(outcome, turns, now)
-        await self.store.update_session(user_id, session_id, lambda r: rules.record_reflected(r, now))
+            await self._consolidate(outcome, turns, now, guard)
+        await self.store.update_session(user_id, session_id, _guarded(lambda r: rules.record_reflected(r, now), guard))
         return outcome
 
-    async def _consolidate(self, outcome: ReflectionOutcome, turns: list[Turn], now: datetime) -> None:
+    async def _consolidate(
+        self, outcome: ReflectionOutcome, turns: list[Turn], now: datetime, guard: SessionGuard
+    ) -> None:
         user_id, session_id = outcome.user_id, outcome.session_id
         candidates = await self.chat.extract_insights(turns)
         existing = await self.store.get_insights(user_id, include_superseded=True, limit=10_000)
@@ -313,8 +350,11 @@ class MemoryService:
             now=now,
         )
         writes = plan.writes
-        if writes:
-            await self.store.put_insights(writes, await self._embed([i.text for i in writes]))
+        if writes and not await self.store.put_insights(
+            writes, await self._embed([i.text for i in writes]), guard=guard
+        ):
+            logger.info("Reflection of %s/%s: the session is gone; its insights were not kept", user_id, session_id)
+            return
         outcome.insights_added = [i.id for i in plan.added]
         outcome.insights_updated = [i.id for i in plan.updated]
         outcome.insights_superseded = [i.id for i in plan.superseded]
@@ -330,9 +370,9 @@ class MemoryService:
             plan.duplicates,
         )
 
-    async def _write_summary(self, summary: SessionSummary) -> None:
+    async def _write_summary(self, summary: SessionSummary, guard: SessionGuard) -> bool:
         vectors = await self._embed([summary.summary])
-        await self.store.put_summary(summary, vectors[0] if vectors else None)
+        return await self.store.put_summary(summary, vectors[0] if vectors else None, guard=guard)
 
     # -- reads ------------------------------------------------------------------------------------------------------
     async def retrieve(self, request: RetrieveRequest) -> RetrieveResponse:
@@ -374,7 +414,8 @@ class MemoryService:
     async def forget(self, user_id: str) -> UserDeletion:
         """Delete everything stored about a user."""
         deleted = await self.store.delete_user(user_id)
-        logger.info("Forgot user %s: %s", user_id, deleted.model_dump())
+        if deleted != UserDeletion():
+            logger.info("Forgot user %s: %s", user_id, deleted.model_dump())
         return deleted
 
     async def export(self, user_id: str) -> UserExport:

@@ -18,6 +18,13 @@ A session record and its turns share the user's partition, so appending a turn i
 is created and the record (with its ETag) replaced together, or neither is (``append_turn``). Every other change of a
 record is an optimistic read-modify-replace with ``If-Match`` (``update_session``).
 
+A pending forget is a ``"forget"`` document in the user's partition of interactions (``FORGET_ID``; it holds the user
+id and when the forget began). A transactional batch cannot require a document to be absent, so writes are checked
+after they land: a session start or a turn is not acknowledged when the marker is there once it is written, and a
+background write whose session record (``SessionGuard``) is gone once it is written is undone. With the account's
+Strong consistency (the infrastructure's default) that is enough: a write checked before the marker (or the deletion
+of the session records) was written came before the forget's sweep, which deletes it.
+
 Search has two paths, chosen by settings: with ``COSMOS_VECTOR_SEARCH`` / ``COSMOS_FULL_TEXT_SEARCH`` on, the
 account's ``VectorDistance`` and ``FullTextScore`` do the work; with them off (accounts without those features, and
 the test emulator for full text), the adapter ranks the user's candidate documents in Python.
@@ -71,12 +78,15 @@ from memory_core.errors import (
     SessionEndedError,
     SessionNotFoundError,
     UpstreamUnavailableError,
+    UserForgettingError,
 )
 from memory_core.ports import (
     AppendOutcome,
+    PendingForget,
     RecordChange,
     RecordUpdate,
     SessionFigures,
+    SessionGuard,
     UserDeletion,
     UserExport,
     Vector,
@@ -96,6 +106,7 @@ DOC_SCHEMA_VERSION = 1
 META_PARTITION = "\x1fmeta"
 META_ID = "embedding-identity"
 CLEANUP_ID = "cleanup"  # the last cleanup claim (``claim_cleanup``), next to the embedding identity
+FORGET_ID = "forget"  # a pending forget of the user, in the user's partition of interactions
 
 # Throttling (429) and transient failures are retried by the SDK itself, configured on the client: up to
 # ``retry_throttle_total`` retries of a throttled request, honouring the service's retry-after, for at most
@@ -530,8 +541,8 @@ class CosmosStore:
         Only the admin and timer paths use it (the cleanup timer's scan, ``/stats``), never a request path: it fans
         out to every physical partition and costs RUs in proportion to the container, not to one user.
         """
-        if "c.type = 'session'" not in query:
-            raise AssertionError("a cross-partition query must stay on session records")
+        if "c.type = 'session'" not in query and "c.type = 'forget'" not in query:
+            raise AssertionError("a cross-partition query must stay on session records (or pending forgets)")
         parameters = [{"name": name, "value": value} for name, value in params.items()]
         container = self._container("interactions")
         async with self._sdk_errors("query"):
@@ -749,14 +760,23 @@ class CosmosStore:
         await self._write(SessionDocument.from_domain(record), keep_embedding=False)
 
     async def create_session(self, record: SessionRecord) -> bool:
-        """Insert a session record unless one with its id exists (409 from Cosmos DB); False when it did."""
+        """Insert a session record unless one with its id exists (409 from Cosmos DB); False when it did.
+
+        Then the user's pending forget is looked for: when there is one, a record this call created is deleted
+        again and ``UserForgettingError`` raised (a forget that began later deletes the record itself).
+        """
         body = SessionDocument.from_domain(record).model_dump(mode="json")
         async with self._sdk_errors("create"):
             try:
                 await self._container("interactions").create_item(body)
+                created = True
             except CosmosResourceExistsError:
-                return False
-            return True
+                created = False
+        if await self._forgetting(record.user_id):
+            if created:
+                await self._delete(self._container("interactions"), body["id"], record.user_id)
+            raise UserForgettingError(record.user_id)
+        return created
 
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
         """One session record, or None."""
@@ -791,6 +811,23 @@ class CosmosStore:
         A 409 on the create means the turn_id is stored: that turn is the answer (a duplicate), after
         ``rules.ensure_same_turn``. A 412 on the replace means another append (or update) won: read and try again.
         """
+        try:
+            outcome = await self._append(user_id, session_id, turn, now)
+        except SessionNotFoundError:
+            if await self._forgetting(user_id):
+                raise UserForgettingError(user_id) from None
+            raise
+        # Checked once the turn is durable, so that no turn is acknowledged after the user's forget began. A turn
+        # refused so is deleted again here; one written before the marker was is deleted by the forget's sweep (it
+        # lists the turns after deleting the session records, which this turn's batch replaced first).
+        if await self._forgetting(user_id):
+            if not outcome.duplicate:
+                turn_id = turn_doc_id(user_id, session_id, outcome.turn.turn_id)
+                await self._delete(self._container("interactions"), turn_id, user_id)
+            raise UserForgettingError(user_id)
+        return outcome
+
+    async def _append(self, user_id: str, session_id: str, turn: TurnInput, now: datetime) -> AppendOutcome:
         async with self._session_locks.hold(user_id, session_id):
             for attempt in range(_MAX_WRITE_CONFLICTS):
                 outcome = await self._try_append(user_id, session_id, turn, now)
@@ -969,15 +1006,31 @@ class CosmosStore:
         pairs = list(zip(turns, vectors, strict=True))
         await self._gather([self._write(TurnDocument.from_domain(t), v) for t, v in pairs])
 
-    async def set_turn_vectors(self, turns: Sequence[Turn], vectors: Sequence[Vector]) -> int:
-        """Add each stored turn's vector with a partial update (patch ``/embedding``): a missing turn stays missing."""
+    async def set_turn_vectors(
+        self, turns: Sequence[Turn], vectors: Sequence[Vector], *, guard: SessionGuard | None = None
+    ) -> int:
+        """Add each stored turn's vector with a partial update (patch ``/embedding``): a missing turn stays missing.
+
+        With a guard: nothing when the session is gone before, and the vectors are removed again when it is gone after.
+        """
         pairs = list(zip(turns, vectors, strict=True))
+        if not pairs or (guard is not None and not await self._holds(guard)):
+            return 0
         done = await self._gather([self._patch_vector(t, v) for t, v in pairs])
+        if not await self._kept(guard, {t.user_id for t in turns}):
+            patched = [t for t, ok in zip(turns, done, strict=True) if ok]
+            await self._gather([self._patch_vector(t, None) for t in patched])
+            return 0
         return sum(done)
 
-    async def _patch_vector(self, turn: Turn, vector: Vector) -> bool:
+    async def _patch_vector(self, turn: Turn, vector: Vector | None) -> bool:
+        """Set the turn's vector (None: remove it); False when the turn is not stored."""
         container = self._container("interactions")
-        operations = [{"op": "set", "path": "/embedding", "value": [float(x) for x in vector]}]
+        operations: list[dict[str, Any]] = (
+            [{"op": "remove", "path": "/embedding"}]
+            if vector is None
+            else [{"op": "set", "path": "/embedding", "value": [float(x) for x in vector]}]
+        )
         async with self._sdk_errors("patch"):
             try:
                 await container.patch_item(
@@ -987,7 +1040,42 @@ class CosmosStore:
                 )
             except CosmosResourceNotFoundError:
                 return False  # deleted meanwhile (the user was forgotten): never written back
+            except CosmosHttpResponseError as exc:
+                if vector is None and exc.status_code == 400:
+                    return False  # no vector to remove
+                raise
             return True
+
+    # -- checks of a write against a forget -----------------------------------------------------------------------
+    async def _forgetting(self, user_id: str) -> bool:
+        """Whether the user's forget is pending (a point read of the marker)."""
+        return await self._read(self._container("interactions"), FORGET_ID, user_id) is not None
+
+    async def _holds(self, guard: SessionGuard) -> bool:
+        """Whether the guarded session still exists (the same start of it)."""
+        current = await self._read_session(guard.user_id, guard.session_id)
+        return guard.holds(current[0] if current else None)
+
+    async def _kept(self, guard: SessionGuard | None, user_ids: set[str]) -> bool:
+        """Whether a write that just landed may stay: its session exists (guarded), or no forget of its users began."""
+        if guard is not None:
+            return await self._holds(guard)
+        for user_id in user_ids:
+            if await self._forgetting(user_id):
+                return False
+        return True
+
+    async def _write_checked(self, docs: Sequence[tuple[_Document, Vector | None]], guard: SessionGuard | None) -> bool:
+        """Upsert documents of one user unless their session is gone (guard); undo them if it is gone once written."""
+        if not docs:
+            return True
+        if guard is not None and not await self._holds(guard):
+            return False
+        await self._gather([self._write(doc, vector) for doc, vector in docs])
+        if await self._kept(guard, {doc.user_id for doc, _ in docs}):
+            return True
+        await self._gather([self._delete(self._container_of(type(doc)), doc.id, doc.user_id) for doc, _ in docs])
+        return False
 
     async def get_turns(
         self, user_id: str, session_id: str, after_seq: int = 0, limit: int | None = None
@@ -1005,9 +1093,11 @@ class CosmosStore:
         row = await self._read(self._container("interactions"), turn_doc_id(user_id, session_id, turn_id), user_id)
         return None if row is None else TurnDocument.model_validate(row).to_domain()
 
-    async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
-        """Upsert a chunk by (user, session, index)."""
-        await self._write(ChunkDocument.from_domain(chunk), embedding)
+    async def put_chunk(
+        self, chunk: Chunk, embedding: Vector | None = None, *, guard: SessionGuard | None = None
+    ) -> bool:
+        """Upsert a chunk by (user, session, index); checked against its session (guard) or a pending forget."""
+        return await self._write_checked([(ChunkDocument.from_domain(chunk), embedding)], guard)
 
     async def get_chunks(self, user_id: str, session_id: str) -> list[Chunk]:
         """The session's chunks in order."""
@@ -1017,9 +1107,11 @@ class CosmosStore:
         return [d.to_domain() for d in docs]
 
     # -- summaries and insights -----------------------------------------------------------------------------------
-    async def put_summary(self, summary: SessionSummary, embedding: Vector | None = None) -> None:
-        """Upsert the one summary of a session."""
-        await self._write(SummaryDocument.from_domain(summary), embedding)
+    async def put_summary(
+        self, summary: SessionSummary, embedding: Vector | None = None, *, guard: SessionGuard | None = None
+    ) -> bool:
+        """Upsert the one summary of a session; checked against its session (guard) or a pending forget."""
+        return await self._write_checked([(SummaryDocument.from_domain(summary), embedding)], guard)
 
     async def get_summaries(self, user_id: str, limit: int = 5) -> list[SessionSummary]:
         """The user's session summaries, newest first."""
@@ -1029,12 +1121,16 @@ class CosmosStore:
         return [d.to_domain() for d in docs]
 
     async def put_insights(
-        self, insights: Sequence[Insight], embeddings: Sequence[Vector | None] | None = None
-    ) -> None:
-        """Upsert insights by id."""
+        self,
+        insights: Sequence[Insight],
+        embeddings: Sequence[Vector | None] | None = None,
+        *,
+        guard: SessionGuard | None = None,
+    ) -> bool:
+        """Upsert insights by id; checked against the session they come from (guard) or a pending forget."""
         vectors = list(embeddings) if embeddings is not None else [None] * len(insights)
         pairs = list(zip(insights, vectors, strict=True))
-        await self._gather([self._write(InsightDocument.from_domain(i), v) for i, v in pairs])
+        return await self._write_checked([(InsightDocument.from_domain(i), v) for i, v in pairs], guard)
 
     async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
         """The user's insights, most recently updated first."""
@@ -1156,14 +1252,57 @@ class CosmosStore:
         return [_hit(row, float(score)) for row, score in zip(rows, scores, strict=True)]
 
     # -- users ----------------------------------------------------------------------------------------------------
+    async def begin_forget(self, user_id: str, now: datetime) -> datetime:
+        """Create the user's pending-forget marker (an existing one is kept); returns when the forget began."""
+        body = {
+            "id": FORGET_ID,
+            "user_id": user_id,
+            "type": "forget",
+            "schema_version": DOC_SCHEMA_VERSION,
+            "began_at": _sort_key(now),
+        }
+        container = self._container("interactions")
+        async with self._sdk_errors("create"):
+            try:
+                await container.create_item(body)
+                return _utc(now)
+            except CosmosResourceExistsError:
+                pass
+        existing = await self._read(container, FORGET_ID, user_id)
+        return _from_sort_key(existing["began_at"]) if existing else _utc(now)
+
+    async def finish_forget(self, user_id: str) -> None:
+        """Delete the user's pending-forget marker."""
+        await self._delete(self._container("interactions"), FORGET_ID, user_id)
+
+    async def pending_forgets(self, limit: int = 100) -> list[PendingForget]:
+        """Pending forgets of every user, oldest first (a cross-partition query: the cleanup timer's)."""
+        if limit <= 0:
+            return []
+        query = "SELECT TOP @top c.user_id, c.began_at FROM c WHERE c.type = 'forget' ORDER BY c.began_at ASC"
+        rows = await self._query_all_users(query, {"@top": limit})
+        return [PendingForget(user_id=row["user_id"], began_at=_from_sort_key(row["began_at"])) for row in rows]
+
     async def delete_user(self, user_id: str) -> UserDeletion:
-        """Remove everything stored about the user (every document of the user's partition in each container)."""
+        """Remove everything stored about the user (every document of the user's partition in each container).
+
+        The session records go first, so that an append in flight fails (its batch replaces the record If-Match);
+        the rest is listed after that, so it includes every turn such an append stored before. The pending-forget
+        marker stays (``finish_forget`` removes it).
+        """
         # delete_all_items_by_partition_key would do it in one call on Azure (the test server lacks it), but the
-        # counts the port returns need the listing anyway.
+        # counts the port returns need the listing anyway, and the marker must stay.
         counts: Counter[str] = Counter()
+        interactions = self._container("interactions")
+        sessions = await self._query(
+            interactions, "SELECT c.id, c.type FROM c WHERE c.user_id = @user_id AND c.type = 'session'", user_id
+        )
+        deleted = await self._gather([self._delete(interactions, row["id"], user_id) for row in sessions])
+        counts.update(row["type"] for row, done in zip(sessions, deleted, strict=True) if done)
         for name in ("interactions", "summaries", "insights"):
             container = self._container(name)
             rows = await self._query(container, "SELECT c.id, c.type FROM c WHERE c.user_id = @user_id", user_id)
+            rows = [row for row in rows if row.get("type") != "forget"]
             deleted = await self._gather([self._delete(container, row["id"], user_id) for row in rows])
             counts.update(row["type"] for row, done in zip(rows, deleted, strict=True) if done)
         return UserDeletion(

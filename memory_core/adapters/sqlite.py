@@ -3,6 +3,11 @@
 Every searchable memory item (turn, chunk, session summary, insight) is a row of ``items``; the domain object is kept
 as JSON in ``doc`` (with a schema version) next to the columns queries need. All work runs on one dedicated thread
 that owns the connection, so the event loop never blocks on disk and writes are serialised without locks.
+
+Forgetting a user leaves nothing of them in the file: ``secure_delete`` zeroes deleted rows, the full-text index is
+merged so that no segment keeps the deleted terms, and the WAL is checkpointed and truncated, so neither the database
+nor its WAL holds an old copy of a page. A pending forget is a row of ``forgets``, checked in the same transaction as
+every session start, turn and memory item written for the user.
 """
 
 from __future__ import annotations
@@ -35,12 +40,14 @@ from memory_core.domain import (
     Turn,
     turn_doc_id,
 )
-from memory_core.errors import EmbeddingDimensionMismatchError, SessionNotFoundError
+from memory_core.errors import EmbeddingDimensionMismatchError, SessionNotFoundError, UserForgettingError
 from memory_core.ports import (
     AppendOutcome,
+    PendingForget,
     RecordChange,
     RecordUpdate,
     SessionFigures,
+    SessionGuard,
     UserDeletion,
     UserExport,
     Vector,
@@ -58,6 +65,8 @@ Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Users whose forget began and is not complete: their writes are refused (see Store.begin_forget).
+CREATE TABLE IF NOT EXISTS forgets (user_id TEXT PRIMARY KEY, began_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
     user_id TEXT NOT NULL,
     session_id TEXT NOT NULL,
@@ -218,6 +227,30 @@ def _begin_write(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_SECONDS * 1000)}")
 
 
+_CHECKPOINT_ATTEMPTS = 20
+_CHECKPOINT_PAUSE_SECONDS = 0.05
+
+
+def _forgetting(conn: sqlite3.Connection, user_id: str) -> bool:
+    """Whether the user's forget is pending (inside the caller's transaction)."""
+    return conn.execute("SELECT 1 FROM forgets WHERE user_id = ?", (user_id,)).fetchone() is not None
+
+
+def _truncate_wal(conn: sqlite3.Connection) -> bool:
+    """Copy the WAL into the database and truncate it to nothing, so no old page version stays in it.
+
+    A reader of the other process may hold the WAL for a moment (the checkpoint then reports busy): try again a few
+    times. Returns whether the WAL was emptied.
+    """
+    for _ in range(_CHECKPOINT_ATTEMPTS):
+        busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return True
+        time.sleep(_CHECKPOINT_PAUSE_SECONDS)
+    logger.warning("Store: the WAL could not be truncated after a forget (busy); the next forget or checkpoint will")
+    return False
+
+
 def _private_file(path: Path) -> None:
     """Create the store's folder (0700) and file (0600) readable by this user only; tighten an existing file.
 
@@ -322,6 +355,8 @@ class SqliteStore:
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
+            # Deleted content is overwritten with zeros, in its page and in freed pages (a forget leaves no trace).
+            conn.execute("PRAGMA secure_delete=ON")
             with conn:
                 conn.executescript(_SCHEMA)
             _migrate(conn)
@@ -374,15 +409,22 @@ class SqliteStore:
         )
 
     async def create_session(self, record: SessionRecord) -> bool:
-        """Insert a session record unless one with its id exists; False when it did."""
+        """Insert a session record unless one with its id exists; False when it did. Refused while forgetting."""
         row = self._session_row(record)
-        cursor = await self._run(
-            lambda conn: conn.execute(
-                "INSERT OR IGNORE INTO sessions (user_id, session_id, status, last_activity, doc) VALUES (?,?,?,?,?)",
-                row,
-            )
-        )
-        return bool(cursor.rowcount)
+
+        def create(conn: sqlite3.Connection) -> bool:
+            with conn:
+                _begin_write(conn)
+                if _forgetting(conn, record.user_id):
+                    raise UserForgettingError(record.user_id)
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO sessions (user_id, session_id, status, last_activity, doc) "
+                    "VALUES (?,?,?,?,?)",
+                    row,
+                )
+                return bool(cursor.rowcount)
+
+        return await self._run(create)
 
     @staticmethod
     def _read_session(conn: sqlite3.Connection, user_id: str, session_id: str) -> SessionRecord | None:
@@ -423,6 +465,8 @@ class SqliteStore:
         def append(conn: sqlite3.Connection) -> AppendOutcome:
             with conn:
                 _begin_write(conn)
+                if _forgetting(conn, user_id):
+                    raise UserForgettingError(user_id)
                 record = self._read_session(conn, user_id, session_id)
                 if record is None:
                     raise SessionNotFoundError(user_id, session_id)
@@ -512,17 +556,31 @@ class SqliteStore:
         return await self._run(claim)
 
     # -- items ------------------------------------------------------------------------------------------------
-    async def _upsert(self, rows: list[dict[str, Any]]) -> None:
-        def write(conn: sqlite3.Connection) -> None:
+    @classmethod
+    def _writable(cls, conn: sqlite3.Connection, user_ids: set[str], guard: SessionGuard | None) -> bool:
+        """Whether the users' items may be written now (inside the write's transaction).
+
+        No forget of theirs is pending, and the guarded session (if any) is still the one the work found.
+        """
+        if any(_forgetting(conn, user_id) for user_id in user_ids):
+            return False
+        return guard is None or guard.holds(cls._read_session(conn, guard.user_id, guard.session_id))
+
+    async def _upsert(self, rows: list[dict[str, Any]], guard: SessionGuard | None = None) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
             with conn:
                 _begin_write(conn)
+                if not self._writable(conn, {row["user_id"] for row in rows}, guard):
+                    return False
                 conn.executemany(_UPSERT_ITEM, rows)
+                return True
 
         if not rows:
-            return
-        await self._run(write)
+            return True
+        written = await self._run(write)
         for user_id in {row["user_id"] for row in rows}:
             self._vectors.invalidate(user_id)
+        return written
 
     async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
         """Upsert turns by (user, session, seq); an embedding (when given) is stored with its turn."""
@@ -556,7 +614,9 @@ class SqliteStore:
         """The session's turn stored under ``turn_id``, or None."""
         return await self._run(lambda conn: self._read_turn(conn, user_id, session_id, turn_id))
 
-    async def set_turn_vectors(self, turns: Sequence[Turn], vectors: Sequence[Vector]) -> int:
+    async def set_turn_vectors(
+        self, turns: Sequence[Turn], vectors: Sequence[Vector], *, guard: SessionGuard | None = None
+    ) -> int:
         """Add each stored turn's vector in place (its text and the full-text index are not touched)."""
         rows = [
             (_blob(v), turn_doc_id(t.user_id, t.session_id, t.turn_id), t.user_id)
@@ -566,6 +626,8 @@ class SqliteStore:
         def write(conn: sqlite3.Connection) -> int:
             with conn:
                 _begin_write(conn)
+                if not self._writable(conn, {t.user_id for t in turns}, guard):
+                    return 0
                 cursor = conn.executemany(
                     "UPDATE items SET embedding = ? WHERE id = ? AND user_id = ? AND kind = 'turn'", rows
                 )
@@ -578,8 +640,10 @@ class SqliteStore:
             self._vectors.invalidate(user_id)
         return updated
 
-    async def put_chunk(self, chunk: Chunk, embedding: Vector | None = None) -> None:
-        """Upsert a chunk by (user, session, index)."""
+    async def put_chunk(
+        self, chunk: Chunk, embedding: Vector | None = None, *, guard: SessionGuard | None = None
+    ) -> bool:
+        """Upsert a chunk by (user, session, index); with a guard, only while that session exists."""
         row = _row(
             chunk,
             MemoryKind.CHUNK,
@@ -590,7 +654,7 @@ class SqliteStore:
             text=chunk.summary,
             embedding=embedding,
         )
-        await self._upsert([row])
+        return await self._upsert([row], guard)
 
     async def get_chunks(self, user_id: str, session_id: str) -> list[Chunk]:
         """The session's chunks in order."""
@@ -600,8 +664,10 @@ class SqliteStore:
         )
         return [Chunk.model_validate(d) for d in docs]
 
-    async def put_summary(self, summary: SessionSummary, embedding: Vector | None = None) -> None:
-        """Upsert the one summary of a session."""
+    async def put_summary(
+        self, summary: SessionSummary, embedding: Vector | None = None, *, guard: SessionGuard | None = None
+    ) -> bool:
+        """Upsert the one summary of a session; with a guard, only while that session exists."""
         row = _row(
             summary,
             MemoryKind.SUMMARY,
@@ -612,7 +678,7 @@ class SqliteStore:
             text=summary.summary,
             embedding=embedding,
         )
-        await self._upsert([row])
+        return await self._upsert([row], guard)
 
     async def get_summaries(self, user_id: str, limit: int = 5) -> list[SessionSummary]:
         """The user's session summaries, newest first."""
@@ -623,9 +689,13 @@ class SqliteStore:
         return [SessionSummary.model_validate(d) for d in docs]
 
     async def put_insights(
-        self, insights: Sequence[Insight], embeddings: Sequence[Vector | None] | None = None
-    ) -> None:
-        """Upsert insights by id."""
+        self,
+        insights: Sequence[Insight],
+        embeddings: Sequence[Vector | None] | None = None,
+        *,
+        guard: SessionGuard | None = None,
+    ) -> bool:
+        """Upsert insights by id; with a guard, only while the session they come from exists."""
         vectors = list(embeddings) if embeddings is not None else [None] * len(insights)
         rows = [
             _row(
@@ -641,7 +711,7 @@ class SqliteStore:
             )
             for i, v in zip(insights, vectors, strict=True)
         ]
-        await self._upsert(rows)
+        return await self._upsert(rows, guard)
 
     async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
         """The user's insights, most recently updated first."""
@@ -736,8 +806,45 @@ class SqliteStore:
         return await self._run(search)
 
     # -- users ------------------------------------------------------------------------------------------------
+    async def begin_forget(self, user_id: str, now: datetime) -> datetime:
+        """Record the user's pending forget (kept if one is pending already); returns when it began."""
+
+        def begin(conn: sqlite3.Connection) -> datetime:
+            with conn:
+                _begin_write(conn)
+                conn.execute("INSERT OR IGNORE INTO forgets (user_id, began_at) VALUES (?, ?)", (user_id, _iso(now)))
+                row = conn.execute("SELECT began_at FROM forgets WHERE user_id = ?", (user_id,)).fetchone()
+            return datetime.fromisoformat(row[0])
+
+        return await self._run(begin)
+
+    async def finish_forget(self, user_id: str) -> None:
+        """Remove the user's pending forget (its row is zeroed, and the WAL truncated)."""
+
+        def finish(conn: sqlite3.Connection) -> None:
+            with conn:
+                _begin_write(conn)
+                conn.execute("DELETE FROM forgets WHERE user_id = ?", (user_id,))
+            _truncate_wal(conn)
+
+        await self._run(finish)
+
+    async def pending_forgets(self, limit: int = 100) -> list[PendingForget]:
+        """Forgets that began and are not complete, oldest first."""
+        rows = await self._run(
+            lambda conn: conn.execute(
+                "SELECT user_id, began_at FROM forgets ORDER BY began_at, user_id LIMIT ?", (limit,)
+            ).fetchall()
+        )
+        return [PendingForget(user_id=user_id, began_at=datetime.fromisoformat(began)) for user_id, began in rows]
+
     async def delete_user(self, user_id: str) -> UserDeletion:
-        """Remove everything stored about the user, in one transaction."""
+        """Remove everything stored about the user, in one transaction, and leave no copy of it in the file.
+
+        The rows are zeroed as they are deleted (``secure_delete``); the full-text index is then merged into one
+        segment (``optimize``), so no segment keeps the deleted terms or their delete markers; and the WAL, which
+        holds earlier versions of the pages, is checkpointed and truncated.
+        """
 
         def delete(conn: sqlite3.Connection) -> UserDeletion:
             with conn:
@@ -745,8 +852,14 @@ class SqliteStore:
                 counts = dict(
                     conn.execute("SELECT kind, COUNT(*) FROM items WHERE user_id = ? GROUP BY kind", (user_id,))
                 )
-                conn.execute("DELETE FROM items WHERE user_id = ?", (user_id,))
                 sessions = conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount
+                conn.execute("DELETE FROM items WHERE user_id = ?", (user_id,))
+            if counts:
+                with conn:
+                    _begin_write(conn)
+                    conn.execute("INSERT INTO items_fts (items_fts) VALUES ('optimize')")
+            if counts or sessions:
+                _truncate_wal(conn)
             return UserDeletion(
                 sessions=sessions,
                 turns=counts.get("turn", 0),
