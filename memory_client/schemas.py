@@ -149,8 +149,19 @@ class SummariesResult(TypedDict):
     items: list[SummaryItem]
 
 
+class ForgetPending(TypedDict):
+    """What of a forgotten user was still there when the forget answered."""
+
+    instances: int
+    entities: int
+
+
 class ForgetResult(TypedDict):
-    """Answer of ``DELETE /users/{user_id}``: how many documents of each kind were removed."""
+    """Answer of ``DELETE /users/{user_id}``: the receipt, what was deleted by kind and what is pending.
+
+    ``complete`` false: the service goes on until nothing of the user remains, and refuses the user's session starts
+    and turns (409) until then.
+    """
 
     user_id: str
     sessions: int
@@ -159,3 +170,7 @@ class ForgetResult(TypedDict):
     summaries: int
     insights: int
     histories_purged: int
+    entities_deleted: int
+    complete: bool
+    pending: ForgetPending
+    began_at: str | None

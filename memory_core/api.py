@@ -19,6 +19,7 @@ from memory_core.models import (
     ContextResponse,
     EndSessionRequest,
     EndSessionResponse,
+    ForgetPending,
     ForgetResponse,
     HealthResponse,
     ReflectionStatusRequest,
@@ -39,6 +40,12 @@ logger = logging.getLogger(__name__)
 BACKGROUND_GRACE = timedelta(minutes=2)
 # Sessions the cleanup timer acts on per run, for each of its sweeps (the rest wait for the next run).
 CLEANUP_BATCH = 500
+# How long DELETE /users/{id} keeps at stopping and purging the user's background work before it answers with what is
+# still pending (the cleanup timer's follow-up finishes it).
+FORGET_WAIT_SECONDS = 15.0
+# Pending forgets the cleanup timer carries on per run, and how old one must be: younger, its DELETE may still be at it.
+FORGET_BATCH = 20
+FOLLOW_UP_AFTER = timedelta(seconds=FORGET_WAIT_SECONDS + 5)
 
 
 def _now() -> datetime:
@@ -131,12 +138,77 @@ async def stats(service: MemoryService) -> StatsResponse:
     return StatsResponse.model_validate(pool.model_dump())
 
 
-async def forget_user(service: MemoryService, host: SessionHost, user_id: str) -> ForgetResponse:
-    """Delete everything of a user: hot states, background-work histories, and every stored document."""
-    sessions = await service.store.list_sessions(user_id, limit=1_000_000)
-    purged = await host.forget(user_id, [s.session_id for s in sessions])
+async def forget_user(
+    service: MemoryService, host: SessionHost, user_id: str, wait_seconds: float = FORGET_WAIT_SECONDS
+) -> ForgetResponse:
+    """Delete everything of a user: every stored document, hot sessions and background-work histories.
+
+    1. The store records the pending forget: from then on it refuses the user's session starts and turns
+       (``UserForgettingError``), checked when each is written.
+    2. The store deletes the user's session records, then everything else: an append in flight fails, and background
+       work writes nothing more (its writes are guarded by the session record it started from).
+    3. The host stops the user's running orchestrations, deletes their session entities and purges every history,
+       finding them by the user's prefix (entities too, whether or not the store still listed their sessions).
+    4. When nothing of the user is left, the pending forget is removed and the user may come back; otherwise the
+       answer says what is pending and the cleanup timer carries on (``cleanup``) until nothing is.
+    """
+    store = service.store
+    began = await store.begin_forget(user_id, _now())
+    sessions = await store.list_sessions(user_id, limit=1_000_000)
     deleted = await service.forget(user_id)
-    return ForgetResponse(user_id=user_id, histories_purged=purged, **deleted.model_dump())
+    progress = await host.forget(user_id, [s.session_id for s in sessions], wait_seconds=wait_seconds)
+    if progress.complete:
+        await store.finish_forget(user_id)
+    else:
+        logger.info(
+            "Forget of %s pending: %d instances and %d entities left; the cleanup timer carries on",
+            user_id,
+            progress.instances_pending,
+            progress.entities_pending,
+        )
+    return ForgetResponse(
+        user_id=user_id,
+        **deleted.model_dump(),
+        histories_purged=progress.instances_purged,
+        entities_deleted=progress.entities_deleted,
+        complete=progress.complete,
+        pending=ForgetPending(instances=progress.instances_pending, entities=progress.entities_pending),
+        began_at=began,
+    )
+
+
+async def continue_forgets(
+    service: MemoryService, host: SessionHost, now: datetime | None = None, limit: int = FORGET_BATCH
+) -> int:
+    """Carry on the pending forgets once: sweep the store again, stop and purge what is left in the host.
+
+    A forget younger than ``FOLLOW_UP_AFTER`` is left to its DELETE, which may still be at it. Returns how many
+    forgets were completed now; a failure of one leaves it pending for the next run.
+    """
+    now = now or _now()
+    completed = 0
+    for pending in await service.store.pending_forgets(limit):
+        if now - pending.began_at < FOLLOW_UP_AFTER:
+            continue
+        user_id = pending.user_id
+        try:
+            deleted = await service.forget(user_id)
+            progress = await host.forget(user_id, [])
+            if progress.complete:
+                await service.store.finish_forget(user_id)
+                completed += 1
+                logger.info("Forget of %s (begun %s) is complete", user_id, pending.began_at.isoformat())
+            else:
+                logger.info(
+                    "Forget of %s still pending: %d instances and %d entities left (store swept: %s)",
+                    user_id,
+                    progress.instances_pending,
+                    progress.entities_pending,
+                    deleted.model_dump(),
+                )
+        except Exception:
+            logger.warning("Could not carry on the forget of %s; the next cleanup will", user_id, exc_info=True)
+    return completed
 
 
 async def export_user(service: MemoryService, user_id: str) -> UserExport:
@@ -156,10 +228,11 @@ async def health(service: MemoryService) -> HealthResponse:
 
 
 async def cleanup(service: MemoryService, host: SessionHost, now: datetime | None = None) -> int:
-    """Evict idle sessions (and the least recently used beyond capacity), restart stalled work, purge old histories.
+    """Evict idle sessions, restart stalled work, purge old histories and carry on the pending forgets.
 
-    Runs at most once per ``EVICTION_INTERVAL_SECONDS`` across all instances, whatever the timer's schedule; returns
-    how many evictions it started.
+    Evicts the sessions idle longer than the TTL and the least recently used beyond capacity. Runs at most once per
+    ``EVICTION_INTERVAL_SECONDS`` across all instances, whatever the timer's schedule; returns how many evictions it
+    started.
     """
     settings, store = service.settings, service.store
     now = now or _now()
@@ -189,6 +262,7 @@ async def cleanup(service: MemoryService, host: SessionHost, now: datetime | Non
             await host.start_reflection(record.user_id, record.session_id)
             restarted += 1
     purged = await host.purge_finished(now - timedelta(days=settings.HISTORY_RETENTION_DAYS))
+    await continue_forgets(service, host, now)
     if evictions or stalled or restarted or purged:
         logger.info(
             "Cleanup: %d sessions to evict, %d with background work restarted, %d reflections started, "

@@ -424,16 +424,38 @@ class StatsResponse(PoolStats):
     model_config = ConfigDict(extra="forbid")
 
 
+class ForgetPending(_Response):
+    """What of a forgotten user was still there when ``DELETE /users/{user_id}`` answered."""
+
+    instances: int = Field(description="Orchestrations of the user still running, or finished too recently to purge")
+    entities: int = Field(description="Session entities of the user whose deletion has not taken effect yet")
+
+
 class ForgetResponse(_Response):
-    """Response of ``DELETE /users/{user_id}``: what was removed."""
+    """Response of ``DELETE /users/{user_id}``: the receipt of a forget, what was deleted by kind and what is pending.
+
+    The counts are of what this call deleted (a repeat counts what was left). ``complete`` false: the forget goes on
+    (the cleanup timer retries until nothing of the user remains, and the user's writes are refused until then).
+    """
 
     user_id: str
-    sessions: int
-    turns: int
-    chunks: int
-    summaries: int
-    insights: int
+    sessions: int = Field(description="Session records deleted")
+    turns: int = Field(description="Turns deleted")
+    chunks: int = Field(description="Compacted chunks deleted")
+    summaries: int = Field(description="Session summaries deleted")
+    insights: int = Field(description="Insights deleted")
     histories_purged: int = Field(description="Orchestration histories of the user that were purged")
+    entities_deleted: int = Field(0, description="Session entities (hot sessions) of the user that were deleted")
+    complete: bool = Field(
+        True,
+        description="True: nothing of the user remains and they may come back; false: see pending, and until it is "
+        "complete the user's session starts and turns are refused (409)",
+    )
+    pending: ForgetPending = Field(
+        default_factory=lambda: ForgetPending(instances=0, entities=0),
+        description="What is still there; the cleanup timer deletes it once the work has ended",
+    )
+    began_at: datetime | None = Field(None, description="When the forget began: nothing is stored for the user after")
 
 
 class HealthResponse(_Response):

@@ -334,6 +334,20 @@ class ReflectionState(BaseModel):
     updated: datetime | None = None
 
 
+class ForgetProgress(BaseModel):
+    """What the host removed of a forgotten user, and what is still there (a follow-up retries until nothing is)."""
+
+    instances_purged: int = Field(0, description="orchestration histories of the user purged")
+    entities_deleted: int = Field(0, description="session entities (hot sessions) of the user deleted")
+    instances_pending: int = Field(0, description="orchestrations still running, or finished too recently")
+    entities_pending: int = Field(0, description="session entities whose deletion has not taken effect yet")
+
+    @property
+    def complete(self) -> bool:
+        """Whether nothing of the user is left in the host."""
+        return not (self.instances_pending or self.entities_pending)
+
+
 class SessionHost(Protocol):
     """What the host offers the use cases: background work and the hot mirror of sessions.
 
@@ -359,8 +373,13 @@ class SessionHost(Protocol):
     async def start_eviction(self, user_id: str, session_id: str, cutoff: datetime) -> None:
         """Start moving a session out of the hot pool if nothing happened in it after ``cutoff``."""
 
-    async def forget(self, user_id: str, session_ids: Sequence[str]) -> int:
-        """Delete the user's hot states and background-work histories; returns how many histories were purged."""
+    async def forget(self, user_id: str, session_ids: Sequence[str], *, wait_seconds: float = 0.0) -> ForgetProgress:
+        """Delete the user's hot sessions and purge every background-work history of the user.
+
+        Running work is stopped; the host keeps at it for up to ``wait_seconds`` (at least one pass), and reports
+        what is still there as pending. ``session_ids``: sessions the store knew of (hot sessions are also found by
+        the user's prefix, whether or not the store still lists them).
+        """
 
     async def purge_finished(self, before: datetime) -> int:
         """Delete histories of background work that finished before ``before``; returns how many."""

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import azure.durable_functions as df
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 from pydantic import BaseModel
 
-from memory_core.ports import ReflectionHandle, ReflectionState
+from memory_core.ports import ForgetProgress, ReflectionHandle, ReflectionState
 from memory_core.session import HotSession
 from orchestrations import names
+from orchestrations.management import HttpInstanceManagement, InstanceInfo, InstanceManagement, entity_instance_id
 from orchestrations.payloads import BatchJob, EvictJob, SessionRef
 
 logger = logging.getLogger(__name__)
@@ -25,10 +28,43 @@ _FINISHED = [
 ]
 _RUNNING = {OrchestrationRuntimeStatus.Pending, OrchestrationRuntimeStatus.Running}
 _RETRYABLE = (OrchestrationRuntimeStatus.Failed, OrchestrationRuntimeStatus.Terminated)
-_TERMINATION_POLLS = 50
-_TERMINATION_POLL_SECONDS = 0.1
+FORGET_REASON = "user forgotten"
+# A message an orchestration sent (an entity operation, above all a session entity's sync, which rebuilds the entity
+# from the preview it carries) is delivered within this after the orchestration last changed: Azure Storage's queues
+# are polled at least every 2 s (host.json's maxQueuePollingInterval), the local host's --durable-latency 2000 delivers
+# within 3 s. A forget purges an orchestration only once it has been quiet this long (lastUpdatedTime has whole
+# seconds), so that whatever it sent has arrived and a later pass sees (and deletes) an entity it brought back.
+QUIET_SECONDS = 5.0
+FORGET_PASS_PAUSE_SECONDS = 0.5
 # Purging by filter needs a lower bound on the creation time; nothing of this service is older.
 _EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def instance_management(client: df.DurableOrchestrationClient) -> InstanceManagement:
+    """The management API behind the client binding: its ``rpcBaseUrl`` (the SDK keeps the binding private)."""
+    base_url = client._orchestration_bindings.rpc_base_url
+    if not base_url:
+        raise RuntimeError("The durable client binding has no rpcBaseUrl (Durable extension 2.x is required)")
+    return HttpInstanceManagement(base_url)
+
+
+def _instance_id(entity: df.EntityId) -> str:
+    return entity_instance_id(entity.name, entity.key)
+
+
+def _entity_id(instance_id: str) -> df.EntityId:
+    """The entity of an ``@name@key`` instance id."""
+    _, name, key = instance_id.split("@", 2)
+    return df.EntityId(name, key)
+
+
+@dataclass
+class _ForgetRun:
+    """What one forget removed across its passes, and when it last asked each entity to delete itself."""
+
+    purged: set[str] = field(default_factory=set)
+    entities: set[str] = field(default_factory=set)
+    signalled: dict[str, float] = field(default_factory=dict)
 
 
 class DurableSessionHost:
@@ -90,29 +126,76 @@ class DurableSessionHost:
             updated=status.last_updated_time,
         )
 
-    async def forget(self, user_id: str, session_ids: Sequence[str]) -> int:
-        """Unload the user's sessions, stop their running orchestrations, and purge every history of the user."""
-        for session_id in session_ids:
-            await self._client.signal_entity(names.session_entity(user_id, session_id), names.DELETE)
-        instances = await self._client.get_status_by(instance_id_prefix=names.user_prefix(user_id))
-        running = [i.instance_id for i in instances if i.runtime_status in _RUNNING]
-        for instance_id in running:
-            await self._client.terminate(instance_id, "user forgotten")
-        # Termination is a queued message: a running instance cannot be purged until it has taken effect.
-        for _ in range(_TERMINATION_POLLS):
-            if not running:
-                break
-            await asyncio.sleep(_TERMINATION_POLL_SECONDS)
-            statuses = [await self._client.get_status(instance_id) for instance_id in running]
-            running = [s.instance_id for s in statuses if s and s.runtime_status in _RUNNING]
-        purged = 0
+    async def forget(self, user_id: str, session_ids: Sequence[str], *, wait_seconds: float = 0.0) -> ForgetProgress:
+        """Stop, delete and purge everything of the user in the task hub, in passes, for up to ``wait_seconds``.
+
+        Each pass lists the user's orchestrations (their ids start with ``names.user_prefix``) and session entities
+        (``@session@`` + ``names.user_entity_prefix``) through the management API, every page of them; entities of
+        ``session_ids`` the listing did not show are read one by one (a back end whose instance query leaves
+        entities out). A running orchestration is terminated; a finished one is purged once it has been quiet for
+        ``QUIET_SECONDS``; an existing entity is signalled ``delete``, and an entity row without state is purged.
+        Passes go on until one finds nothing left or the time is up; what is left is reported as pending.
+        """
+        management = instance_management(self._client)
+        run = _ForgetRun()
+        deadline = time.monotonic() + wait_seconds
+        try:
+            while True:
+                progress = await self._forget_pass(management, user_id, session_ids, run)
+                remaining = deadline - time.monotonic()
+                if progress.complete or remaining <= 0:
+                    return progress
+                await asyncio.sleep(min(FORGET_PASS_PAUSE_SECONDS, remaining))
+        finally:
+            await management.aclose()
+
+    async def _forget_pass(
+        self, management: InstanceManagement, user_id: str, session_ids: Sequence[str], run: _ForgetRun
+    ) -> ForgetProgress:
+        instances = await management.list_instances(names.user_prefix(user_id))
+        entities = await management.list_instances(
+            entity_instance_id(names.SESSION_ENTITY, names.user_entity_prefix(user_id))
+        )
+        # The first pass reads the entities of the sessions the store knew of, later passes those met before.
+        known = {_instance_id(names.session_entity(user_id, s)) for s in session_ids} if not run.entities else set()
+        entities += await self._unlisted_entities(known | run.entities, {e.instance_id for e in entities})
+        quiet = timedelta(seconds=QUIET_SECONDS)
+        now = datetime.now(UTC)
+        instances_pending = 0
         for instance in instances:
-            if instance.instance_id in running:
-                logger.warning("Instance %s of a forgotten user is still running; not purged", instance.instance_id)
+            if instance.running:
+                await management.terminate(instance.instance_id, FORGET_REASON)
+                instances_pending += 1
+            elif instance.last_updated is not None and now - instance.last_updated < quiet:
+                instances_pending += 1  # what it sent last may still be on its way
+            elif await management.purge(instance.instance_id):
+                run.purged.add(instance.instance_id)
+        entities_pending = 0
+        for entity in entities:
+            run.entities.add(entity.instance_id)
+            if entity.entity_exists is False:
+                await management.purge(entity.instance_id)  # Azure Storage keeps a deleted entity's row
                 continue
-            result = await self._client.purge_instance_history(instance.instance_id)
-            purged += result.instances_deleted
-        return purged
+            entities_pending += 1
+            signalled = run.signalled.get(entity.instance_id)
+            if signalled is None or time.monotonic() - signalled >= QUIET_SECONDS:
+                await self._client.signal_entity(_entity_id(entity.instance_id), names.DELETE)
+                run.signalled[entity.instance_id] = time.monotonic()
+        return ForgetProgress(
+            instances_purged=len(run.purged),
+            entities_deleted=len(run.entities),
+            instances_pending=instances_pending,
+            entities_pending=entities_pending,
+        )
+
+    async def _unlisted_entities(self, candidates: set[str], listed: set[str]) -> list[InstanceInfo]:
+        """The entities among ``candidates`` (instance ids) that the listing did not show and that exist."""
+        found = []
+        for instance_id in sorted(candidates - listed):
+            response = await self._client.read_entity_state(_entity_id(instance_id))
+            if response.entity_exists:
+                found.append(InstanceInfo(instance_id=instance_id, runtime_status="Running", entity_exists=True))
+        return found
 
     async def start_eviction(self, user_id: str, session_id: str, cutoff: datetime) -> None:
         """Start the session's eviction (one per session and cutoff)."""

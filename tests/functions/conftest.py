@@ -77,6 +77,16 @@ def client(app_functions: AppFunctions, service: MemoryService) -> FakeDurableCl
     return FakeDurableClient(app_functions)
 
 
+@pytest.fixture(autouse=True)
+def fake_management(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host lists, terminates and purges through the fake client's management API, and purges at once."""
+    from orchestrations import host
+
+    monkeypatch.setattr(host, "instance_management", lambda client: client.management)
+    monkeypatch.setattr(host, "QUIET_SECONDS", 0.0)
+    monkeypatch.setattr(host, "FORGET_PASS_PAUSE_SECONDS", 0.01)
+
+
 @pytest.fixture
 def running_client(app_functions: AppFunctions, service: MemoryService) -> FakeDurableClient:
     """A fake client that runs every orchestration it starts to its end."""

@@ -23,6 +23,8 @@ from azure.durable_functions.models.EntityStateResponse import EntityStateRespon
 from azure.durable_functions.models.PurgeHistoryResult import PurgeHistoryResult
 from azure.functions.decorators.core import Trigger
 
+from orchestrations.management import InstanceInfo
+
 OUT_OF_PROC_LABEL = "$OutOfProcData$:"
 
 # EventType numbers of DTFx history events (protocol reference, 3a).
@@ -372,6 +374,7 @@ class FakeDurableClient:
         self.purge_filters: list[dict[str, Any]] = []
         self.activity_calls: list[tuple[str, Any]] = []
         self._real = df.DurableOrchestrationClient(json.dumps(BINDING))
+        self.management = FakeInstanceManagement(self)
 
     # entities
     def entity_state(self, name: str, key: str) -> Any:
@@ -524,6 +527,43 @@ class FakeDurableClient:
             del self.instances[instance.instance_id]
             self.purged.append(instance.instance_id)
         return PurgeHistoryResult.from_json({"instancesDeleted": len(doomed)})
+
+
+class FakeInstanceManagement:
+    """The management API over the fake task hub (``orchestrations.management.InstanceManagement``).
+
+    It lists entities as instances too (``@name@key``, Running, existing), as the Azure Storage back end does.
+    """
+
+    def __init__(self, client: FakeDurableClient) -> None:
+        self.client = client
+        self.listings: list[str] = []
+
+    async def list_instances(self, prefix: str) -> list[InstanceInfo]:
+        self.listings.append(prefix)
+        found = [
+            InstanceInfo(instance_id=i.instance_id, runtime_status=i.status, last_updated=i.created)
+            for i in self.client.instances.values()
+            if i.instance_id.startswith(prefix)
+        ]
+        found += [
+            InstanceInfo(instance_id=sid, runtime_status="Running", entity_exists=True)
+            for sid in self.client.entities
+            if sid.startswith(prefix)
+        ]
+        return sorted(found, key=lambda i: i.instance_id)
+
+    async def terminate(self, instance_id: str, reason: str) -> None:
+        if instance_id in self.client.instances:
+            await self.client.terminate(instance_id, reason)
+
+    async def purge(self, instance_id: str) -> int:
+        if instance_id.startswith("@"):
+            return int(self.client.entities.pop(instance_id, None) is not None)
+        return int((await self.client.purge_instance_history(instance_id)).instances_deleted)
+
+    async def aclose(self) -> None:
+        pass
 
 
 class OrchestrationRunner:

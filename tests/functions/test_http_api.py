@@ -613,6 +613,8 @@ async def test_forget_removes_everything_of_the_user_and_nothing_else(
     alice_instances = {i for i in running_client.instances if i.startswith(names.user_prefix(USER))}
     bob_instances = set(running_client.instances) - alice_instances
     assert len(alice_instances) == 2 and len(bob_instances) == 1
+    alice_entities = {e for e in running_client.entities if e.startswith(f"@session@{names.user_entity_prefix(USER)}")}
+    assert alice_entities  # the ended session's final state
 
     reply = await running_api.delete("forget_user", user_id=USER)
     assert reply.status == 200
@@ -624,9 +626,14 @@ async def test_forget_removes_everything_of_the_user_and_nothing_else(
         "summaries": 1,
         "insights": reply.body["insights"],
         "histories_purged": 2,
+        "entities_deleted": len(alice_entities),
+        "complete": True,
+        "pending": {"instances": 0, "entities": 0},
+        "began_at": reply.body["began_at"],
     }
     assert reply.body["insights"] >= 1
     assert set(running_client.instances) == bob_instances
+    assert not alice_entities & set(running_client.entities)
     assert [t for t, _ in running_client.terminated] == [names.batch_instance_id(USER, "hot", 4)]
     assert running_client.entity_state(names.SESSION_ENTITY, entity_key("hot")) is None
     assert running_client.entity_state(names.SESSION_ENTITY, entity_key("old")) is None
@@ -647,6 +654,10 @@ async def test_forget_of_an_unknown_user_removes_nothing(api: Api) -> None:
         "summaries": 0,
         "insights": 0,
         "histories_purged": 0,
+        "entities_deleted": 0,
+        "complete": True,
+        "pending": {"instances": 0, "entities": 0},
+        "began_at": reply.body["began_at"],
     }
 
 
