@@ -22,12 +22,14 @@ From a pytest fixture::
             yield running
 
 Public API: ``MemoryServiceProcess`` (``start``, ``stop``, ``kill``, ``restart``, ``output``, ``running``,
-``base_url``, ``url``, ``port``, ``workdir``, ``state_dir``, ``sqlite_path``, ``log_path``, ``env``), ``free_port``,
+``base_url``, ``url``, ``port``, ``workdir``, ``state_dir``, ``sqlite_path``, ``log_path``, ``env``, ``keys``,
+``master_key``, ``function_key``), ``free_port``,
 ``TEST_DEFAULTS`` and ``ServiceStartError``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -95,6 +97,9 @@ class MemoryServiceProcess:
         durable_latency_ms: deliver every Durable message this late, as Azure Storage's queues may (``python -m
             devhost --durable-latency``; the jitter is half of it); 0: at once.
         durable_seed: seed of that jitter, for reproducible runs.
+        keys: check function keys, as on Azure (``--enable-auth``): ``{"master": ..., "function": ...}`` (either may
+            be left out: devhost then makes one up in ``WORKDIR/devhost/keys.json``); None (the default) checks no
+            key, as ``func start`` does. The keys in force are ``master_key`` and ``function_key``.
     """
 
     def __init__(
@@ -107,6 +112,7 @@ class MemoryServiceProcess:
         stop_timeout: float = 10.0,
         durable_latency_ms: float = 0,
         durable_seed: int | None = None,
+        keys: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.state_dir = self.workdir / "devhost"
@@ -131,6 +137,13 @@ class MemoryServiceProcess:
         ]
         if durable_seed is not None:
             self.command += ["--durable-seed", str(durable_seed)]
+        self.keys = dict(keys) if keys is not None else None
+        if self.keys is not None:
+            # devhost reads the keys from DEVHOST_MASTER_KEY / DEVHOST_FUNCTION_KEY, else from its state dir
+            self.command.append("--enable-auth")
+            for name, variable in (("master", "DEVHOST_MASTER_KEY"), ("function", "DEVHOST_FUNCTION_KEY")):
+                if self.keys.get(name):
+                    self.env[variable] = self.keys[name]
         self.durable_latency_ms = durable_latency_ms
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
@@ -146,6 +159,24 @@ class MemoryServiceProcess:
         """A URL the service handed out (``http://localhost:PORT/...``) pointed at 127.0.0.1, where it listens."""
         parts = urlsplit(address)
         return urlunsplit(parts._replace(netloc=f"{HOST}:{self.port}"))
+
+    @property
+    def master_key(self) -> str | None:
+        """The master key in force with ``keys`` (admin routes and every other one), or None when keys are off."""
+        return self._key("masterKey", "master")
+
+    @property
+    def function_key(self) -> str | None:
+        """The default function key in force with ``keys``, or None when keys are off."""
+        return self._key("functionKeys", "function")
+
+    def _key(self, document_name: str, name: str) -> str | None:
+        if self.keys is None:
+            return None
+        if self.keys.get(name):
+            return self.keys[name]
+        stored = json.loads((self.state_dir / "keys.json").read_text(encoding="utf-8"))[document_name]
+        return str(stored["default"] if isinstance(stored, dict) else stored)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
