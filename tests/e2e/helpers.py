@@ -33,7 +33,7 @@ def background_wait(service: MemoryServiceProcess, hops: int) -> float:
 
 
 def unique(prefix: str) -> str:
-    """An id no other test uses (valid for the service: letters, digits and - only)."""
+    """An id no other test uses."""
     return f"{prefix}-{next(_counter)}-{uuid.uuid4().hex[:8]}"
 
 
