@@ -3,7 +3,8 @@
 Each rule is enforced by a validator here and stated in the JSON Schema of the type, so ``/openapi.json`` says
 exactly what a request may hold. Patterns use explicit character classes (no whitespace class, no lookaround), so
 every regular-expression dialect that reads the document (ECMA-262, Python's ``re``, Rust's ``regex``) agrees with
-the validators.
+the validators; a closing ``$`` is the end of the string, as ECMA-262 reads it (Python's ``$`` also matches before a
+final newline: read it as the end of text, as Schemathesis does, or use ``fullmatch``, as the validators here do).
 """
 
 from __future__ import annotations
