@@ -1,4 +1,8 @@
-"""The guide's endpoints: sessions, memory, insights and summaries (function-level keys on Azure)."""
+"""The guide's endpoints: sessions, memory, insights and summaries (function-level keys on Azure).
+
+Every route here is a memory route: it parses with ``caller=True``, so with ``CALLER_IDENTITY=principal`` its user is
+the principal App Service Authentication authenticated (``http_api.principal``).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ bp = df.Blueprint()
 @bp.route(route="sessions/start", methods=["POST"])
 async def start_session(req: func.HttpRequest) -> func.HttpResponse:
     """Start a session, or restore an existing one, and return its context."""
-    return await respond(req, lambda s: api.start_session(s, parse_body(req, StartSessionRequest, s)))
+    return await respond(req, lambda s: api.start_session(s, parse_body(req, StartSessionRequest, s, caller=True)))
 
 
 REFLECTION_ROUTE = "sessions/reflection"
@@ -43,7 +47,7 @@ async def end_session(req: func.HttpRequest, client: df.DurableOrchestrationClie
     host = DurableSessionHost(client)
 
     async def end(service: MemoryService) -> EndSessionResponse:
-        ended = await api.end_session(service, host, parse_body(req, EndSessionRequest, service))
+        ended = await api.end_session(service, host, parse_body(req, EndSessionRequest, service, caller=True))
         query = urlencode({"user_id": ended.user_id, "session_id": ended.session_id})
         return ended.model_copy(update={"statusQueryGetUri": f"{route_url(req, REFLECTION_ROUTE)}?{query}"})
 
@@ -57,7 +61,7 @@ async def reflection_status(req: func.HttpRequest, client: df.DurableOrchestrati
     host = DurableSessionHost(client)
     return await respond(
         req,
-        lambda s: api.reflection_status(host, parse_query(req, ReflectionStatusRequest, s)),
+        lambda s: api.reflection_status(host, parse_query(req, ReflectionStatusRequest, s, caller=True)),
         lambda status: 200 if status.finished else 202,
     )
 
@@ -65,7 +69,7 @@ async def reflection_status(req: func.HttpRequest, client: df.DurableOrchestrati
 @bp.route(route="memory/context", methods=["POST"])
 async def get_context(req: func.HttpRequest) -> func.HttpResponse:
     """The session's ready-to-inject context, with every turn stored so far."""
-    return await respond(req, lambda s: api.get_context(s, parse_body(req, ContextRequest, s)))
+    return await respond(req, lambda s: api.get_context(s, parse_body(req, ContextRequest, s, caller=True)))
 
 
 @bp.route(route="memory/store", methods=["POST"])
@@ -73,7 +77,9 @@ async def get_context(req: func.HttpRequest) -> func.HttpResponse:
 async def store_turn(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Store one turn: 201 once it is durable, 200 for a repeat of a stored turn_id."""
     host = DurableSessionHost(client)
-    return await respond(req, lambda s: api.store_turn(s, host, parse_body(req, StoreTurnRequest, s)), _stored_status)
+    return await respond(
+        req, lambda s: api.store_turn(s, host, parse_body(req, StoreTurnRequest, s, caller=True)), _stored_status
+    )
 
 
 def _stored_status(response: StoreTurnResponse) -> int:
@@ -83,16 +89,16 @@ def _stored_status(response: StoreTurnResponse) -> int:
 @bp.route(route="memory/retrieve", methods=["POST"])
 async def retrieve(req: func.HttpRequest) -> func.HttpResponse:
     """Hybrid search over the user's memory."""
-    return await respond(req, lambda s: s.retrieve(parse_body(req, RetrieveRequest, s)))
+    return await respond(req, lambda s: s.retrieve(parse_body(req, RetrieveRequest, s, caller=True)))
 
 
 @bp.route(route="insights", methods=["POST"])
 async def insights(req: func.HttpRequest) -> func.HttpResponse:
     """The user's long-term insights."""
-    return await respond(req, lambda s: s.insights(parse_body(req, InsightsRequest, s)))
+    return await respond(req, lambda s: s.insights(parse_body(req, InsightsRequest, s, caller=True)))
 
 
 @bp.route(route="summaries", methods=["POST"])
 async def summaries(req: func.HttpRequest) -> func.HttpResponse:
     """The user's session summaries, newest first."""
-    return await respond(req, lambda s: s.summaries(parse_body(req, SummariesRequest, s)))
+    return await respond(req, lambda s: s.summaries(parse_body(req, SummariesRequest, s, caller=True)))

@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
+from http_api.principal import bind_user, principal_id
 from memory_core.errors import (
     ConfigurationError,
     ConflictError,
+    ForbiddenError,
     InvalidRequestError,
     MemoryServiceError,
     ModelOutputError,
     NotFoundError,
     SessionEndedError,
+    UnauthenticatedError,
     UpstreamUnavailableError,
 )
 from memory_core.models import ErrorResponse, limits_context
@@ -33,6 +36,8 @@ _Result = TypeVar("_Result", bound=BaseModel)
 # memory_core errors -> HTTP status. The first matching class (in method resolution order) wins.
 STATUS: dict[type[MemoryServiceError], int] = {
     InvalidRequestError: 400,
+    UnauthenticatedError: 401,
+    ForbiddenError: 403,
     NotFoundError: 404,
     SessionEndedError: 409,
     ConflictError: 409,
@@ -56,6 +61,8 @@ def error_response(status_code: int, error: str, detail: str, field: str | None 
     response = json_response(ErrorResponse(error=error, detail=detail, field=field), status_code)
     if status_code == 503:
         response.headers["Retry-After"] = "1"
+    if status_code == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"  # the token App Service Authentication takes
     return response
 
 
@@ -76,8 +83,14 @@ def _validation_error(exc: ValidationError) -> func.HttpResponse:
     return error_response(400, "ValidationError", problems, field)
 
 
-def parse_body(req: func.HttpRequest, model: type[_Request], service: MemoryService) -> _Request:
-    """The request body validated against ``model`` with the configured limits."""
+def parse_body(
+    req: func.HttpRequest, model: type[_Request], service: MemoryService, *, caller: bool = False
+) -> _Request:
+    """The request body validated against ``model`` with the configured limits.
+
+    ``caller``: a memory route, whose user is the caller with ``CALLER_IDENTITY=principal`` (see ``caller_bound``).
+    """
+    principal = _principal(req, service) if caller else None
     body = req.get_body() or b""
     if len(body) > MAX_BODY_BYTES:
         raise InvalidRequestError(f"Body must be at most {MAX_BODY_BYTES} bytes")
@@ -87,20 +100,38 @@ def parse_body(req: func.HttpRequest, model: type[_Request], service: MemoryServ
         raise InvalidRequestError("Body must be JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("Body must be a JSON object")
-    return model.model_validate(data, context=limits_context(service.settings))
+    return model.model_validate(caller_bound(data, principal), context=limits_context(service.settings))
 
 
 # The query parameter that carries a function key on Azure (the host reads it; it is no input of a use case).
 KEY_PARAMETER = "code"
 
 
-def parse_query(req: func.HttpRequest, model: type[_Request], service: MemoryService) -> _Request:
+def parse_query(
+    req: func.HttpRequest, model: type[_Request], service: MemoryService, *, caller: bool = False
+) -> _Request:
     """The query string validated against ``model`` with the configured limits (the first value of each name).
 
-    The function key's parameter (``code``) is the host's, not the request's: it is left out.
+    The function key's parameter (``code``) is the host's, not the request's: it is left out. ``caller``: as for
+    ``parse_body``.
     """
+    principal = _principal(req, service) if caller else None
     params = {name: value for name, value in req.params.items() if name != KEY_PARAMETER}
-    return model.model_validate(params, context=limits_context(service.settings))
+    return model.model_validate(caller_bound(params, principal), context=limits_context(service.settings))
+
+
+def _principal(req: func.HttpRequest, service: MemoryService) -> str | None:
+    """The authenticated principal's id with ``CALLER_IDENTITY=principal`` (401 without one), else None."""
+    return principal_id(req) if service.settings.CALLER_IDENTITY == "principal" else None
+
+
+def caller_bound(data: dict[str, Any], principal: str | None) -> dict[str, Any]:
+    """The request's fields with its user bound to ``principal`` (None: as the request names it).
+
+    With a principal, a ``user_id`` the request leaves out is the principal's, and one of another user is a 403
+    (``http_api.principal``). Checked before the fields are validated, and after the principal (a 401 comes first).
+    """
+    return data if principal is None else bind_user(data, principal)
 
 
 def route_url(req: func.HttpRequest, route: str) -> str:

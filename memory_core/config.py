@@ -18,6 +18,7 @@ from memory_core.errors import ConfigurationError
 StoreKind = Literal["sqlite", "cosmos"]
 LlmProvider = Literal["azure_openai", "openai", "local"]
 EmbeddingsProvider = Literal["azure_openai", "openai", "local", "none"]
+CallerIdentity = Literal["request", "principal"]
 
 
 class Settings(BaseSettings):
@@ -83,6 +84,14 @@ class Settings(BaseSettings):
     MAX_TOP_K: int = Field(50, ge=1, le=1000)
     MAX_METADATA_BYTES: int = Field(4_096, ge=0, le=1_000_000)
     MAX_LIST_LIMIT: int = Field(100, ge=1, le=10_000, description="Largest limit for insights and summaries")
+
+    # Who the user is
+    CALLER_IDENTITY: CallerIdentity = Field(
+        "request",
+        description="request: the user_id a request names; principal: the principal App Service Authentication "
+        "authenticated (X-MS-CLIENT-PRINCIPAL-ID) on every memory route, a user_id that differs is refused. Only "
+        "behind App Service Authentication, which strips those headers from what clients send",
+    )
 
     @model_validator(mode="after")
     def _check_required_together(self) -> Settings:

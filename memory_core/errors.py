@@ -23,6 +23,14 @@ class InvalidRequestError(MemoryServiceError):
     """The caller sent something the service cannot accept (names the field when there is one)."""
 
 
+class UnauthenticatedError(MemoryServiceError):
+    """The request carries no authenticated caller where the service needs one (``CALLER_IDENTITY=principal``)."""
+
+
+class ForbiddenError(MemoryServiceError):
+    """The caller may not have what the request asks for, such as another user's memory (names the field)."""
+
+
 class NotFoundError(MemoryServiceError):
     """Something the request names does not exist (the field says what)."""
 

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 description of the HTTP API, generated from the same pydantic models the handlers validate with.
 
 The document carries every limit the handlers enforce, with the values of the settings it is generated with (see
-``memory_core.models``: a limited field names its setting in ``x-setting``).
+``memory_core.models``: a limited field names its setting in ``x-setting``), and who the user of a memory route is:
+with ``CALLER_IDENTITY=principal`` the principal App Service Authentication authenticated, so ``user_id`` may be left
+out, and a caller without a principal (401) or naming another user (403) is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from memory_core import models
 from memory_core.config import Settings
+from memory_core.fields import ID_RULE
 from memory_core.ports import UserExport
 
 Auth = Literal["anonymous", "function", "admin"]
@@ -36,6 +39,7 @@ class Endpoint:
     errors: tuple[int, ...] = (400, 503)
     repeat_status: int | None = None  # the success status of an idempotent repeat, when it differs
     running_status: int | None = None  # the status of the same body while the work it reports still runs
+    caller: bool = True  # a memory route: its user is the caller's principal with CALLER_IDENTITY=principal
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -100,14 +104,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         models.SummariesResponse,
         request=models.SummariesRequest,
     ),
-    Endpoint("get", "/health", "Health check", models.HealthResponse, auth="anonymous", errors=(503,)),
-    Endpoint("get", "/stats", "Session pool statistics", models.StatsResponse, auth="admin", errors=(503,)),
+    Endpoint("get", "/health", "Health check", models.HealthResponse, auth="anonymous", errors=(503,), caller=False),
+    Endpoint(
+        "get", "/stats", "Session pool statistics", models.StatsResponse, auth="admin", errors=(503,), caller=False
+    ),
     Endpoint(
         "delete",
         "/users/{user_id}",
         "Forget everything about a user (an id without / \\ # ? %; DELETE /users?user_id= takes any id)",
         models.ForgetResponse,
         auth="admin",
+        caller=False,
     ),
     Endpoint(
         "delete",
@@ -116,6 +123,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         models.ForgetResponse,
         query=models.UserQuery,
         auth="admin",
+        caller=False,
     ),
     Endpoint(
         "get",
@@ -123,6 +131,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Export everything stored about a user (an id without / \\ # ? %; GET /users?user_id= takes any id)",
         UserExport,
         auth="admin",
+        caller=False,
     ),
     Endpoint(
         "get",
@@ -131,6 +140,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         UserExport,
         query=models.UserQuery,
         auth="admin",
+        caller=False,
     ),
 )
 
@@ -142,11 +152,13 @@ _SECURITY: dict[str, list[dict[str, list[str]]]] = {
 
 
 def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
-    """The API as an OpenAPI 3.1 document, with the limits of ``settings`` (the defaults of ``Settings`` if None)."""
+    """The API as an OpenAPI 3.1 document, with the limits and caller identity of ``settings`` (defaults if None)."""
     limits = {name: int(Settings.model_fields[name].default) for name in models.LIMIT_KEYWORDS}
+    principal = False
     if settings is not None:
         limits = models.limits_context(settings)
-    return copy.deepcopy(_document(tuple(sorted(limits.items()))))
+        principal = settings.CALLER_IDENTITY == "principal"
+    return copy.deepcopy(_document(tuple(sorted(limits.items())), principal))
 
 
 def _apply_limits(node: Any, limits: dict[str, int]) -> None:
@@ -163,7 +175,7 @@ def _apply_limits(node: Any, limits: dict[str, int]) -> None:
 
 
 @lru_cache(maxsize=8)
-def _document(limits: tuple[tuple[str, int], ...]) -> dict[str, Any]:
+def _document(limits: tuple[tuple[str, int], ...], principal: bool = False) -> dict[str, Any]:
     used = {e.response for e in ENDPOINTS} | {e.request for e in ENDPOINTS if e.request} | {models.ErrorResponse}
     ordered = sorted(used, key=lambda m: m.__name__)
     refs, schema = models_json_schema(
@@ -207,17 +219,31 @@ def _document(limits: tuple[tuple[str, int], ...]) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": ref(e.request, "validation")}},
             }
+        bound = principal and e.caller
         if e.auth != "anonymous":
             operation["responses"]["401"] = {
-                "description": _ERROR_TEXT[401],
+                "description": _PRINCIPAL_401 if bound else _ERROR_TEXT[401],
                 "content": {"application/json": {"schema": ref(models.ErrorResponse)}},
             }
+        if bound:
+            operation["security"] = [{**keys, "easyAuth": []} for keys in _SECURITY[e.auth]]
+            operation["responses"]["403"] = {
+                "description": _ERROR_TEXT[403],
+                "content": {"application/json": {"schema": ref(models.ErrorResponse)}},
+            }
+            if e.request is not None:
+                _principal_user(components[ref(e.request, "validation")["$ref"].rsplit("/", 1)[1]])
         if e.running_status is not None:
             operation["responses"][str(e.running_status)] = {
                 "description": "Still running",
                 "content": {"application/json": {"schema": ref(e.response)}},
             }
         parameters = _parameters(e.query, "query") if e.query is not None else []
+        if bound:
+            for parameter in parameters:
+                if parameter["name"] == USER_FIELD:
+                    parameter["required"] = False
+                    parameter["description"] = _PRINCIPAL_USER
         if "{user_id}" in e.path:
             parameters += _parameters(models.UserRef, "path")
         if parameters:
@@ -231,7 +257,7 @@ def _document(limits: tuple[tuple[str, int], ...]) -> dict[str, Any]:
             "description": "Sessions, turns, context, search and reflection for conversational agents. Every error "
             "this service answers is a JSON ErrorResponse; the local host (devhost) answers unknown routes (404), "
             "wrong methods (405, with Allow) and missing or wrong keys (401) with the same body, while on Azure the "
-            "Functions host answers those itself.",
+            "Functions host answers those itself." + (_PRINCIPAL_INFO if principal else ""),
         },
         "paths": paths,
         "components": {
@@ -239,11 +265,20 @@ def _document(limits: tuple[tuple[str, int], ...]) -> dict[str, Any]:
             "securitySchemes": {
                 "functionKey": {"type": "apiKey", "in": "query", "name": "code"},
                 "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                **({"easyAuth": _EASY_AUTH_SCHEME} if principal else {}),
             },
         },
     }
     _apply_limits(document, dict(limits))
     return document
+
+
+def _principal_user(schema: dict[str, Any]) -> None:
+    """A request schema whose ``user_id`` the principal gives: optional, and described so."""
+    schema["required"] = [name for name in schema.get("required", []) if name != USER_FIELD]
+    if not schema["required"]:
+        del schema["required"]
+    schema["properties"][USER_FIELD] = {**schema["properties"][USER_FIELD], "description": _PRINCIPAL_USER}
 
 
 def _parameters(model: type[BaseModel], where: Literal["query", "path"]) -> list[dict[str, Any]]:
@@ -260,7 +295,32 @@ _ERROR_TEXT = {
     400: "Bad request: the body names the field",
     401: "No key, or a wrong one. The local host (devhost --enable-auth) answers with this body; on Azure the "
     "Functions host answers 401 itself, with an empty body",
+    403: "Forbidden: user_id names another user than the authenticated principal (the body names the field)",
     404: "Not found: the session (or the after_turn_id named)",
     409: "Conflict: the session has ended, the session id is taken, or the turn_id was stored with other messages",
     503: "Not ready, or a dependency is unavailable; retry",
+}
+
+USER_FIELD = "user_id"
+_PRINCIPAL_USER = (
+    "The user: the principal App Service Authentication authenticated (X-MS-CLIENT-PRINCIPAL-ID, the Entra object "
+    "id) when left out; any other id is a 403. Same rules as every id: " + ID_RULE
+)
+_PRINCIPAL_401 = (
+    "No authenticated principal (CALLER_IDENTITY=principal: a Microsoft Entra ID token, checked by App Service "
+    "Authentication in front of the app), or no key or a wrong one. The service and the local host answer with this "
+    "body; App Service Authentication and the Functions host answer 401 themselves on Azure, with their own body"
+)
+_PRINCIPAL_INFO = (
+    " Memory routes take their user from the caller (CALLER_IDENTITY=principal): App Service Authentication "
+    "validates a Microsoft Entra ID bearer token (easyAuth) before the function key is checked, and passes the "
+    "principal on; user_id may be left out, and any user_id other than the principal's is a 403."
+)
+_EASY_AUTH_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "bearerFormat": "JWT",
+    "description": "A Microsoft Entra ID access token for the app registration App Service Authentication is "
+    "configured with. Locally, `python -m devhost --easy-auth` takes `devhost-principal:<id>` instead, a stand-in "
+    "that only the local host understands.",
 }

@@ -30,6 +30,7 @@ def http_request(
     raw: bytes | None = None,
     route_params: dict[str, str] | None = None,
     params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> func.HttpRequest:
     """A request as the worker builds it (``raw`` is the body as sent, for bodies that are not JSON)."""
     if raw is None:
@@ -37,7 +38,7 @@ def http_request(
     return func.HttpRequest(
         method,
         f"http://localhost:7071/{route}",
-        headers={"Content-Type": "application/json"} if raw else {},
+        headers={**({"Content-Type": "application/json"} if raw else {}), **(headers or {})},
         route_params=route_params or {},
         params=params or {},
         body=raw,
@@ -69,13 +70,31 @@ class Api:
         assert response.mimetype == "application/json", response.mimetype
         return Reply(response.status_code, json.loads(text), dict(response.headers), text)
 
-    async def post(self, name: str, body: Any = None, *, raw: bytes | None = None) -> Reply:
-        return await self.send(name, http_request("POST", self.route_of(name), body, raw=raw))
+    async def post(
+        self, name: str, body: Any = None, *, raw: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Reply:
+        return await self.send(name, http_request("POST", self.route_of(name), body, raw=raw, headers=headers))
 
-    async def get(self, name: str, query: dict[str, str] | None = None, **route_params: str) -> Reply:
+    async def get(
+        self,
+        name: str,
+        query: dict[str, str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **route_params: str,
+    ) -> Reply:
         route = self.route_of(name).format(**route_params)
-        return await self.send(name, http_request("GET", route, route_params=route_params, params=query))
+        request = http_request("GET", route, route_params=route_params, params=query, headers=headers)
+        return await self.send(name, request)
 
-    async def delete(self, name: str, query: dict[str, str] | None = None, **route_params: str) -> Reply:
+    async def delete(
+        self,
+        name: str,
+        query: dict[str, str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **route_params: str,
+    ) -> Reply:
         route = self.route_of(name).format(**route_params)
-        return await self.send(name, http_request("DELETE", route, route_params=route_params, params=query))
+        request = http_request("DELETE", route, route_params=route_params, params=query, headers=headers)
+        return await self.send(name, request)
