@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from devhost.easyauth import EASY_AUTH_ENV, TOKEN_PREFIX
 from devhost.host import STARTUP_ERRORS, DevHost, HostOptions
 from devhost.invocation import configure_logging
 from devhost.latency import JITTER_ENV, LATENCY_ENV, SEED_ENV, milliseconds
@@ -43,6 +44,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder with host.json and local.settings.json (default: the current folder, or the .py file's folder)",
     )
     parser.add_argument("--enable-auth", action="store_true", help="check function keys, as on Azure")
+    parser.add_argument(
+        "--easy-auth",
+        action="store_true",
+        default=None,
+        help=(
+            "stand in for App Service Authentication in front of the HTTP triggers: drop X-MS-CLIENT-PRINCIPAL* "
+            f"headers from clients, and sign in 'Authorization: Bearer {TOKEN_PREFIX}<id>' as principal <id> "
+            f"(default: ${EASY_AUTH_ENV}, else off)"
+        ),
+    )
     parser.add_argument(
         "--no-local-settings",
         dest="local_settings",
@@ -156,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         host=args.host,
         enable_auth=args.enable_auth,
+        easy_auth=args.easy_auth,
         local_settings=args.local_settings,
         durable_latency_ms=args.durable_latency,
         durable_jitter_ms=args.durable_jitter,

@@ -36,8 +36,10 @@ import azure.functions as func
 from aiohttp import web
 from multidict import CIMultiDict
 
+from devhost import easyauth
 from devhost.config import SettingError, apply_settings, load_host_json, load_local_settings
 from devhost.durable_api import DurableHttpApi, management_urls
+from devhost.easyauth import UnknownTokenError, app_headers, easy_auth_enabled, principal_of
 from devhost.engine import DurableEngine
 from devhost.errors import error_response
 from devhost.functions import (
@@ -91,6 +93,9 @@ class HostOptions:
     host: str = "127.0.0.1"
     public_hostname: str = "localhost"
     enable_auth: bool = False
+    # Stand in for App Service Authentication in front of the HTTP triggers (devhost.easyauth). None: from the
+    # environment (DEVHOST_EASY_AUTH, local.settings.json included), else off.
+    easy_auth: bool | None = None
     # False: ignore local.settings.json; only the environment counts (hermetic runs such as the end-to-end tests).
     local_settings: bool = True
     # The latency of every Durable hop, as on Azure Storage's queues (devhost.latency). None: from the environment
@@ -126,6 +131,7 @@ class DevHost:
         self.options = options
         self.index = FunctionIndex()
         self.keys: Keys | None = None
+        self.easy_auth = False
         self.port = options.port
         # the port the Durable HTTP API is served on: this host's own, or the durable worker's internal one
         self.durable_port = options.port
@@ -207,6 +213,7 @@ class DevHost:
         )
         self.route_prefix = host_json.route_prefix
         self.hub_name = host_json.hub_name
+        self.easy_auth = easy_auth_enabled(options.easy_auth)
         if options.enable_auth:
             self.keys = load_keys(options.state_dir.resolve())
 
@@ -315,6 +322,8 @@ class DevHost:
         lines.append(f"Durable task hub '{self.hub_name}': {self.base_url}{DURABLE_PATH}/")
         lines.append(self.latency.describe())
         lines.append(self._processes_line())
+        if self.easy_auth:
+            lines.append(easyauth.describe())
         if self.keys is not None:
             lines.append("Function keys are required (--enable-auth):")
             lines.append(f"  master key: {self.keys.master}")
@@ -409,7 +418,17 @@ class DevHost:
         return await self._api.handle(request, path[len(DURABLE_PATH) :])
 
     async def _http_trigger(self, request: web.Request, path: str) -> web.StreamResponse:
-        """Route ``path`` (decoded as the Functions host decodes it: ``devhost.routing.decode_path``) to a function."""
+        """Route ``path`` (decoded as the Functions host decodes it: ``devhost.routing.decode_path``) to a function.
+
+        With ``--easy-auth`` the App Service Authentication stand-in comes first, as App Service Authentication sees a
+        request before the Functions host does (``devhost.easyauth``).
+        """
+        principal: str | None = None
+        if self.easy_auth:
+            try:
+                principal = principal_of(request.headers)
+            except UnknownTokenError as exc:
+                return error_response(401, "Unauthorized", str(exc))
         not_found = f"No function matches {request.method} {path}"
         if self.route_prefix:
             prefix = "/" + self.route_prefix.lower()
@@ -424,13 +443,13 @@ class DevHost:
             if request.method in function.methods:
                 if self.keys is not None and not authorized(self.keys, function.auth_level, request, function.name):
                     return _unauthorized(function.auth_level)
-                return await self._invoke_http(function, request, values)
+                return await self._invoke_http(function, request, values, principal)
         allowed = ", ".join(sorted({m for route, _ in matches for m in route.target.methods}))
         detail = f"{request.method} is not allowed on {path}; allowed: {allowed}"
         return error_response(405, "MethodNotAllowed", detail, {"Allow": allowed})
 
     async def _invoke_http(
-        self, function: HttpFunction, request: web.Request, route_values: dict[str, str]
+        self, function: HttpFunction, request: web.Request, route_values: dict[str, str], principal: str | None = None
     ) -> web.StreamResponse:
         try:
             body = await request.read()
@@ -440,6 +459,8 @@ class DevHost:
         for key, value in request.headers.items():
             lowered = key.lower()
             headers[lowered] = f"{headers[lowered]}, {value}" if lowered in headers else value
+        if self.easy_auth:
+            headers = app_headers(headers, principal)
         params: dict[str, str] = {}
         for key, value in request.query.items():
             params.setdefault(key, value)

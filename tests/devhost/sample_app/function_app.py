@@ -67,6 +67,12 @@ async def whoami(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
     return _json({"function_name": context.function_name, "invocation_id": context.invocation_id})
 
 
+@app.route(route="headers", methods=["GET"])
+def headers(req: func.HttpRequest) -> func.HttpResponse:
+    """The request's headers as the function gets them (lowercase names)."""
+    return _json(dict(req.headers))
+
+
 @app.route(route="pid", methods=["GET"])
 def pid(req: func.HttpRequest) -> func.HttpResponse:
     """The process that runs HTTP triggers."""
