@@ -4,6 +4,10 @@ It serves ``function_app.py`` with the local host (``devhost``) on the embedded 
 chat model, and local embeddings where the local model is installed (``requirements-local.txt``), else full-text
 search only. ``local.settings.json`` and the environment override any of it (``--no-local-settings``: the
 environment only). Arguments go to ``python -m devhost``.
+
+``--easy-auth`` (or ``DEVHOST_EASY_AUTH=1``) puts the local stand-in for App Service Authentication in front of the
+app and, unless ``CALLER_IDENTITY`` is set, turns on ``CALLER_IDENTITY=principal``, as the templates' switch does on
+Azure: every memory route then takes its user from the signed-in principal.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 from devhost.__main__ import main as devhost_main
 from devhost.config import apply_settings, load_local_settings
+from devhost.easyauth import TOKEN_PREFIX, easy_auth_enabled
 from memory_core.config import load_settings
 from memory_core.errors import ConfigurationError
 
@@ -63,8 +68,10 @@ def banner(port: str) -> str:
         f"Store: {store}",
         f"LLM: {llm}",
         f"Embeddings: {embeddings}",
-        RULE,
     ]
+    if settings.CALLER_IDENTITY == "principal":
+        lines.append(f"Users: the signed-in principal (CALLER_IDENTITY=principal; 'Bearer {TOKEN_PREFIX}<id>')")
+    lines.append(RULE)
     return "\n".join(lines) + "\n"
 
 
@@ -77,6 +84,14 @@ def main(argv: list[str]) -> int:
         os.environ["EMBEDDINGS_PROVIDER"] = "local" if _local_embeddings_installed() else "none"
     os.environ.setdefault("DURABLE_HUB_NAME", "AgentMemory")
     os.environ.setdefault("CLEANUP_SCHEDULE", "0 * * * * *")
+    easy_auth = easy_auth_enabled(True if "--easy-auth" in argv else None)
+    if easy_auth and not os.environ.get("CALLER_IDENTITY"):
+        os.environ["CALLER_IDENTITY"] = "principal"
+    if not easy_auth and os.environ.get("CALLER_IDENTITY") == "principal":
+        sys.stderr.write(
+            "Warning: CALLER_IDENTITY=principal without --easy-auth: nothing strips the X-MS-CLIENT-PRINCIPAL* "
+            "headers clients send, so any client can name any principal.\n"
+        )
     try:
         sys.stdout.write(banner(_port(argv)))
     except ConfigurationError as error:

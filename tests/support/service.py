@@ -65,6 +65,7 @@ _HOST_VARIABLES = (
     "DEVHOST_DURABLE_LATENCY_MS",
     "DEVHOST_DURABLE_JITTER_MS",
     "DEVHOST_DURABLE_SEED",
+    "DEVHOST_EASY_AUTH",
 )
 
 
@@ -100,6 +101,9 @@ class MemoryServiceProcess:
         keys: check function keys, as on Azure (``--enable-auth``): ``{"master": ..., "function": ...}`` (either may
             be left out: devhost then makes one up in ``WORKDIR/devhost/keys.json``); None (the default) checks no
             key, as ``func start`` does. The keys in force are ``master_key`` and ``function_key``.
+        easy_auth: put the local stand-in for App Service Authentication in front of the app (``--easy-auth``), which
+            also makes ``CALLER_IDENTITY`` default to ``principal``: requests sign in with
+            ``Authorization: Bearer devhost-principal:<id>``.
     """
 
     def __init__(
@@ -113,6 +117,7 @@ class MemoryServiceProcess:
         durable_latency_ms: float = 0,
         durable_seed: int | None = None,
         keys: Mapping[str, str] | None = None,
+        easy_auth: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.state_dir = self.workdir / "devhost"
@@ -144,6 +149,9 @@ class MemoryServiceProcess:
             for name, variable in (("master", "DEVHOST_MASTER_KEY"), ("function", "DEVHOST_FUNCTION_KEY")):
                 if self.keys.get(name):
                     self.env[variable] = self.keys[name]
+        if easy_auth:
+            self.command.append("--easy-auth")
+        self.easy_auth = easy_auth
         self.durable_latency_ms = durable_latency_ms
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
