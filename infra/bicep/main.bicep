@@ -106,6 +106,9 @@ param alwaysReadyDurableInstances int = 1
 @allowed(['Strong', 'BoundedStaleness', 'Session', 'ConsistentPrefix', 'Eventual'])
 param cosmosConsistencyLevel string = 'Strong'
 
+@description('Client id of a Microsoft Entra ID app registration (this tenant) that callers get tokens for: turns on App Service Authentication in front of the app (401 without a valid token, function keys still apply) and CALLER_IDENTITY=principal (every memory route is the token principal\'s memory). Empty: both off.')
+param easyAuthClientId string = ''
+
 var abbrs = {
   resourceGroup: 'rg-'
   managedIdentity: 'id-'
@@ -240,6 +243,7 @@ module api 'app/api.bicep' = {
     embeddingDimensions: embeddingDimensions
     durableHubName: durableHubName
     cleanupSchedule: cleanupSchedule
+    easyAuthClientId: easyAuthClientId
   }
   // The host starts as soon as the app exists: give its identity the data roles first, so that the first start does
   // not fail on storage, Cosmos DB or Azure OpenAI (role propagation can still lag by a minute or two).

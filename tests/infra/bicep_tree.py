@@ -56,6 +56,7 @@ class Declaration:
     loop: bool = False
     condition: bool = False
     loop_source: str | None = None  # the expression a looped resource/module iterates over
+    condition_source: str | None = None  # the condition of a conditional resource/module (``if (...)``), unwrapped
 
     @property
     def has_default(self) -> bool:
@@ -125,10 +126,10 @@ def value_of(node: Node) -> Any:
     return Expr(kind, _text(node))
 
 
-def _body(node: Node) -> tuple[Node, str | None, bool]:
-    """The object of a resource/module body, what it loops over (if it does), and whether it is conditional."""
+def _body(node: Node) -> tuple[Node, str | None, str | None]:
+    """The object of a resource/module body, what it loops over (if it does), and its condition (if it has one)."""
     loop_source: str | None = None
-    condition = False
+    condition: str | None = None
     while node.type in ("for_statement", "if_statement"):
         if node.type == "for_statement":
             after_in = False
@@ -138,7 +139,9 @@ def _body(node: Node) -> tuple[Node, str | None, bool]:
                 elif after_in and child.is_named and child.type != "comment":
                     loop_source = _text(child)
                     break
-        condition |= node.type == "if_statement"
+        if node.type == "if_statement":
+            test = next(c for c in _named(node) if c.type == "parenthesized_expression")
+            condition = _text(test).strip()[1:-1].strip()
         node = [c for c in _named(node) if c.type in ("object", "for_statement", "if_statement")][-1]
     return node, loop_source, condition
 
@@ -175,8 +178,9 @@ def _declaration(node: Node) -> Declaration:
             decl.type = value_of(child) if child.type == "string" else _text(child)
         elif after_equals and child.is_named and child.type != "comment":
             if kind in ("resource", "module"):
-                body, decl.loop_source, decl.condition = _body(child)
+                body, decl.loop_source, decl.condition_source = _body(child)
                 decl.loop = decl.loop_source is not None
+                decl.condition = decl.condition_source is not None
                 decl.value = value_of(body)
             else:
                 decl.value = value_of(child)

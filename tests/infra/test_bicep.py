@@ -5,7 +5,9 @@ in for what can be checked without it: every file parses (tree-sitter-bicep), mo
 agree with them on parameters and outputs, and the project's own invariants hold on the parse tree: explicit API
 versions, no keys anywhere, local auth disabled, the data roles granted, Cosmos DB containers created with the very
 policies the adapter would create, and app settings that are exactly what ``memory_core.config.Settings`` reads.
-Type checking, unknown properties and real deployment are left to ``bicep build`` / ``azd provision`` elsewhere.
+The function app's resources (``app/api.bicep``, App Service Authentication's ``authsettingsV2`` included) are also
+validated against Azure Resource Manager's JSON schemas of their API versions, unknown properties being errors
+(``tests/infra/arm_schema.py``). Real deployment is left to ``bicep build`` / ``azd provision`` elsewhere.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -25,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from memory_core.adapters.cosmos import CosmosStore
 from memory_core.adapters.openai_models import default_embedding_dimensions, resolve_embedding_dimensions
 from memory_core.config import Settings
+from tests.infra.arm_schema import ARM_SCHEMAS, schema_errors
 from tests.infra.bicep_tree import BicepFile, Expr, parse, syntax_problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +77,8 @@ SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|SAS\b|CONNECTION_?STRING", 
 # Names an output may have besides app-setting names: azd's conventional environment values.
 AZD_OUTPUT = re.compile(r"^(AZURE_[A-Z_]+|SERVICE_API_[A-Z]+)$")
 PLACEHOLDER = "https://placeholder.invalid/"
+# An app setting that a string parameter switches: `empty(param) ? 'value when empty' : 'value otherwise'`.
+SWITCH = r"empty\((\w+)\) \? '([^']*)' : '([^']*)'"
 
 
 class GivenSettings(Settings):
@@ -101,9 +106,15 @@ def only(declarations: list[Any]) -> Any:
     return declarations[0]
 
 
+def site_config(name: str) -> Any:
+    """The ``Microsoft.Web/sites/config`` resource of api.bicep with this name (``appsettings``, ``authsettingsV2``)."""
+    configs = bicep("app/api.bicep").resources_of_type("Microsoft.Web/sites/config")
+    return only([resource for resource in configs if resource.value["name"] == name])
+
+
 def app_settings() -> dict[str, Any]:
-    resource = only(bicep("app/api.bicep").resources_of_type("Microsoft.Web/sites/config"))
-    assert resource.value["name"] == "appsettings"
+    resource = site_config("appsettings")
+    assert not resource.condition, "the app settings are always deployed"
     properties = resource.value["properties"]
     assert isinstance(properties, dict), "app settings must be a literal object for these checks"
     return properties
@@ -117,6 +128,9 @@ def setting_value(value: Any) -> Any:
     if match := re.fullmatch(r"string\((\w+)\)", value.text):
         inner = setting_value(Expr("identifier", match[1]))
         return None if inner is None else str(inner)
+    if match := re.fullmatch(SWITCH, value.text):  # empty(param) ? 'off' : 'on'
+        switch = setting_value(Expr("identifier", match[1]))
+        return None if switch is None else (match[2] if switch == "" else match[3])
     if value.identifier in api.params:
         passed = main.modules["api"].value["params"].get(value.identifier, api.params[value.identifier].value)
         if isinstance(passed, Expr):
@@ -518,3 +532,82 @@ def test_cosmos_reads_see_writes_made_on_other_instances_by_default():
     assert account.value["properties"]["consistencyPolicy"]["defaultConsistencyLevel"] == Expr(
         "identifier", "consistencyLevel"
     )
+
+
+# -- App Service Authentication and CALLER_IDENTITY ------------------------------------------------------------------
+CLIENT_ID = "11111111-2222-4333-8444-555555555555"
+needs_arm_schemas = pytest.mark.skipif(not ARM_SCHEMAS.is_dir(), reason=f"no ARM schemas at {ARM_SCHEMAS}")
+
+
+def anonymous_routes() -> list[str]:
+    """The app's anonymous HTTP routes, read from the blueprints (every other route needs a key)."""
+    declared = r'@bp\.route\(route="([^"]+)"[^)]*auth_level=func\.AuthLevel\.ANONYMOUS\)'
+    return sorted("/" + m[1] for path in ROOT.glob("http_api/*.py") for m in re.finditer(declared, path.read_text()))
+
+
+def caller_identity(client_id: str) -> str:
+    """CALLER_IDENTITY as the app settings set it for an ``easyAuthClientId``."""
+    match = re.fullmatch(SWITCH, app_settings()["CALLER_IDENTITY"].text)
+    assert match and match[1] == "easyAuthClientId"
+    return match[2] if client_id == "" else match[3]
+
+
+def test_easy_auth_and_principal_mode_are_one_parameter_off_by_default():
+    main, api = bicep("main.bicep"), bicep("app/api.bicep")
+    assert main.params["easyAuthClientId"].value == api.params["easyAuthClientId"].value == ""
+    assert main.modules["api"].value["params"]["easyAuthClientId"] == Expr("identifier", "easyAuthClientId")
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["easyAuthClientId"] == {"value": "${EASY_AUTH_CLIENT_ID}"}
+    auth = site_config("authsettingsV2")
+    assert auth.condition_source == "!empty(easyAuthClientId)"
+    assert auth.value["parent"] == Expr("identifier", "functionApp")
+    # The same parameter sets CALLER_IDENTITY: principal exactly when App Service Authentication is on.
+    modes = get_args(Settings.model_fields["CALLER_IDENTITY"].annotation)
+    assert caller_identity("") == SETTINGS_DEFAULTS["CALLER_IDENTITY"] == "request"
+    assert caller_identity(CLIENT_ID) == "principal" and {"request", "principal"} == set(modes)
+    assert production_settings().CALLER_IDENTITY == "request"
+
+
+def test_easy_auth_refuses_requests_without_a_token_except_on_the_anonymous_routes():
+    api = bicep("app/api.bicep")
+    auth = site_config("authsettingsV2")
+    body = api.resolve(auth.value["properties"], {"easyAuthClientId": CLIENT_ID})
+    assert body["platform"] == {"enabled": True}
+    assert anonymous_routes() == ["/health", "/openapi.json"]
+    assert body["globalValidation"] == {
+        "requireAuthentication": True,
+        "unauthenticatedClientAction": "Return401",
+        "excludedPaths": anonymous_routes(),
+    }
+    assert body["httpSettings"] == {"requireHttps": True}
+    assert list(body["identityProviders"]) == ["azureActiveDirectory"], "the principal is an Entra ID object id"
+    entra = body["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True
+    # Token validation only: no client secret (no login flow), this tenant's issuer, the app registration's audiences.
+    assert set(entra["registration"]) == {"clientId", "openIdIssuer"} and entra["registration"]["clientId"] == CLIENT_ID
+    issuer = entra["registration"]["openIdIssuer"].text
+    assert issuer == "'${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'"
+    assert entra["validation"] == {"allowedAudiences": [CLIENT_ID, f"api://{CLIENT_ID}"]}
+
+
+@needs_arm_schemas
+def test_the_authsettings_body_is_valid_for_its_api_version_and_the_check_catches_mistakes():
+    api = bicep("app/api.bicep")
+    auth = site_config("authsettingsV2")
+    assert schema_errors(auth, api.resolve(auth.value, {"easyAuthClientId": CLIENT_ID})) == []
+    body = api.resolve(auth.value)  # the client id an expression, as bicep build writes it
+    assert schema_errors(auth, body) == []
+    unknown = {**body, "properties": {**body["properties"], "globalValidation": {"requireAuth": True}}}
+    assert schema_errors(auth, unknown), "an unknown property must be an error"
+    action = {"requireAuthentication": True, "unauthenticatedClientAction": "Return402"}
+    assert schema_errors(auth, {**body, "properties": {**body["properties"], "globalValidation": action}})
+
+
+@needs_arm_schemas
+@pytest.mark.parametrize(
+    "name", [d.name for d in BicepFile(INFRA / "app" / "api.bicep").resources.values() if not d.existing]
+)
+def test_every_resource_of_the_function_app_is_valid_for_its_api_version(name: str):
+    api = bicep("app/api.bicep")
+    resource = api.resources[name]
+    assert schema_errors(resource, api.resolve(resource.value)) == []

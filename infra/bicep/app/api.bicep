@@ -45,6 +45,18 @@ param embeddingDimensions int
 param durableHubName string
 param cleanupSchedule string
 
+// App Service Authentication ("Easy Auth") with Microsoft Entra ID, on when a client id is given (empty: off). The
+// platform then validates a bearer token of this tenant for that app registration before the Functions host sees a
+// request, and answers 401 itself to a request without one (the anonymous routes excepted); function keys still apply
+// on top. CALLER_IDENTITY=principal binds every memory route to the token's principal (X-MS-CLIENT-PRINCIPAL-ID).
+param easyAuthClientId string = ''
+
+// The app's anonymous routes (AuthLevel.ANONYMOUS in http_api): reachable without a token, as without a key.
+var anonymousPaths = [
+  '/health'
+  '/openapi.json'
+]
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -148,6 +160,47 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZURE_OPENAI_DEPLOYMENT: chatDeploymentName
     AZURE_OPENAI_EMBEDDING_DEPLOYMENT: embeddingDeploymentName
     EMBEDDING_DIMENSIONS: string(embeddingDimensions)
+
+    // Who the user of a memory route is: the authenticated principal behind App Service Authentication, else the
+    // user_id the request names.
+    CALLER_IDENTITY: empty(easyAuthClientId) ? 'request' : 'principal'
+  }
+}
+
+// Learn: "Configure your App Service or Azure Functions app to use Microsoft Entra sign-in", and "Work with user
+// identities in Azure App Service authentication" for the headers the app reads.
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(easyAuthClientId)) {
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: anonymousPaths
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: easyAuthClientId
+          // This tenant only: an object id (the user id) is unique within its tenant.
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          // v2.0 tokens carry the client id as their audience, v1.0 tokens the application id URI.
+          allowedAudiences: [
+            easyAuthClientId
+            'api://${easyAuthClientId}'
+          ]
+        }
+      }
+    }
   }
 }
 
