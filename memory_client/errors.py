@@ -66,7 +66,11 @@ class InvalidRequest(MemoryServiceError):
 
 
 class Unauthorized(MemoryServiceError):
-    """401 or 403: a missing or wrong key (``x-functions-key``: a function key, or the master key for admin routes)."""
+    """401 or 403: a missing or wrong key (``x-functions-key``: a function key, or the master key for admin routes).
+
+    With ``CALLER_IDENTITY=principal`` on the service, also no signed-in caller (401) or a ``user_id`` that is not the
+    caller's (403).
+    """
 
 
 class NotFound(MemoryServiceError):
