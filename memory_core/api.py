@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from memory_core import pool as pool_rules
 from memory_core import session as rules
+from memory_core.config import Settings
 from memory_core.domain import SessionRecord, SessionStatus
 from memory_core.errors import NotFoundError
 from memory_core.models import (
@@ -29,7 +31,7 @@ from memory_core.models import (
     StoreTurnRequest,
     StoreTurnResponse,
 )
-from memory_core.ports import SessionHost, UserExport
+from memory_core.ports import ForgetProgress, SessionHost, UserDeletion, UserExport
 from memory_core.service import MemoryService
 from memory_core.session import TurnInput
 
@@ -50,6 +52,11 @@ FOLLOW_UP_AFTER = timedelta(seconds=FORGET_WAIT_SECONDS + 5)
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _lag(settings: Settings) -> int:
+    """Unindexed turns that mean a session missed a batch (``/stats``' dirty sessions, the timer's restarts)."""
+    return rules.batch_lag(settings.K_TURN_BUFFER, settings.L_TURN_CHUNKS)
 
 
 async def start_session(service: MemoryService, request: StartSessionRequest) -> ContextResponse:
@@ -132,8 +139,7 @@ async def reflection_status(host: SessionHost, request: ReflectionStatusRequest)
 async def stats(service: MemoryService) -> StatsResponse:
     """The hot pool as the store's session records show it now."""
     settings = service.settings
-    lag = rules.batch_lag(settings.K_TURN_BUFFER, settings.L_TURN_CHUNKS)
-    figures = await service.store.session_figures(SessionStatus.ACTIVE, lagging_by=lag)
+    figures = await service.store.session_figures(SessionStatus.ACTIVE, lagging_by=_lag(settings))
     pool = pool_rules.stats(figures, _now(), timedelta(minutes=settings.SESSION_TTL_MINUTES), settings.MAX_SESSIONS)
     return StatsResponse.model_validate(pool.model_dump())
 
@@ -152,14 +158,10 @@ async def forget_user(
     4. When nothing of the user is left, the pending forget is removed and the user may come back; otherwise the
        answer says what is pending and the cleanup timer carries on (``cleanup``) until nothing is.
     """
-    store = service.store
-    began = await store.begin_forget(user_id, _now())
-    sessions = await store.list_sessions(user_id, limit=1_000_000)
-    deleted = await service.forget(user_id)
-    progress = await host.forget(user_id, [s.session_id for s in sessions], wait_seconds=wait_seconds)
-    if progress.complete:
-        await store.finish_forget(user_id)
-    else:
+    began = await service.store.begin_forget(user_id, _now())
+    sessions = await service.store.list_sessions(user_id, limit=1_000_000)
+    deleted, progress = await _forget_pass(service, host, user_id, [s.session_id for s in sessions], wait_seconds)
+    if not progress.complete:
         logger.info(
             "Forget of %s pending: %d instances and %d entities left; the cleanup timer carries on",
             user_id,
@@ -192,10 +194,8 @@ async def continue_forgets(
             continue
         user_id = pending.user_id
         try:
-            deleted = await service.forget(user_id)
-            progress = await host.forget(user_id, [])
+            deleted, progress = await _forget_pass(service, host, user_id)
             if progress.complete:
-                await service.store.finish_forget(user_id)
                 completed += 1
                 logger.info("Forget of %s (begun %s) is complete", user_id, pending.began_at.isoformat())
             else:
@@ -209,6 +209,21 @@ async def continue_forgets(
         except Exception:
             logger.warning("Could not carry on the forget of %s; the next cleanup will", user_id, exc_info=True)
     return completed
+
+
+async def _forget_pass(
+    service: MemoryService,
+    host: SessionHost,
+    user_id: str,
+    session_ids: Sequence[str] = (),
+    wait_seconds: float = 0.0,
+) -> tuple[UserDeletion, ForgetProgress]:
+    """One pass of a forget: sweep the store, then the host; when nothing is left, the forget is complete."""
+    deleted = await service.forget(user_id)
+    progress = await host.forget(user_id, session_ids, wait_seconds=wait_seconds)
+    if progress.complete:
+        await service.store.finish_forget(user_id)
+    return deleted, progress
 
 
 async def export_user(service: MemoryService, user_id: str) -> UserExport:
@@ -246,7 +261,7 @@ async def cleanup(service: MemoryService, host: SessionHost, now: datetime | Non
     stalled = await store.scan_sessions(
         SessionStatus.ACTIVE,
         idle_before=now - BACKGROUND_GRACE,
-        lagging_by=rules.batch_lag(settings.K_TURN_BUFFER, settings.L_TURN_CHUNKS),
+        lagging_by=_lag(settings),
         limit=CLEANUP_BATCH,
     )
     for record in stalled:
@@ -279,7 +294,7 @@ async def _evictions(service: MemoryService, idle_before: datetime) -> list[Sess
     """Hot sessions idle since before ``idle_before``, then the least recently used beyond ``MAX_SESSIONS``."""
     store, limit = service.store, service.settings.MAX_SESSIONS
     stale = await store.scan_sessions(SessionStatus.ACTIVE, idle_before=idle_before, limit=CLEANUP_BATCH)
-    figures = await store.session_figures(SessionStatus.ACTIVE, lagging_by=service.settings.L_TURN_CHUNKS)
+    figures = await store.session_figures(SessionStatus.ACTIVE, lagging_by=_lag(service.settings))
     overflow = min(figures.count - len(stale) - limit, CLEANUP_BATCH)
     if overflow <= 0:
         return stale

@@ -79,18 +79,6 @@ def _guarded(change: RecordChange, guard: SessionGuard) -> RecordChange:
     return apply
 
 
-def _gaps(record: SessionRecord) -> list[tuple[int, int]]:
-    """The windows of turns not indexed yet: between ``indexed_through``, the windows indexed ahead, and the end."""
-    gaps, start = [], record.indexed_through + 1
-    for first, last in sorted(record.indexed_ahead):
-        if first > start:
-            gaps.append((start, first - 1))
-        start = max(start, last + 1)
-    if start <= record.turn_count:
-        gaps.append((start, record.turn_count))
-    return gaps
-
-
 class MemoryService:
     """The store and model engines, shared by every request of a worker."""
 
@@ -240,7 +228,7 @@ class MemoryService:
         if through_seq is not None:
             windows = [rules.batch_window(through_seq, keep, chunk)]
         else:
-            windows = _gaps(record)
+            windows = rules.unindexed_windows(record)
         for first, last in windows:
             last = min(last, record.turn_count)
             if last < first:

@@ -173,6 +173,18 @@ def record_indexed(record: SessionRecord, first_seq: int, last_seq: int) -> Sess
     return record.model_copy(update={"indexed_through": through, "indexed_ahead": kept})
 
 
+def unindexed_windows(record: SessionRecord) -> list[tuple[int, int]]:
+    """The windows of turns not indexed yet: between ``indexed_through``, the windows indexed ahead, and the end."""
+    gaps, start = [], record.indexed_through + 1
+    for first, last in sorted(record.indexed_ahead):
+        if first > start:
+            gaps.append((start, first - 1))
+        start = max(start, last + 1)
+    if start <= record.turn_count:
+        gaps.append((start, record.turn_count))
+    return gaps
+
+
 def record_reflected(record: SessionRecord, now: datetime) -> SessionRecord | None:
     """Note that the ended session's reflection finished. None when it was noted already."""
     if record.reflected_at is not None:
