@@ -19,11 +19,15 @@ is created and the record (with its ETag) replaced together, or neither is (``ap
 record is an optimistic read-modify-replace with ``If-Match`` (``update_session``).
 
 A pending forget is a ``"forget"`` document in the user's partition of interactions (``FORGET_ID``; it holds the user
-id and when the forget began). A transactional batch cannot require a document to be absent, so writes are checked
-after they land: a session start or a turn is not acknowledged when the marker is there once it is written, and a
-background write whose session record (``SessionGuard``) is gone once it is written is undone. With the account's
-Strong consistency (the infrastructure's default) that is enough: a write checked before the marker (or the deletion
-of the session records) was written came before the forget's sweep, which deletes it.
+id and when the forget began), and every session record of the user is then flagged ``forgetting``. A transactional
+batch cannot require a document to be absent, but it can require the session record to be the one that was read
+(If-Match), so a turn needs no extra read: an append reads the record, refuses a flagged one, and its batch fails
+when the flag (or the record's deletion) came between the read and the write. A turn whose batch landed before the
+flag was acknowledged while the forget was beginning; the forget's sweep, which lists the turns after deleting the
+records, deletes it. A session start is checked after it lands: when the marker is there, the record it created is
+deleted again and the start refused. A background write whose session record (``SessionGuard``) is gone or flagged
+once it is written is undone. With the account's Strong consistency (the infrastructure's default) every listing
+sees every write that came before it.
 
 Search has two paths, chosen by settings: with ``COSMOS_VECTOR_SEARCH`` / ``COSMOS_FULL_TEXT_SEARCH`` on, the
 account's ``VectorDistance`` and ``FullTextScore`` do the work; with them off (accounts without those features, and
@@ -40,7 +44,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, TypeAlias, TypeVar
 
 import numpy as np
 from azure.core import MatchConditions
@@ -207,6 +211,7 @@ class SessionDocument(_Document):
     indexed_ahead: tuple[tuple[int, int], ...] = ()
     ended_at: datetime | None = None
     reflected_at: datetime | None = None
+    forgetting: bool = False  # the user's forget began: no turn is appended to this record any more
     # last_activity in seconds since the Unix epoch: what AVG needs for /stats' mean activity (AVG takes numbers only)
     activity_epoch: float | None = None
 
@@ -411,6 +416,14 @@ def bm25_scores(
     return scores
 
 
+class _StoredSession(NamedTuple):
+    """A session record as read, with what a conditional write of it needs."""
+
+    record: SessionRecord
+    etag: str
+    forgetting: bool  # flagged by the user's forget
+
+
 class _SessionLocks:
     """One FIFO lock per session record, held while this process writes it; dropped when nobody holds or awaits it.
 
@@ -578,14 +591,17 @@ class CosmosStore:
                 return None
             return item
 
-    async def _read_session(self, user_id: str, session_id: str) -> tuple[SessionRecord, str] | None:
-        """The session record and the ETag of its document, or None."""
+    async def _read_session(self, user_id: str, session_id: str) -> _StoredSession | None:
+        """The session record, the ETag of its document and whether it is flagged ``forgetting``; or None."""
         row = await self._read(self._container("interactions"), session_doc_id(user_id, session_id), user_id)
-        return None if row is None else (SessionDocument.model_validate(row).to_domain(), str(row["_etag"]))
+        if row is None:
+            return None
+        doc = SessionDocument.model_validate(row)
+        return _StoredSession(doc.to_domain(), str(row["_etag"]), doc.forgetting)
 
-    async def _replace_session(self, record: SessionRecord, etag: str) -> bool:
+    async def _replace_session(self, record: SessionRecord, etag: str, *, forgetting: bool = False) -> bool:
         """Replace the session document if it still has ``etag``; False when another write (or a delete) came first."""
-        doc = SessionDocument.from_domain(record)
+        doc = SessionDocument.from_domain(record).model_copy(update={"forgetting": forgetting})
         async with self._sdk_errors("replace"):
             try:
                 await self._container("interactions").replace_item(
@@ -781,7 +797,7 @@ class CosmosStore:
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
         """One session record, or None."""
         current = await self._read_session(user_id, session_id)
-        return None if current is None else current[0]
+        return None if current is None else current.record
 
     async def update_session(self, user_id: str, session_id: str, change: RecordChange) -> RecordUpdate:
         """Apply a pure transition to the current record: read it with its ETag, replace it with If-Match.
@@ -794,11 +810,11 @@ class CosmosStore:
                 current = await self._read_session(user_id, session_id)
                 if current is None:
                     return RecordUpdate(record=None, changed=False)
-                record, etag = current
+                record, etag, forgetting = current
                 changed = change(record)
                 if changed is None:
                     return RecordUpdate(record=record, changed=False)
-                if await self._replace_session(changed, etag):
+                if await self._replace_session(changed, etag, forgetting=forgetting):  # the flag stays
                     return RecordUpdate(record=changed, changed=True)
                 await self._pause_after_conflict(attempt)
         raise self._too_many_conflicts("update")
@@ -810,22 +826,16 @@ class CosmosStore:
         user's partition: create the turn document (its id is the turn_id's), replace the record If-Match that ETag.
         A 409 on the create means the turn_id is stored: that turn is the answer (a duplicate), after
         ``rules.ensure_same_turn``. A 412 on the replace means another append (or update) won: read and try again.
+
+        A record flagged by the user's forget refuses the turn (``UserForgettingError``), and so does a record that
+        is gone while the forget is pending; no other read is needed (see the module's docstring).
         """
         try:
-            outcome = await self._append(user_id, session_id, turn, now)
+            return await self._append(user_id, session_id, turn, now)
         except SessionNotFoundError:
             if await self._forgetting(user_id):
                 raise UserForgettingError(user_id) from None
             raise
-        # Checked once the turn is durable, so that no turn is acknowledged after the user's forget began. A turn
-        # refused so is deleted again here; one written before the marker was is deleted by the forget's sweep (it
-        # lists the turns after deleting the session records, which this turn's batch replaced first).
-        if await self._forgetting(user_id):
-            if not outcome.duplicate:
-                turn_id = turn_doc_id(user_id, session_id, outcome.turn.turn_id)
-                await self._delete(self._container("interactions"), turn_id, user_id)
-            raise UserForgettingError(user_id)
-        return outcome
 
     async def _append(self, user_id: str, session_id: str, turn: TurnInput, now: datetime) -> AppendOutcome:
         async with self._session_locks.hold(user_id, session_id):
@@ -841,7 +851,9 @@ class CosmosStore:
         current = await self._read_session(user_id, session_id)
         if current is None:
             raise SessionNotFoundError(user_id, session_id)
-        record, etag = current
+        record, etag, forgetting = current
+        if forgetting:
+            raise UserForgettingError(user_id)  # even a repeat: nothing of the user is answered any more
         try:
             updated, stored = rules.append(record, turn, now)
         except SessionEndedError:
@@ -858,7 +870,7 @@ class CosmosStore:
             if repeat is not None:
                 # The record as it is now: it counts the stored turn (the record read above may predate it).
                 latest = await self._read_session(user_id, session_id)
-                return AppendOutcome(turn=repeat, duplicate=True, record=latest[0] if latest else record)
+                return AppendOutcome(turn=repeat, duplicate=True, record=latest.record if latest else record)
         return None  # 412 (or a turn deleted since its 409): read again
 
     async def _repeated_turn(self, user_id: str, session_id: str, turn: TurnInput) -> Turn | None:
@@ -1052,9 +1064,9 @@ class CosmosStore:
         return await self._read(self._container("interactions"), FORGET_ID, user_id) is not None
 
     async def _holds(self, guard: SessionGuard) -> bool:
-        """Whether the guarded session still exists (the same start of it)."""
+        """Whether the guarded session still exists (the same start of it) and its user's forget has not begun."""
         current = await self._read_session(guard.user_id, guard.session_id)
-        return guard.holds(current[0] if current else None)
+        return current is not None and not current.forgetting and guard.holds(current.record)
 
     async def _kept(self, guard: SessionGuard | None, user_ids: set[str]) -> bool:
         """Whether a write that just landed may stay: its session exists (guarded), or no forget of its users began."""
@@ -1253,7 +1265,33 @@ class CosmosStore:
 
     # -- users ----------------------------------------------------------------------------------------------------
     async def begin_forget(self, user_id: str, now: datetime) -> datetime:
-        """Create the user's pending-forget marker (an existing one is kept); returns when the forget began."""
+        """Create the user's pending-forget marker (an existing one is kept) and flag every session record of the user.
+
+        Returns when the forget began. Once this returns, no turn is appended to any session of the user: a record
+        that existed before the marker was written is flagged (an append's batch that read it unflagged fails on its
+        ETag), and a session started later is refused by its own check of the marker.
+        """
+        began = await self._write_forget_marker(user_id, now)
+        sessions = await self._query(
+            self._container("interactions"),
+            "SELECT c.session_id FROM c WHERE c.user_id = @user_id AND c.type = 'session'",
+            user_id,
+        )
+        await self._gather([self._flag_forgetting(user_id, row["session_id"]) for row in sessions])
+        return began
+
+    async def _flag_forgetting(self, user_id: str, session_id: str) -> None:
+        """Flag one session record ``forgetting`` (read, replace If-Match; again when another write came first)."""
+        for attempt in range(_MAX_WRITE_CONFLICTS):
+            current = await self._read_session(user_id, session_id)
+            if current is None or current.forgetting:
+                return
+            if await self._replace_session(current.record, current.etag, forgetting=True):
+                return
+            await self._pause_after_conflict(attempt)
+        raise self._too_many_conflicts("forget")
+
+    async def _write_forget_marker(self, user_id: str, now: datetime) -> datetime:
         body = {
             "id": FORGET_ID,
             "user_id": user_id,

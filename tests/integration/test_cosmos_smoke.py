@@ -17,7 +17,7 @@ from memory_core import session as rules
 from memory_core.adapters import cosmos as cosmos_adapter
 from memory_core.adapters.cosmos import CosmosStore, _from_sort_key, _sort_key, bm25_scores
 from memory_core.domain import Insight, MemoryKind, SessionRecord, SessionStatus, SessionSummary, Turn, turn_doc_id
-from memory_core.errors import EmbeddingDimensionMismatchError, UpstreamUnavailableError
+from memory_core.errors import EmbeddingDimensionMismatchError, UpstreamUnavailableError, UserForgettingError
 from memory_core.session import TurnInput
 from tests.support.cosmos_emulator import COSMOS_EMULATOR_KEY
 
@@ -310,13 +310,59 @@ async def test_an_append_that_loses_the_etag_leaves_no_turn_behind_and_retries(
     assert [t.turn_id for t in await plain_store.get_turns("alice", "s1")] == ["t1"]
 
 
+async def test_a_turn_costs_one_point_read_and_one_batch(
+    plain_store: CosmosStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a store costs on Azure: the session record's read and the batch, nothing more (no forget check of its own).
+    await plain_store.create_session(rules.new_record("alice", "s1", T0))
+    container = plain_store._container("interactions")
+    calls: list[str] = []
+    for name in ("read_item", "query_items", "execute_item_batch", "create_item", "replace_item", "delete_item"):
+        method = getattr(container, name)
+
+        def counted(*args: object, _method=method, _name=name, **kwargs: object) -> object:
+            calls.append(_name)
+            return _method(*args, **kwargs)
+
+        monkeypatch.setattr(container, name, counted)
+    monkeypatch.setattr(plain_store, "_container", lambda name: container)
+    await plain_store.append_turn("alice", "s1", TurnInput(turn_id="t1", user_message="hi", agent_message="ok"), T0)
+    assert calls == ["read_item", "execute_item_batch"]
+
+
+async def test_a_forget_that_flags_the_record_between_read_and_batch_refuses_the_turn(
+    plain_store: CosmosStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await plain_store.create_session(rules.new_record("alice", "s1", T0))
+    read = plain_store._read_session
+    reads = 0
+
+    async def read_then_forget(user_id: str, session_id: str) -> object:
+        nonlocal reads
+        reads += 1
+        current = await read(user_id, session_id)
+        if reads == 1:  # the forget begins between this append's read and its batch
+            monkeypatch.setattr(plain_store, "_read_session", read)
+            await plain_store.begin_forget("alice", T0)
+            monkeypatch.setattr(plain_store, "_read_session", read_then_forget)
+        return current
+
+    monkeypatch.setattr(plain_store, "_read_session", read_then_forget)
+    with pytest.raises(UserForgettingError):
+        await plain_store.append_turn("alice", "s1", TurnInput(turn_id="t1", user_message="hi", agent_message="ok"), T0)
+    assert reads == 2  # the batch failed on the flagged record's ETag, and the second read saw the flag
+    assert await plain_store.get_turns("alice", "s1") == []
+    record = await plain_store.get_session("alice", "s1")
+    assert record is not None and record.turn_count == 0
+
+
 async def test_update_gives_up_after_too_many_conflicts(
     plain_store: CosmosStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await plain_store.create_session(rules.new_record("alice", "s1", T0))
     attempts = 0
 
-    async def always_stale(record: SessionRecord, etag: str) -> bool:
+    async def always_stale(record: SessionRecord, etag: str, *, forgetting: bool = False) -> bool:
         nonlocal attempts
         attempts += 1
         return False
