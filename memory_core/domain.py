@@ -147,6 +147,26 @@ class SearchHit(_Frozen):
     timestamp: datetime | None = None
 
 
+class ItemFilter(_Frozen):
+    """What a search keeps besides its kinds; a field left None keeps everything.
+
+    Times compare with each item's ``timestamp`` as search returns it: a turn's own time, a chunk's last turn, a
+    summary's creation, an insight's last update. ``since`` is inclusive, ``until`` exclusive. ``as_of`` is what the
+    memory held at that time: insights valid then (``valid_from <= as_of < valid_to``, so one superseded later is
+    found and one learned later is not) and other items whose timestamp is at or before it.
+    """
+
+    session_ids: tuple[str, ...] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    as_of: datetime | None = None
+
+    @property
+    def restricts(self) -> bool:
+        """Whether any field keeps less than everything."""
+        return any(value is not None for value in (self.session_ids, self.since, self.until, self.as_of))
+
+
 def stable_id(*parts: str) -> str:
     """A deterministic id from its parts, so replays and retries write the same documents."""
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from memory_core.domain import (
     Chunk,
     Insight,
+    ItemFilter,
     MemoryKind,
     SearchHit,
     SessionRecord,
@@ -244,13 +245,19 @@ class Store(Protocol):
         """The user's insights, most recently updated first."""
 
     # search
-    async def search_text(self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int) -> list[SearchHit]:
-        """Full-text (BM25) search over the user's memory; best first, score higher is better."""
+    async def search_text(
+        self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int, where: ItemFilter | None = None
+    ) -> list[SearchHit]:
+        """Full-text (BM25) search over the user's memory; best first, score higher is better.
+
+        Superseded insights are left out unless ``where.as_of`` asks for what was believed at a time; ``where``
+        restricts the items inside the query, so ``limit`` hits come back whenever that many match.
+        """
 
     async def search_vector(
-        self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int
+        self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int, where: ItemFilter | None = None
     ) -> list[SearchHit]:
-        """Vector similarity search over the user's memory; best first, score higher is better."""
+        """Vector similarity search over the user's memory; best first, score higher is better (as ``search_text``)."""
 
     # users
     async def begin_forget(self, user_id: str, now: datetime) -> datetime:

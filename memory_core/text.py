@@ -23,6 +23,11 @@ def content_words(text: str) -> list[str]:
     return [w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
 
 
+def is_word(text: str) -> bool:
+    """Whether ``text`` is exactly one word as ``content_words`` finds them."""
+    return _WORD.fullmatch(text) is not None
+
+
 def query_terms(text: str, limit: int = 32) -> list[str]:
     """Distinct lower-case words of ``text`` minus stop words, in order of first appearance."""
     return list(dict.fromkeys(content_words(text)))[:limit]

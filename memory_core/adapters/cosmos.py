@@ -66,6 +66,7 @@ from memory_core.domain import (
     Chunk,
     Insight,
     InsightStatus,
+    ItemFilter,
     JsonDict,
     MemoryKind,
     SearchHit,
@@ -96,7 +97,7 @@ from memory_core.ports import (
     Vector,
 )
 from memory_core.session import TurnInput
-from memory_core.text import content_words, query_terms
+from memory_core.text import content_words, is_word, query_terms
 
 if TYPE_CHECKING:
     from memory_core.config import Settings
@@ -341,6 +342,9 @@ class InsightDocument(_SearchableDocument):
     superseded_by: str | None = None
     created_at: datetime
     updated_at: datetime
+    # sort keys of the validity interval, which an ``as_of`` search compares in the query
+    valid_from_ts: str
+    valid_to_ts: str | None = None
 
     @classmethod
     def from_domain(cls, insight: Insight) -> InsightDocument:
@@ -354,6 +358,8 @@ class InsightDocument(_SearchableDocument):
                 "last_seq": max(insight.source_turns, default=None),
                 "active": insight.status == "active",
                 "token_count": len(content_words(insight.text)),
+                "valid_from_ts": _sort_key(insight.valid_from),
+                "valid_to_ts": None if insight.valid_to is None else _sort_key(insight.valid_to),
             }
         )
 
@@ -370,6 +376,47 @@ _KIND_TYPES: dict[type[_Document], str] = {
     InsightDocument: "insight",
 }
 _HIT_FIELDS = "c.id, c.type, c.text, c.session_id, c.first_seq, c.last_seq, c.ts"
+# What an as_of search keeps: insights valid at that time (superseded ones included), other items from before it.
+_AS_OF = (
+    "((c.type != 'insight' AND c.active = true AND c.ts <= @as_of) OR (c.type = 'insight' AND c.valid_from_ts <= "
+    "@as_of AND (NOT IS_DEFINED(c.valid_to_ts) OR IS_NULL(c.valid_to_ts) OR c.valid_to_ts > @as_of)))"
+)
+
+
+def _search_where(where: ItemFilter | None) -> tuple[str, JsonDict]:
+    """The WHERE clause of a search in the user's partition (``@user_id``, ``@types``) with ``where``'s parameters."""
+    clauses = ["c.user_id = @user_id", "ARRAY_CONTAINS(@types, c.type)"]
+    params: JsonDict = {}
+    where = where or ItemFilter()
+    if where.session_ids is not None:
+        clauses.append("ARRAY_CONTAINS(@session_ids, c.session_id)")
+        params["@session_ids"] = list(where.session_ids)
+    if where.since is not None:
+        clauses.append("c.ts >= @since")
+        params["@since"] = _sort_key(where.since)
+    if where.until is not None:
+        clauses.append("c.ts < @until")
+        params["@until"] = _sort_key(where.until)
+    if where.as_of is not None:
+        clauses.append(_AS_OF)
+        params["@as_of"] = _sort_key(where.as_of)
+    else:
+        clauses.append("c.active = true")
+    return "WHERE " + " AND ".join(clauses), params
+
+
+def _top(limit: int) -> str:
+    """``TOP n`` as a checked literal, as ranked (``ORDER BY RANK``, ``VectorDistance``) queries are written."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"TOP needs a positive integer, not {limit!r}")
+    return f"TOP {limit}"
+
+
+def _term_literal(term: str) -> str:
+    """A query term as a string literal: ``FullTextScore`` takes literals only, so a term must be one word."""
+    if not is_word(term):
+        raise ValueError(f"not a single word: {term!r}")
+    return f'"{term}"'
 
 
 def _projection(doc_cls: type[_Document]) -> str:
@@ -1161,40 +1208,29 @@ class CosmosStore:
             groups.setdefault(name, []).append(kind.value)
         return [(self._container(name), types) for name, types in groups.items()]
 
-    async def search_text(self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int) -> list[SearchHit]:
+    async def search_text(
+        self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int, where: ItemFilter | None = None
+    ) -> list[SearchHit]:
         """Full-text (BM25) search over the user's memory; best first, score higher is better.
 
         With full-text search on, the account's ``FullTextScore`` picks and orders each container's best matches
         (``ORDER BY RANK`` accepts the function but cannot project its score); otherwise the candidates are the
         documents whose lower-cased text contains a query word. Either way the adapter scores the candidates with
-        BM25 over the user's searched documents, so hits from different containers compare.
+        BM25 over the user's searched documents, so hits from different containers compare. ``where`` is part of
+        every query's WHERE clause, inside the user's partition.
         """
         terms = query_terms(query)
         if not terms or not kinds or limit <= 0:
             return []
-        groups = self._kind_groups(kinds)
-        term_params = {f"@t{i}": t for i, t in enumerate(terms)}
-        placeholders = list(term_params)
-        base = "WHERE c.user_id = @user_id AND ARRAY_CONTAINS(@types, c.type) AND c.active = true"
-        if self._full_text_search:
-            # Azure only (FullTextContainsAny/FullTextScore need the account's full-text feature and a full-text
-            # index on /text); the emulator cannot run this path, so it is untested here.
-            args = ", ".join(placeholders)
-            candidates_sql = (
-                f"SELECT TOP @k {_HIT_FIELDS} FROM c {base} AND FullTextContainsAny(c.text, {args}) "  # noqa: S608
-                f"ORDER BY RANK FullTextScore(c.text, {args})"
-            )
-        else:
-            contains = " OR ".join(f"CONTAINS(LOWER(c.text), {p})" for p in placeholders)
-            candidates_sql = f"SELECT TOP @k {_HIT_FIELDS} FROM c {base} AND ({contains})"  # noqa: S608
+        base, filter_params = _search_where(where)
+        candidates_sql, term_params = self._text_candidates_sql(base, terms, limit)
         count_sql = f"SELECT VALUE COUNT(1) FROM c {base}"  # noqa: S608 - constant SQL
         length_sql = f"SELECT VALUE SUM(c.token_count) FROM c {base}"  # noqa: S608 - constant SQL
-        k = limit if self._full_text_search else _FALLBACK_CANDIDATES
         queries = []
-        for container, types in groups:
-            params = {"@types": types}
+        for container, types in self._kind_groups(kinds):
+            params = {"@types": types, **filter_params}
             queries += [
-                self._query(container, candidates_sql, user_id, {**params, **term_params, "@k": k}),
+                self._query(container, candidates_sql, user_id, {**params, **term_params}),
                 self._query(container, count_sql, user_id, params),
                 self._query(container, length_sql, user_id, params),
             ]
@@ -1211,8 +1247,30 @@ class CosmosStore:
         hits.sort(key=lambda h: -h.score)  # stable: FullTextScore order breaks ties
         return hits[:limit]
 
+    def _text_candidates_sql(self, base: str, terms: Sequence[str], limit: int) -> tuple[str, JsonDict]:
+        """The query for full-text candidates, and its term parameters.
+
+        With the account's full-text search (Azure only: ``FullTextContainsAny``/``FullTextScore`` need the
+        feature and a full-text index on /text; the test server cannot run this path), ``FullTextScore`` takes its
+        terms as string literals (Learn, .NET SDK reference of ``CosmosLinqExtensions.FullTextScore``: "A nonempty
+        array of string literals"), and ``TOP`` of an ``ORDER BY RANK`` query is written as a literal as in every
+        example of Learn's ``FULLTEXTSCORE`` reference (``SELECT TOP 10 ... ORDER BY RANK FULLTEXTSCORE(...)``).
+        Terms are single words (``_term_literal`` checks), so nothing typed by a caller becomes query syntax.
+        """
+        if self._full_text_search:
+            args = ", ".join(_term_literal(t) for t in terms)
+            sql = (
+                f"SELECT {_top(limit)} {_HIT_FIELDS} FROM c {base} AND FullTextContainsAny(c.text, {args}) "  # noqa: S608
+                f"ORDER BY RANK FullTextScore(c.text, {args})"
+            )
+            return sql, {}
+        term_params = {f"@t{i}": t for i, t in enumerate(terms)}
+        contains = " OR ".join(f"CONTAINS(LOWER(c.text), {p})" for p in term_params)
+        sql = f"SELECT {_top(_FALLBACK_CANDIDATES)} {_HIT_FIELDS} FROM c {base} AND ({contains})"  # noqa: S608
+        return sql, term_params
+
     async def search_vector(
-        self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int
+        self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int, where: ItemFilter | None = None
     ) -> list[SearchHit]:
         """Vector similarity search over the user's memory; best first, score higher is better (cosine)."""
         if not kinds or limit <= 0:
@@ -1222,17 +1280,15 @@ class CosmosStore:
                 f"Query vector has {len(vector)} dimensions; the store holds vectors of {self._dimensions}"
             )
         query_vector = [float(x) for x in vector]
-        base = (
-            "WHERE c.user_id = @user_id AND ARRAY_CONTAINS(@types, c.type) AND c.active = true "
-            "AND IS_DEFINED(c.embedding)"
-        )
+        base, filter_params = _search_where(where)
+        base += " AND IS_DEFINED(c.embedding)"
         groups = self._kind_groups(kinds)
         if self._vector_search:
             sql = (
-                f"SELECT TOP @k {_HIT_FIELDS}, VectorDistance(c.embedding, @vector) AS score FROM c {base} "  # noqa: S608
-                "ORDER BY VectorDistance(c.embedding, @vector)"
+                f"SELECT {_top(limit)} {_HIT_FIELDS}, VectorDistance(c.embedding, @vector) AS score "  # noqa: S608
+                f"FROM c {base} ORDER BY VectorDistance(c.embedding, @vector)"
             )
-            params = {"@k": limit, "@vector": query_vector}
+            params = {"@vector": query_vector, **filter_params}
             results = await asyncio.gather(
                 *(self._query(container, sql, user_id, {**params, "@types": types}) for container, types in groups)
             )
@@ -1242,7 +1298,10 @@ class CosmosStore:
             # vector of the user, which is fine for the small per-user memories this path is meant for.
             sql = f"SELECT {_HIT_FIELDS}, c.embedding FROM c {base}"  # noqa: S608 - constant SQL
             results = await asyncio.gather(
-                *(self._query(container, sql, user_id, {"@types": types}) for container, types in groups)
+                *(
+                    self._query(container, sql, user_id, {"@types": types, **filter_params})
+                    for container, types in groups
+                )
             )
             hits = self._cosine_hits([row for rows in results for row in rows], query_vector)
         hits.sort(key=lambda h: -h.score)

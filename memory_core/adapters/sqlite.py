@@ -32,6 +32,7 @@ from memory_core import session as rules
 from memory_core.domain import (
     Chunk,
     Insight,
+    ItemFilter,
     MemoryKind,
     SearchHit,
     SessionRecord,
@@ -723,46 +724,50 @@ class SqliteStore:
         return [Insight.model_validate(d) for d in docs]
 
     # -- search -----------------------------------------------------------------------------------------------
-    async def search_text(self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int) -> list[SearchHit]:
-        """BM25 over FTS5 (porter stemming), scoped to the user; superseded insights are left out."""
+    async def search_text(
+        self, user_id: str, query: str, kinds: Sequence[MemoryKind], limit: int, where: ItemFilter | None = None
+    ) -> list[SearchHit]:
+        """BM25 over FTS5 (porter stemming), scoped to the user; superseded insights are left out unless ``as_of``."""
         terms = query_terms(query)
         if not terms or not kinds or limit <= 0:
             return []
         # Every term is quoted, so nothing the caller typed is read as FTS5 query syntax.
         words = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        token = _user_token(user_id)
-        if set(kinds) == set(MemoryKind):
-            scope = f'scope:"{token}all"'
-        else:
-            scope = "(" + " OR ".join(f'scope:"{token}k{k.value}"' for k in kinds) + ")"
-        match = f"{scope} AND text:({words})"
+        match = f"{_scope_match(user_id, kinds, where)} AND text:({words})"
+        conditions, params = _filter_sql(where)
 
         def rank(conn: sqlite3.Connection) -> list[SearchHit]:
-            ranked = conn.execute(
-                "SELECT rowid, bm25(items_fts, 0.0, 1.0) FROM items_fts WHERE items_fts MATCH ? "
-                "ORDER BY bm25(items_fts, 0.0, 1.0) LIMIT ?",
-                (match, limit),
-            ).fetchall()
+            if conditions:
+                # The filters join the items before the LIMIT, so that ``limit`` matching hits come back.
+                ranked = conn.execute(
+                    "SELECT items_fts.rowid, bm25(items_fts, 0.0, 1.0) FROM items_fts "  # noqa: S608
+                    "JOIN items AS i ON i.rowid = items_fts.rowid "
+                    f"WHERE items_fts MATCH ? AND i.user_id = ? AND {conditions} "
+                    "ORDER BY bm25(items_fts, 0.0, 1.0) LIMIT ?",
+                    (match, user_id, *params, limit),
+                ).fetchall()
+            else:
+                ranked = conn.execute(
+                    "SELECT rowid, bm25(items_fts, 0.0, 1.0) FROM items_fts WHERE items_fts MATCH ? "
+                    "ORDER BY bm25(items_fts, 0.0, 1.0) LIMIT ?",
+                    (match, limit),
+                ).fetchall()
             if not ranked:
                 return []
-            marks = ",".join("?" * len(ranked))
-            rows = conn.execute(
-                "SELECT rowid, id, kind, text, session_id, first_seq, last_seq, ts FROM items "  # noqa: S608
-                f"WHERE rowid IN ({marks}) AND user_id = ?",
-                [*(r[0] for r in ranked), user_id],
-            ).fetchall()
-            by_rowid = {r[0]: r[1:] for r in rows}
+            by_rowid = _hit_rows(conn, [r[0] for r in ranked], "i.user_id = ?", [user_id])
             return [_hit(by_rowid[rowid], -float(rank)) for rowid, rank in ranked if rowid in by_rowid]
 
         return await self._run(rank)
 
     async def search_vector(
-        self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int
+        self, user_id: str, vector: Vector, kinds: Sequence[MemoryKind], limit: int, where: ItemFilter | None = None
     ) -> list[SearchHit]:
         """Cosine similarity against the user's stored vectors (all unit length), scoped to the user."""
         if not kinds or limit <= 0:
             return []
         wanted = {k.value for k in kinds}
+        conditions, params = _filter_sql(where)
+        retired = _wants_retired(kinds, where)
 
         def load(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
             return conn.execute(
@@ -772,6 +777,13 @@ class SqliteStore:
 
         def search(conn: sqlite3.Connection) -> list[SearchHit]:
             rowids, matrix = self._vectors.get(user_id, lambda: load(conn))
+            if retired:  # superseded insights are not cached: the few of them are read for an as_of search
+                rows = conn.execute(
+                    "SELECT rowid, embedding FROM items WHERE user_id = ? AND kind = 'insight' AND active = 0 "
+                    "AND embedding IS NOT NULL",
+                    (user_id,),
+                ).fetchall()
+                rowids, matrix = _stack(rowids, matrix, rows)
             if not rowids:
                 return []
             query = np.asarray(vector, dtype=np.float32)
@@ -780,20 +792,14 @@ class SqliteStore:
                     f"Query vector has {query.shape[0]} dimensions; stored vectors have {matrix.shape[1]}"
                 )
             scores = matrix @ query
-            # Over-fetch so that filtering by kind still leaves ``limit`` hits.
-            take = min(len(rowids), limit * 4 if len(wanted) < len(MemoryKind) else limit)
-            hits: list[SearchHit] = []
+            # Over-fetch so that filtering by kind (and by ``where``) still leaves ``limit`` hits.
+            narrowed = len(wanted) < len(MemoryKind) or bool(conditions)
+            take = min(len(rowids), limit * 4 if narrowed else limit)
             while True:
                 top = np.argpartition(-scores, take - 1)[:take] if take < len(rowids) else np.arange(len(rowids))
                 top = top[np.argsort(-scores[top], kind="stable")]
                 picked = [rowids[i] for i in top]
-                marks = ",".join("?" * len(picked))
-                rows = conn.execute(
-                    "SELECT rowid, id, kind, text, session_id, first_seq, last_seq, ts FROM items "  # noqa: S608
-                    f"WHERE rowid IN ({marks})",
-                    picked,
-                ).fetchall()
-                by_rowid = {r[0]: r[1:] for r in rows}
+                by_rowid = _hit_rows(conn, picked, conditions, params)
                 hits = [
                     _hit(by_rowid[rid], float(scores[i]))
                     for rid, i in zip(picked, top, strict=True)
@@ -896,6 +902,78 @@ class SqliteStore:
             parse, target = parsers[kind]
             target.append(parse(_load(raw)))
         return export
+
+
+def _wants_retired(kinds: Sequence[MemoryKind], where: ItemFilter | None) -> bool:
+    """Whether a search looks at superseded insights too (what was believed ``as_of`` a time)."""
+    return where is not None and where.as_of is not None and MemoryKind.INSIGHT in kinds
+
+
+def _scope_match(user_id: str, kinds: Sequence[MemoryKind], where: ItemFilter | None) -> str:
+    """The FTS5 condition on ``scope`` that keeps the user's current items of ``kinds`` (and retired ones if asked)."""
+    token = _user_token(user_id)
+    if set(kinds) == set(MemoryKind):
+        words = [f"{token}all"]
+    else:
+        words = [f"{token}k{k.value}" for k in kinds]
+    if _wants_retired(kinds, where):
+        words.append(f"{token}retired")
+    return "(" + " OR ".join(f'scope:"{w}"' for w in words) + ")"
+
+
+# An insight's validity from its stored document; julianday() reads ISO-8601 with any offset, so times compare as
+# instants whatever offset they were written with.
+_VALID_AS_OF = (
+    "julianday(json_extract(i.doc, '$.valid_from')) <= julianday(?) AND (json_extract(i.doc, '$.valid_to') IS NULL "
+    "OR julianday(json_extract(i.doc, '$.valid_to')) > julianday(?))"
+)
+
+
+def _filter_sql(where: ItemFilter | None) -> tuple[str, list[Any]]:
+    """The SQL conditions on ``items AS i`` that ``where`` asks for, and their parameters ("" when none)."""
+    if where is None or not where.restricts:
+        return "", []
+    conditions: list[str] = []
+    params: list[Any] = []
+    if where.session_ids is not None:
+        conditions.append(f"i.session_id IN ({','.join('?' * len(where.session_ids))})")
+        params += where.session_ids
+    if where.since is not None:
+        conditions.append("i.ts >= ?")
+        params.append(_iso(where.since))
+    if where.until is not None:
+        conditions.append("i.ts < ?")
+        params.append(_iso(where.until))
+    if where.as_of is not None:
+        at = _iso(where.as_of)
+        conditions.append(f"(CASE WHEN i.kind = 'insight' THEN {_VALID_AS_OF} ELSE i.active = 1 AND i.ts <= ? END)")
+        params += [at, at, at]
+    else:
+        conditions.append("i.active = 1")
+    return " AND ".join(conditions), params
+
+
+def _hit_rows(
+    conn: sqlite3.Connection, rowids: Sequence[int], conditions: str, params: Sequence[Any]
+) -> dict[int, tuple[Any, ...]]:
+    """The search fields of the rows among ``rowids`` that meet ``conditions``, by rowid."""
+    marks = ",".join("?" * len(rowids))
+    rows = conn.execute(
+        "SELECT i.rowid, i.id, i.kind, i.text, i.session_id, i.first_seq, i.last_seq, i.ts FROM items AS i "  # noqa: S608
+        f"WHERE i.rowid IN ({marks})" + (f" AND {conditions}" if conditions else ""),
+        [*rowids, *params],
+    ).fetchall()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def _stack(
+    rowids: list[int], matrix: npt.NDArray[np.float32], rows: list[tuple[int, bytes]]
+) -> tuple[list[int], npt.NDArray[np.float32]]:
+    """The cached vectors with more rows appended."""
+    if not rows:
+        return rowids, matrix
+    extra = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    return [*rowids, *(r[0] for r in rows)], (np.vstack([matrix, extra]) if len(rowids) else extra)
 
 
 def _hit(row: Sequence[Any], score: float) -> SearchHit:

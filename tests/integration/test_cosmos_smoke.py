@@ -26,7 +26,9 @@ pytestmark = pytest.mark.cosmos
 T0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def make_store(endpoint: str, database: str, *, vector_search: bool = True) -> CosmosStore:
+def make_store(
+    endpoint: str, database: str, *, vector_search: bool = True, full_text_search: bool = False
+) -> CosmosStore:
     return CosmosStore(
         endpoint,
         COSMOS_EMULATOR_KEY,
@@ -35,7 +37,7 @@ def make_store(endpoint: str, database: str, *, vector_search: bool = True) -> C
         summaries_container="session_summaries",
         insights_container="insights",
         vector_search=vector_search,
-        full_text_search=False,  # FullTextScore is Azure-only; the server runs the BM25 fallback
+        full_text_search=full_text_search,  # FullTextScore is Azure-only; the server runs the BM25 fallback
         endpoint_discovery=False,  # plain http: the server advertises https locations
     )
 
@@ -404,3 +406,24 @@ def test_every_field_of_a_domain_model_has_a_place_in_its_document() -> None:
     for document in _KIND_TYPES:
         missing = set(document.domain.model_fields) - set(document.model_fields)
         assert not missing, f"{document.__name__} does not store {sorted(missing)}"
+
+
+def test_full_text_queries_write_top_and_terms_as_checked_literals() -> None:
+    # Cosmos DB refuses parameters in FullTextScore and a parameterised TOP in ORDER BY RANK queries; the test
+    # server cannot run FullTextScore, so the exact text the adapter sends is what is checked here.
+    store = make_store("https://account.documents.azure.com:443/", "db", full_text_search=True)
+    base, params = cosmos_adapter._search_where(None)
+    sql, term_params = store._text_candidates_sql(base, ["lisbon", "o'neil", "café"], 7)
+    assert sql == (
+        "SELECT TOP 7 c.id, c.type, c.text, c.session_id, c.first_seq, c.last_seq, c.ts FROM c "
+        "WHERE c.user_id = @user_id AND ARRAY_CONTAINS(@types, c.type) AND c.active = true "
+        'AND FullTextContainsAny(c.text, "lisbon", "o\'neil", "café") '
+        'ORDER BY RANK FullTextScore(c.text, "lisbon", "o\'neil", "café")'
+    )
+    assert term_params == {} and params == {}
+    for bad in ['lisbon" OR 1=1', "two words", "back\\slash", ""]:
+        with pytest.raises(ValueError):
+            cosmos_adapter._term_literal(bad)
+    for bad_top in [0, -1, True, 2.5, "5"]:
+        with pytest.raises(ValueError):
+            cosmos_adapter._top(bad_top)  # type: ignore[arg-type]
