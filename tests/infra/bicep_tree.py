@@ -57,6 +57,7 @@ class Declaration:
     condition: bool = False
     loop_source: str | None = None  # the expression a looped resource/module iterates over
     condition_source: str | None = None  # the condition of a conditional resource/module (``if (...)``), unwrapped
+    value_node: Node | None = None  # the node after ``=`` (a resource/module: its ``for``, ``if`` or object as written)
 
     @property
     def has_default(self) -> bool:
@@ -177,6 +178,7 @@ def _declaration(node: Node) -> Declaration:
         elif not after_equals and child.type in ("string", "type") and child is not children[0]:
             decl.type = value_of(child) if child.type == "string" else _text(child)
         elif after_equals and child.is_named and child.type != "comment":
+            decl.value_node = child
             if kind in ("resource", "module"):
                 body, decl.loop_source, decl.condition_source = _body(child)
                 decl.loop = decl.loop_source is not None

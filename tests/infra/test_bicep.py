@@ -5,9 +5,8 @@ in for what can be checked without it: every file parses (tree-sitter-bicep), mo
 agree with them on parameters and outputs, and the project's own invariants hold on the parse tree: explicit API
 versions, no keys anywhere, local auth disabled, the data roles granted, Cosmos DB containers created with the very
 policies the adapter would create, and app settings that are exactly what ``memory_core.config.Settings`` reads.
-The function app's resources (``app/api.bicep``, App Service Authentication's ``authsettingsV2`` included) are also
-validated against Azure Resource Manager's JSON schemas of their API versions, unknown properties being errors
-(``tests/infra/arm_schema.py``). Real deployment is left to ``bicep build`` / ``azd provision`` elsewhere.
+Every resource the deployment creates is validated against Azure Resource Manager's JSON schema of its API version in
+``test_arm_schema.py``. Real deployment is left to ``bicep build`` / ``azd provision`` elsewhere.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from memory_core.adapters.cosmos import CosmosStore
 from memory_core.adapters.openai_models import default_embedding_dimensions, resolve_embedding_dimensions
 from memory_core.config import Settings
-from tests.infra.arm_schema import ARM_SCHEMAS, schema_errors
 from tests.infra.bicep_tree import BicepFile, Expr, parse, syntax_problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -536,7 +534,6 @@ def test_cosmos_reads_see_writes_made_on_other_instances_by_default():
 
 # -- App Service Authentication and CALLER_IDENTITY ------------------------------------------------------------------
 CLIENT_ID = "11111111-2222-4333-8444-555555555555"
-needs_arm_schemas = pytest.mark.skipif(not ARM_SCHEMAS.is_dir(), reason=f"no ARM schemas at {ARM_SCHEMAS}")
 
 
 def anonymous_routes() -> list[str]:
@@ -588,26 +585,3 @@ def test_easy_auth_refuses_requests_without_a_token_except_on_the_anonymous_rout
     issuer = entra["registration"]["openIdIssuer"].text
     assert issuer == "'${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'"
     assert entra["validation"] == {"allowedAudiences": [CLIENT_ID, f"api://{CLIENT_ID}"]}
-
-
-@needs_arm_schemas
-def test_the_authsettings_body_is_valid_for_its_api_version_and_the_check_catches_mistakes():
-    api = bicep("app/api.bicep")
-    auth = site_config("authsettingsV2")
-    assert schema_errors(auth, api.resolve(auth.value, {"easyAuthClientId": CLIENT_ID})) == []
-    body = api.resolve(auth.value)  # the client id an expression, as bicep build writes it
-    assert schema_errors(auth, body) == []
-    unknown = {**body, "properties": {**body["properties"], "globalValidation": {"requireAuth": True}}}
-    assert schema_errors(auth, unknown), "an unknown property must be an error"
-    action = {"requireAuthentication": True, "unauthenticatedClientAction": "Return402"}
-    assert schema_errors(auth, {**body, "properties": {**body["properties"], "globalValidation": action}})
-
-
-@needs_arm_schemas
-@pytest.mark.parametrize(
-    "name", [d.name for d in BicepFile(INFRA / "app" / "api.bicep").resources.values() if not d.existing]
-)
-def test_every_resource_of_the_function_app_is_valid_for_its_api_version(name: str):
-    api = bicep("app/api.bicep")
-    resource = api.resources[name]
-    assert schema_errors(resource, api.resolve(resource.value)) == []

@@ -25,12 +25,18 @@ param vectorIndexType string = 'quantizedFlat'
 @allowed(['Strong', 'BoundedStaleness', 'Session', 'ConsistentPrefix', 'Eventual'])
 param consistencyLevel string = 'Strong'
 
+// API version 2025-10-15: a stable version whose IndexingPolicy defines fullTextIndexes (Azure/azure-resource-manager-
+// schemas, schemas/2025-10-15/Microsoft.DocumentDB.json). 2025-04-15 does not: Bicep warns BCP037, and the resource
+// provider need not honour a property its API version does not define. Without the full-text index the adapter's
+// FullTextScore queries still run, but cost more RUs and take longer (Learn, "Full-text search in Azure Cosmos DB for
+// NoSQL"). tests/infra validates every body below against the schema of its API version.
+
 // Every document, query and write of the service is scoped to one user's partition.
 var partitionKeyPath = '/user_id'
 var vectorPath = '/embedding'
 var fullTextPath = '/text'
 
-resource account 'Microsoft.DocumentDB/databaseAccounts@2025-04-15' = {
+resource account 'Microsoft.DocumentDB/databaseAccounts@2025-10-15' = {
   name: accountName
   location: location
   tags: tags
@@ -60,7 +66,7 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2025-04-15' = {
 }
 
 // Serverless: no throughput options on the database or the containers.
-resource database 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2025-04-15' = {
+resource database 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2025-10-15' = {
   parent: account
   name: databaseName
   properties: {
@@ -70,7 +76,7 @@ resource database 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2025-04-15
   }
 }
 
-resource containers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2025-04-15' = [
+resource containers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2025-10-15' = [
   for name in containerNames: {
     parent: database
     name: name

@@ -50,7 +50,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
-resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2025-04-15' existing = {
+resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2025-10-15' existing = {
   name: cosmosAccountName
 }
 
@@ -104,7 +104,7 @@ resource openAiRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
 ]
 
 // Data plane only: read and write items, read metadata. Databases and containers are created by db.bicep.
-resource cosmosRoles 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2025-04-15' = [
+resource cosmosRoles 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2025-10-15' = [
   for principal in principals: {
     parent: cosmos
     name: guid(cosmos.id, principal.id, cosmosDataContributorRoleId)
