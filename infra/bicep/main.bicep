@@ -17,9 +17,14 @@ param location string
 @description('Region of the Azure OpenAI account (model availability differs by region); empty means `location`.')
 param openAiLocation string = ''
 
-@description('Object id of the deploying user (azd sets AZURE_PRINCIPAL_ID); it gets the same data roles as the app. Empty skips them.')
+@description('Object id of whoever runs azd (AZURE_PRINCIPAL_ID): it gets the same data roles as the app. Empty skips them.')
 param principalId string = ''
 
+// main.parameters.json passes ${AZURE_PRINCIPAL_TYPE}: azd substitutes the kind of principal signed in to azd, User or
+// ServicePrincipal when it signed in with a client id (Azure/azure-dev, cli/azd/pkg/infra/provisioning/
+// current_principal_id_provider.go, CurrentPrincipalType; azd 1.17.1 and later). A role assignment whose principalType
+// is not the principal's own fails (UnmatchedPrincipalType). Older azd leaves the variable unset, and azd then omits
+// the parameter (bicep_provider.go, loadParameters), so this default applies.
 @description('Kind of principal that principalId is: User for a developer, ServicePrincipal for a pipeline.')
 @allowed(['User', 'ServicePrincipal'])
 param principalType string = 'User'
@@ -47,7 +52,12 @@ param chatModelName string = 'gpt-4o'
 @description('Version of the chat model.')
 param chatModelVersion string = '2024-11-20'
 
-@description('Deployment SKU of the chat model.')
+// Deployment types: GlobalStandard is offered for these models in many more regions than the regional Standard
+// (Learn, "Foundry Models sold directly by Azure: region availability": in April 2026 text-embedding-3-small had Global
+// Standard in 9 of the 10 Americas regions, Standard in 4; gpt-4o 2024-11-20 in 9 and 8). GlobalStandard may
+// process prompts in any region where the model is deployed (data at rest stays in the geography); DataZoneStandard
+// keeps processing within a data zone (US, EU or APAC), Standard within the region.
+@description('Deployment SKU of the chat model (AZURE_OPENAI_CHAT_DEPLOYMENT_SKU).')
 @allowed(['Standard', 'GlobalStandard', 'DataZoneStandard'])
 param chatDeploymentSkuName string = 'GlobalStandard'
 
@@ -61,9 +71,9 @@ param embeddingModelName string = 'text-embedding-3-small'
 @description('Version of the embedding model.')
 param embeddingModelVersion string = '1'
 
-@description('Deployment SKU of the embedding model.')
+@description('Deployment SKU of the embedding model (AZURE_OPENAI_EMBEDDING_DEPLOYMENT_SKU).')
 @allowed(['Standard', 'GlobalStandard', 'DataZoneStandard'])
-param embeddingDeploymentSkuName string = 'Standard'
+param embeddingDeploymentSkuName string = 'GlobalStandard'
 
 @description('Embedding deployment capacity, in thousands of tokens per minute.')
 @minValue(1)

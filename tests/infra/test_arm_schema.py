@@ -220,6 +220,54 @@ def test_what_the_evaluator_cannot_read_as_bicep_does_is_refused(tmp_path: Path)
 
 
 # -- azd --------------------------------------------------------------------------------------------------------------
+def test_azd_passes_the_environment_and_leaves_unset_variables_to_the_defaults():
+    env = SCENARIOS["developer"]
+    assert azd_parameters(INFRA / "main.parameters.json", env) == {
+        "environmentName": "dev",
+        "location": "eastus2",
+        "principalId": env.principal_id,
+        "principalType": "User",
+    }
+
+
+def test_a_pipeline_gets_its_roles_as_a_service_principal_and_a_user_as_a_user():
+    for name, expected in (("developer", "User"), ("pipeline", "ServicePrincipal")):
+        deployment = scenario(name)
+        mine = [
+            r
+            for r in deployment.of_type("Microsoft.Authorization/roleAssignments")
+            if r.arm["properties"]["principalId"] == SCENARIOS[name].principal_id
+        ]
+        assert len(mine) == 5, name  # three storage roles, Monitoring Metrics Publisher, Cognitive Services OpenAI User
+        assert {r.arm["properties"]["principalType"] for r in mine} == {expected}
+    # An azd without AZURE_PRINCIPAL_TYPE (before 1.17.1) leaves the parameter out: the default, User, applies.
+    older = AzdEnvironment(SCENARIOS["developer"].values, SCENARIOS["developer"].principal_id, principal_type=None)
+    assert "principalType" not in azd_parameters(INFRA / "main.parameters.json", older)
+    assert deployment_of(older).scope("main/rbac").value("userPrincipalType") == "User"
+
+
+def test_model_deployments_are_global_standard_unless_the_environment_says_otherwise():
+    skus = [
+        r.arm["sku"]["name"] for r in scenario("developer").of_type("Microsoft.CognitiveServices/accounts/deployments")
+    ]
+    assert skus == ["GlobalStandard", "GlobalStandard"]
+    regional = AzdEnvironment(
+        {**SCENARIOS["developer"].values, "AZURE_OPENAI_EMBEDDING_DEPLOYMENT_SKU": "Standard"},
+        SCENARIOS["developer"].principal_id,
+        "User",
+    )
+    deployments = deployment_of(regional).of_type("Microsoft.CognitiveServices/accounts/deployments")
+    assert [r.arm["sku"]["name"] for r in deployments] == ["GlobalStandard", "Standard"]
+    wrong = AzdEnvironment(
+        {**regional.values, "AZURE_OPENAI_CHAT_DEPLOYMENT_SKU": "Premium"}, regional.principal_id, "User"
+    )
+    allowed = "BCP036 'Premium' is not one of the allowed values ['Standard', 'GlobalStandard', 'DataZoneStandard']"
+    assert deployment_of(wrong).problems == [
+        f"main.bicep: param chatDeploymentSkuName: {allowed}",  # refused by ARM when azd deploys
+        f"app/openai.bicep: param chatDeploymentSkuName: {allowed}",  # and by Bicep in the module
+    ]
+
+
 def test_easy_auth_is_deployed_only_with_a_client_id():
     def auth_and_identity(name: str) -> tuple[Any, str]:
         deployment = scenario(name)

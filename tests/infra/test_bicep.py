@@ -479,6 +479,10 @@ def test_main_parameters_come_from_the_azd_environment():
     assert values["environmentName"] == "${AZURE_ENV_NAME}"
     assert values["location"] == "${AZURE_LOCATION}"
     assert values["principalId"] == "${AZURE_PRINCIPAL_ID}"
+    # azd substitutes the signed-in principal's kind: a pipeline's service principal gets its roles as one.
+    assert values["principalType"] == "${AZURE_PRINCIPAL_TYPE}"
+    assert values["chatDeploymentSkuName"] == "${AZURE_OPENAI_CHAT_DEPLOYMENT_SKU}"
+    assert values["embeddingDeploymentSkuName"] == "${AZURE_OPENAI_EMBEDDING_DEPLOYMENT_SKU}"
     params = bicep("main.bicep").params
     assert set(values) <= set(params)
     assert {name for name, p in params.items() if not p.has_default} <= set(values)

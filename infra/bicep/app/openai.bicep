@@ -6,12 +6,15 @@ param tags object = {}
 
 param chatModelName string
 param chatModelVersion string
+@allowed(['Standard', 'GlobalStandard', 'DataZoneStandard'])
 param chatDeploymentSkuName string = 'GlobalStandard'
 param chatDeploymentCapacity int = 30
 
 param embeddingModelName string
 param embeddingModelVersion string
-param embeddingDeploymentSkuName string = 'Standard'
+// GlobalStandard: offered in far more regions than the regional Standard (main.bicep says where that is written).
+@allowed(['Standard', 'GlobalStandard', 'DataZoneStandard'])
+param embeddingDeploymentSkuName string = 'GlobalStandard'
 param embeddingDeploymentCapacity int = 30
 
 // Each deployment is named after its model, as the app's defaults expect.
