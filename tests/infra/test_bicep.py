@@ -527,6 +527,25 @@ def test_background_work_is_not_left_to_a_30_second_poll():
     assert main.params["alwaysReadyHttpInstances"].value == main.params["alwaysReadyDurableInstances"].value == 1
 
 
+def test_durable_distributed_tracing_is_the_opentelemetry_version_python_propagates():
+    """host.json names the tracing version: without ``version`` the extension runs V1.
+
+    The Durable extension's ``TraceOptions.Version`` defaults to V1, the original .NET-era correlation
+    (HttpCorrelationProtocol unless ``distributedTracingProtocol`` says otherwise); V2 is the OpenTelemetry-compatible
+    version (Azure/azure-functions-durable-extension, Options/TraceOptions.cs and DurableDistributedTracingVersion.cs;
+    Learn, "Diagnostics in Durable Functions", distributed tracing; the extension's samples/distributed-tracing/v2
+    README sets ``DistributedTracingEnabled`` and ``Version: V2``). The Python SDK (azure-functions-durable 1.3 and
+    later) sends the W3C ``traceparent`` of the current OpenTelemetry span when it starts an orchestration
+    (``DurableOrchestrationClient._get_current_activity_context``), which is what V2 continues.
+    """
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["extensions"]["durableTask"]["tracing"] == {"distributedTracingEnabled": True, "version": "V2"}
+    # The telemetry goes to the app's Application Insights: the host reads the connection string and, with local
+    # auth off, the Entra ID authentication string (README, "On Azure", says what reaches it).
+    settings = app_settings()
+    assert {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"} <= set(settings)
+
+
 def test_cosmos_reads_see_writes_made_on_other_instances_by_default():
     main = bicep("main.bicep")
     assert main.params["cosmosConsistencyLevel"].value == "Strong"
