@@ -5,6 +5,7 @@ The timer finds its sessions in the store's session records (no entity is writte
 
 from __future__ import annotations
 
+import importlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from tests.functions.durable import FakeDurableClient, Instance
 
 pytestmark = pytest.mark.filterwarnings("ignore:azure.functions df_loads was called without expected_type")
 
+cleanup = importlib.import_module("orchestrations.cleanup")  # the module: the package's `cleanup` is its blueprint
 USER = "alice"
 TTL = timedelta(minutes=30)  # SESSION_TTL_MINUTES in conftest
 
@@ -117,7 +119,7 @@ async def test_cleanup_starts_the_reflection_an_ended_session_never_got(
 
 async def test_cleanup_purges_histories_older_than_the_retention(cleanup_timer, client: FakeDurableClient) -> None:
     now = datetime.now(UTC)
-    old, recent = now - timedelta(days=8), now - timedelta(days=1)
+    old, recent, ancient = now - timedelta(days=8), now - timedelta(days=1), now - timedelta(days=15)
     for instance_id, created, status in [
         ("old-completed", old, "Completed"),
         ("old-failed", old, "Failed"),
@@ -125,18 +127,36 @@ async def test_cleanup_purges_histories_older_than_the_retention(cleanup_timer, 
         ("old-running", old, "Running"),
         ("old-pending", old, "Pending"),
         ("recent-completed", recent, "Completed"),
+        ("ancient-completed", ancient, "Completed"),  # before the window: an earlier purge's
     ]:
         client.instances[instance_id] = Instance(names.BATCH_ORCHESTRATOR, instance_id, {}, created, status)
     await cleanup_timer(client)
     assert sorted(client.purged) == ["old-completed", "old-failed", "old-terminated"]
-    assert sorted(client.instances) == ["old-pending", "old-running", "recent-completed"]
+    assert sorted(client.instances) == ["ancient-completed", "old-pending", "old-running", "recent-completed"]
     (purge,) = client.purge_filters
+    # A sliding window of creation times, as long again as the retention, that ends where the retention does.
     assert abs(purge["to"] - (now - timedelta(days=7))) < timedelta(seconds=30)
+    assert purge["to"] - purge["from"] == timedelta(days=7)
     assert set(purge["statuses"]) == {
         OrchestrationRuntimeStatus.Completed,
         OrchestrationRuntimeStatus.Failed,
         OrchestrationRuntimeStatus.Terminated,
     }
+
+
+async def test_histories_are_purged_at_most_once_an_hour(
+    client: FakeDurableClient, service: MemoryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC)
+    host = cleanup.CleanupHost(client, service)
+    for minutes, purges in ((0, 1), (1, 1), (59, 1), (60, 2), (61, 2), (121, 3)):
+        monkeypatch.setattr(cleanup, "_utcnow", lambda minutes=minutes: now + timedelta(minutes=minutes))
+        await host.purge_finished(now + timedelta(minutes=minutes) - timedelta(days=7))
+        assert len(client.purge_filters) == purges, minutes
+    # The last purge belongs to the worker's service: another timer invocation (another host object) waits as well.
+    other = FakeDurableClient(client.app)
+    assert await cleanup.CleanupHost(other, service).purge_finished(now) == 0
+    assert other.purge_filters == []
 
 
 async def test_cleanup_does_nothing_within_the_eviction_interval(
