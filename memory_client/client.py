@@ -76,6 +76,13 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _iso(moment: datetime) -> str:
+    """An aware time as the service takes it (RFC 3339 with an offset)."""
+    if moment.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return moment.isoformat()
+
+
 def empty_context(user_id: str, session_id: str, formatted_context: str = "") -> MemoryContext:
     """A context with the service's keys and nothing in it: what ``get_context`` answers while degraded."""
     return {
@@ -380,9 +387,7 @@ class MemoryServiceClient:
             if not value or not value.strip():
                 raise InvalidRequest("must not be blank", error="ValidationError", field=name)
         if isinstance(timestamp, datetime):
-            if timestamp.tzinfo is None:
-                raise ValueError("timestamp must be timezone-aware")
-            stamp = timestamp.isoformat()
+            stamp = _iso(timestamp)
         else:
             stamp = timestamp or _now_iso()
         turn = PendingTurn(sid, turn_id or uuid.uuid4().hex, user_message, agent_message, stamp, dict(metadata or {}))
@@ -501,15 +506,33 @@ class MemoryServiceClient:
 
     # -- search, insights, summaries -------------------------------------------------------------------------------
 
-    async def retrieve(self, query: str, top_k: int = 5, *, session_id: str | None = None) -> RetrieveResult:
+    async def retrieve(
+        self,
+        query: str,
+        top_k: int | None = None,
+        *,
+        session_id: str | None = None,
+        max_tokens: int | None = None,
+        kinds: Collection[str] | None = None,
+        session_ids: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        as_of: datetime | None = None,
+    ) -> RetrieveResult:
         """Hybrid search of the user's memory: ``facts``, ``count`` and ``items`` with provenance.
 
-        Degrades to no facts when the service is unreachable.
+        ``top_k`` items (the service's default: 5, or as many as fit ``max_tokens``); ``max_tokens`` a budget the
+        texts fit together; ``kinds`` (turn, chunk, summary, insight), ``session_ids``, ``since``/``until`` and
+        ``as_of`` filter as ``/memory/retrieve`` documents. Degrades to no facts when the service is unreachable.
         """
-        body: dict[str, Any] = {"user_id": self.user_id, "query": query, "top_k": top_k}
+        body: dict[str, Any] = {"user_id": self.user_id, "query": query}
         if session_id or self.session_id:
             body["session_id"] = session_id or self.session_id
-        empty: RetrieveResult = {"query": query, "facts": [], "count": 0, "items": []}
+        optional = {"top_k": top_k, "max_tokens": max_tokens, "kinds": kinds, "session_ids": session_ids}
+        body.update({k: list(v) if isinstance(v, Collection) else v for k, v in optional.items() if v is not None})
+        times = {"since": since, "until": until, "as_of": as_of}
+        body.update({k: _iso(v) for k, v in times.items() if v is not None})
+        empty: RetrieveResult = {"query": query, "facts": [], "count": 0, "items": [], "tokens": 0}
         return cast(RetrieveResult, await self._degradable_post("/memory/retrieve", body, empty, "no facts"))
 
     async def get_insights(

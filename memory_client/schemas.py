@@ -95,6 +95,7 @@ class RetrievedItem(TypedDict):
     session_id: str | None
     turn_seqs: list[int]
     timestamp: str | None
+    excerpt: bool
 
 
 class RetrieveResult(TypedDict):
@@ -104,6 +105,7 @@ class RetrieveResult(TypedDict):
     facts: list[str]
     count: int
     items: list[RetrievedItem]
+    tokens: int
 
 
 class InsightItem(TypedDict):

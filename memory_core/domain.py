@@ -145,6 +145,7 @@ class SearchHit(_Frozen):
     session_id: str | None = None
     seqs: tuple[int, ...] = ()
     timestamp: datetime | None = None
+    excerpt: bool = False  # text is a passage of the stored item (cut to fit a budget)
 
 
 class ItemFilter(_Frozen):

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationInfo,
     field_validator,
 )
 
 from memory_core.config import Settings
-from memory_core.domain import Insight, MemoryKind, SearchHit, SessionSummary
+from memory_core.domain import Insight, ItemFilter, MemoryKind, SearchHit, SessionSummary
 from memory_core.fields import (
     JSON_RULE,
     MAX_JSON_DEPTH,
@@ -46,6 +47,9 @@ _DEFAULTS = {
     "MAX_LIST_LIMIT": 100,
 }
 
+
+MAX_RETRIEVE_TOKENS = 100_000  # the largest budget /memory/retrieve takes
+MAX_FILTER_SESSIONS = 100  # the most session ids a search filter names
 
 # The JSON Schema keyword each setting bounds (x-maxJsonBytes: JSON Schema has no keyword for a value's size).
 LIMIT_KEYWORDS = {
@@ -268,7 +272,39 @@ class RetrieveRequest(_Request):
         description="Not blank; at most MAX_QUERY_CHARS characters",
         json_schema_extra=_bounded_by("MAX_QUERY_CHARS", pattern=NOT_BLANK_PATTERN),
     )
-    top_k: JsonInt = Field(5, ge=1, description="1 to MAX_TOP_K results", json_schema_extra=_bounded_by("MAX_TOP_K"))
+    top_k: JsonInt = Field(
+        5,
+        ge=1,
+        description="1 to MAX_TOP_K results. Default: 5, or MAX_TOP_K with max_tokens (the budget decides)",
+        json_schema_extra=_bounded_by("MAX_TOP_K"),
+    )
+    max_tokens: JsonInt | None = Field(
+        None,
+        ge=1,
+        le=MAX_RETRIEVE_TOKENS,
+        description="A budget for the returned texts, in cl100k tokens: the best items that fit it, each text at "
+        "most once (a sentence another item already gave is left out) and a long item cut to the passage that "
+        "matched the query (its item says excerpt: true). Default: no budget, top_k whole items",
+    )
+    kinds: list[Annotated[MemoryKind, Strict(False)]] | None = Field(
+        None, min_length=1, description="Only these kinds of items. Default: every kind"
+    )
+    session_ids: list[Id] | None = Field(
+        None,
+        max_length=MAX_FILTER_SESSIONS,
+        description="Only items of these sessions (an insight's session is the one it was learned in)",
+    )
+    since: Timestamp | None = Field(
+        None,
+        description="Only items from this time on (inclusive): a turn's own time, a chunk's last turn's, a "
+        "summary's creation, an insight's last update",
+    )
+    until: Timestamp | None = Field(None, description="Only items before this time (exclusive); as since")
+    as_of: Timestamp | None = Field(
+        None,
+        description="What the memory held at this time: insights valid then (valid_from <= as_of < valid_to, so "
+        "one superseded later is returned and one learned later is not), other items from before it",
+    )
 
     @field_validator("query")
     @classmethod
@@ -288,6 +324,23 @@ class RetrieveRequest(_Request):
             raise ValueError(f"must be at most {limit}")
         return value
 
+    @field_validator("until")
+    @classmethod
+    def _after_since(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")
+        if value is not None and since is not None and value <= since:
+            raise ValueError("must be after since")
+        return value
+
+    def item_filter(self) -> ItemFilter:
+        """The filters of this request as the stores take them."""
+        return ItemFilter(
+            session_ids=None if self.session_ids is None else tuple(self.session_ids),
+            since=self.since,
+            until=self.until,
+            as_of=self.as_of,
+        )
+
 
 class RetrievedItem(_Response):
     """One search result with its provenance."""
@@ -298,6 +351,7 @@ class RetrievedItem(_Response):
     session_id: str | None
     turn_seqs: list[int] = Field(description="The turn, or first and last turn, the item comes from")
     timestamp: datetime | None
+    excerpt: bool = Field(False, description="text is the passage of a longer item that fitted the budget")
 
     @classmethod
     def from_hit(cls, hit: SearchHit) -> RetrievedItem:
@@ -309,6 +363,7 @@ class RetrievedItem(_Response):
             session_id=hit.session_id,
             turn_seqs=list(hit.seqs),
             timestamp=hit.timestamp,
+            excerpt=hit.excerpt,
         )
 
 
@@ -319,6 +374,7 @@ class RetrieveResponse(_Response):
     facts: list[str]
     count: int
     items: list[RetrievedItem]
+    tokens: int = Field(description="cl100k tokens of the returned texts together")
 
 
 # -- insights and summaries -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from memory_core import reflection, retrieval
 from memory_core import session as rules
 from memory_core.config import Settings
-from memory_core.context import formatted_context
+from memory_core.context import default_counter, formatted_context
 from memory_core.domain import Chunk, Insight, SessionRecord, SessionStatus, SessionSummary, Turn
 from memory_core.engines import build_chat_model, build_embedder, build_store
 from memory_core.errors import ConflictError, NotFoundError, SessionNotFoundError
@@ -364,13 +364,28 @@ class MemoryService:
 
     # -- reads ------------------------------------------------------------------------------------------------------
     async def retrieve(self, request: RetrieveRequest) -> RetrieveResponse:
-        """Hybrid search over the user's memory."""
-        hits = await retrieval.search(self.store, self.embedder, request.user_id, request.query, request.top_k)
+        """Hybrid search over the user's memory, filtered; with ``max_tokens``, the best items that fit it."""
+        kinds = tuple(request.kinds) if request.kinds else retrieval.ALL_KINDS
+        where = request.item_filter()
+        count = default_counter().count
+        if request.max_tokens is None:
+            hits = await retrieval.search(
+                self.store, self.embedder, request.user_id, request.query, request.top_k, kinds, where
+            )
+            tokens = sum(count(h.text) for h in hits)
+        else:
+            # Without a top_k of its own the budget decides how many items come back.
+            limit = request.top_k if "top_k" in request.model_fields_set else self.settings.MAX_TOP_K
+            candidates = await retrieval.search(
+                self.store, self.embedder, request.user_id, request.query, 2 * limit, kinds, where
+            )
+            hits, tokens = retrieval.fit_budget(candidates, request.query, request.max_tokens, count, limit)
         return RetrieveResponse(
             query=request.query,
             facts=[h.text for h in hits],
             count=len(hits),
             items=[RetrievedItem.from_hit(h) for h in hits],
+            tokens=tokens,
         )
 
     async def insights(self, request: InsightsRequest) -> InsightsResponse:

@@ -1,8 +1,10 @@
-"""Small text helpers shared by the full-text paths: query terms without stop words."""
+"""Text helpers shared by indexing, querying and the budget of results: words, query terms, sentences."""
 
 from __future__ import annotations
 
 import re
+from functools import cache
+from typing import Any
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
@@ -31,3 +33,22 @@ def is_word(text: str) -> bool:
 def query_terms(text: str, limit: int = 32) -> list[str]:
     """Distinct lower-case words of ``text`` minus stop words, in order of first appearance."""
     return list(dict.fromkeys(content_words(text)))[:limit]
+
+
+@cache
+def _segmenter() -> Any:
+    """The segmenter of sentencex, imported on first use (a compiled module most requests never need)."""
+    from sentencex import segment
+
+    return segment
+
+
+def sentences(text: str, language: str = "en") -> list[str]:
+    """``text`` split into sentences and lines, verbatim: joined again they are ``text`` exactly.
+
+    Sentence boundaries come from sentencex (Wikimedia's rule-based segmenter: abbreviations such as "Dr." or
+    "p.m." and decimals do not end a sentence); each sentence keeps the whitespace that follows it.
+    """
+    if not text:
+        return []
+    return [piece for piece in _segmenter()(language, text) if piece]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -85,6 +85,11 @@ async def test_every_method_of_the_guides_pattern_2(service: MemoryServiceProces
         found = await client.retrieve("Where does the user live? Lisbon", top_k=3)
         assert found["count"] >= 1 and any("Lisbon" in fact for fact in found["facts"])
         assert found["items"][0]["kind"] in {"turn", "chunk", "summary", "insight"}
+        budgeted = await client.retrieve("Lisbon tea", max_tokens=40, kinds=["turn"], session_ids=[session_id])
+        assert 1 <= budgeted["count"] and budgeted["tokens"] <= 40
+        assert {item["kind"] for item in budgeted["items"]} == {"turn"}
+        later = await client.retrieve("Lisbon", since=datetime.now(UTC) + timedelta(days=1))
+        assert later["count"] == 0
 
         assert (await client.get_insights())["count"] == 0
         assert (await client.get_summaries())["count"] == 0

@@ -81,7 +81,7 @@ async def test_unreachable_service_the_agent_keeps_working(
         context = await client.get_context()
         assert context == empty_context(user, session_id)
         found = await client.retrieve("hello")
-        assert found == {"query": "hello", "facts": [], "count": 0, "items": []}
+        assert found == {"query": "hello", "facts": [], "count": 0, "items": [], "tokens": 0}
         assert (await client.get_insights())["insights"] == []
         assert (await client.get_summaries())["summaries"] == []
         # while degraded a call makes one attempt (plus one to send the buffered turn), not max_attempts of them

@@ -43,9 +43,7 @@ async def fill(store: Store) -> None:
     await store.put_turns(turns, [unit(1, 0, 0, 0.01 * day) for day in range(6)])
     await store.put_turns([make_turn("bob", "s1", 1, "Lisbon for bob", minutes=60)], [unit(1, 0, 0, 0)])
     await store.put_chunk(
-        Chunk(
-            user_id="alice", session_id="s1", index=0, first_seq=1, last_seq=2, summary="Lisbon chunk", timestamp=T0
-        ),
+        Chunk(user_id="alice", session_id="s1", index=0, first_seq=1, last_seq=2, summary="Lisbon chunk", timestamp=T0),
         unit(1, 0, 0, 0.2),
     )
     await store.put_summary(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from memory_core import api as use_cases
 from memory_core import models
+from memory_core.context import default_counter
 from memory_core.domain import SessionRecord, SessionStatus, Turn
 from memory_core.runtime import close_service
 from memory_core.service import MemoryService
@@ -23,6 +24,7 @@ from tests.functions.durable import FakeDurableClient
 pytestmark = pytest.mark.filterwarnings("ignore:azure.functions df_loads was called without expected_type")
 
 USER = "alice"
+COUNT = default_counter().count
 NOT_FOUND = {"error": "SessionNotFoundError", "detail": "Session not found", "field": "session_id"}
 
 # A valid body of every POST endpoint, by function name.
@@ -384,9 +386,45 @@ async def test_retrieve_finds_a_turn_as_soon_as_it_is_stored(api: Api) -> None:
     assert [i["text"] for i in body["items"]] == body["facts"]
 
 
+async def test_retrieve_filters_by_kind_session_and_time(api: Api) -> None:
+    await start(api, "s1", restore=False)
+    await store(api, "s1", "I live in Lisbon.", timestamp="2026-01-10T09:00:00Z")
+    await start(api, "s2", restore=False)
+    await store(api, "s2", "Lisbon is sunny today.", timestamp="2026-02-10T09:00:00Z")
+    query = {"user_id": USER, "query": "Lisbon"}
+
+    async def sessions(**filters: Any) -> list[str | None]:
+        reply = await api.post("retrieve", {**query, **filters})
+        assert reply.status == 200, reply.body
+        return sorted(item["session_id"] for item in reply.body["items"])
+
+    assert await sessions() == ["s1", "s2"]
+    assert await sessions(session_ids=["s2"]) == ["s2"]
+    assert await sessions(since="2026-02-01T00:00:00+01:00") == ["s2"]
+    assert await sessions(until="2026-02-01T00:00:00Z") == ["s1"]
+    assert await sessions(as_of="2026-01-31T00:00:00Z") == ["s1"]
+    assert await sessions(kinds=["turn"]) == ["s1", "s2"]
+    assert await sessions(kinds=["insight", "summary"]) == []
+
+
+async def test_retrieve_with_a_budget_returns_what_fits_and_says_what_it_took(api: Api) -> None:
+    await start(api, "s1", restore=False)
+    for n in range(8):
+        await store(api, "s1", f"My cat Tom likes fish number {n}, and sleeps all afternoon in the sun.")
+    whole = await api.post("retrieve", {"user_id": USER, "query": "cat Tom fish", "top_k": 8})
+    assert whole.status == 200 and whole.body["count"] == 8
+    assert whole.body["tokens"] == sum(COUNT(t) for t in whole.body["facts"])
+    reply = await api.post("retrieve", {"user_id": USER, "query": "cat Tom fish", "max_tokens": 60})
+    body = reply.body
+    assert reply.status == 200 and 1 <= body["count"] < 8
+    assert body["tokens"] == sum(COUNT(t) for t in body["facts"]) <= 60
+    assert all(any(fact in whole_text for whole_text in whole.body["facts"]) for fact in body["facts"])
+
+
 async def test_retrieve_for_a_user_without_memory_finds_nothing(api: Api) -> None:
     reply = await api.post("retrieve", {"user_id": "nobody", "query": "anything"})
-    assert reply.status == 200 and reply.body == {"query": "anything", "facts": [], "count": 0, "items": []}
+    empty = {"query": "anything", "facts": [], "count": 0, "items": [], "tokens": 0}
+    assert reply.status == 200 and reply.body == empty
 
 
 async def test_insights_lists_texts_and_items(running_api: Api) -> None:
@@ -834,6 +872,15 @@ async def test_a_bad_id_is_400_naming_the_field(api: Api, name: str, bad_id: Any
         ("summaries", {"limit": 1e999}, "limit"),
         ("retrieve", {"query": "q" * 2001}, "query"),
         ("retrieve", {"query": " "}, "query"),
+        ("retrieve", {"max_tokens": 0}, "max_tokens"),
+        ("retrieve", {"max_tokens": 100_001}, "max_tokens"),
+        ("retrieve", {"kinds": []}, "kinds"),
+        ("retrieve", {"kinds": ["memory"]}, "kinds.0"),
+        ("retrieve", {"session_ids": ["s1"] * 101}, "session_ids"),
+        ("retrieve", {"session_ids": ["bad\nid"]}, "session_ids.0"),
+        ("retrieve", {"since": "yesterday"}, "since"),
+        ("retrieve", {"since": "2026-05-02T00:00:00Z", "until": "2026-05-01T00:00:00Z"}, "until"),
+        ("retrieve", {"as_of": "2026-05-01T00:00:00"}, "as_of"),
         ("insights", {"limit": 101}, "limit"),
         ("summaries", {"limit": 0}, "limit"),
         ("summaries", {"user_id": 7}, "user_id"),

@@ -1,5 +1,6 @@
+from memory_core.context import default_counter
 from memory_core.domain import MemoryKind, SearchHit
-from memory_core.retrieval import RRF_K, fuse
+from memory_core.retrieval import RRF_K, fit_budget, fuse
 
 
 def hit(item_id: str) -> SearchHit:
@@ -17,3 +18,52 @@ def test_fusion_rewards_items_both_retrievers_found():
 def test_fusion_respects_the_limit_and_handles_empty_lists():
     assert fuse([[], []], limit=3) == []
     assert [h.id for h in fuse([[hit("x"), hit("y")], []], limit=1)] == ["x"]
+
+
+# -- fit_budget -------------------------------------------------------------------------------------------------
+
+COUNT = default_counter().count
+
+
+def item(item_id: str, text: str, kind: MemoryKind = MemoryKind.TURN) -> SearchHit:
+    return SearchHit(kind=kind, id=item_id, text=text, score=1.0)
+
+
+def test_whole_items_in_rank_order_while_they_fit():
+    hits = [item("a", "User: I adopted a puppy.\nAssistant: Lovely."), item("b", "User: We moved to Denver.")]
+    fitted, used = fit_budget(hits, "puppy Denver", 1_000, COUNT, limit=5)
+    assert fitted == hits and not any(h.excerpt for h in fitted)
+    assert used == sum(COUNT(h.text) for h in hits)
+
+
+def test_a_long_item_is_cut_to_the_passage_that_matched_verbatim():
+    filler = " ".join(f"We talked about topic number {n} at length." for n in range(60))
+    text = f"{filler} Melanie painted a sunrise over the lake in 2022. {filler}"
+    query = "When did Melanie paint a sunrise?"
+    (fitted,), used = fit_budget([item("chunk", text, MemoryKind.CHUNK)], query, 60, COUNT, 5)
+    assert fitted.excerpt and "Melanie painted a sunrise over the lake in 2022." in fitted.text
+    assert fitted.text in text  # a verbatim part of the stored text
+    assert used == COUNT(fitted.text) <= 60
+
+
+def test_a_sentence_is_given_once_and_an_item_that_only_repeats_is_left_out():
+    turn = item("t", "User: My sister Ana lives in Lisbon.\nAssistant: Nice city.")
+    chunk = item("c", "My sister Ana lives in Lisbon. She works as a nurse there.", MemoryKind.CHUNK)
+    summary = item("s", "My sister Ana lives in Lisbon.", MemoryKind.SUMMARY)
+    fitted, _ = fit_budget([turn, summary, chunk], "sister Lisbon nurse", 1_000, COUNT, limit=5)
+    assert [h.id for h in fitted] == ["t", "c"]  # the summary says nothing new
+    assert fitted[1].excerpt and fitted[1].text == "She works as a nurse there."
+
+
+def test_an_item_that_cannot_fit_is_skipped_and_a_smaller_one_below_it_still_fits():
+    big = item("big", "word " * 400)
+    small = item("small", "User: I love hiking.")
+    fitted, used = fit_budget([big, small], "hiking", 20, COUNT, limit=5)
+    assert [h.id for h in fitted] == ["small"] and used <= 20
+
+
+def test_the_limit_and_a_full_budget_stop_the_walk():
+    hits = [item(str(n), f"User: fact number {n} about cats.") for n in range(10)]
+    assert len(fit_budget(hits, "cats", 1_000, COUNT, limit=3)[0]) == 3
+    fitted, used = fit_budget(hits, "cats", 25, COUNT, limit=10)
+    assert used <= 25 and 1 <= len(fitted) < 10
