@@ -320,3 +320,32 @@ def test_the_schema_copy_is_exactly_what_extraction_from_the_reference_gives():
 def test_an_api_version_the_reference_lacks_is_reported_not_skipped():
     with pytest.raises(KeyError, match=re.escape("no schema for Microsoft.DocumentDB/databaseAccounts@2099-01-01")):
         locate("Microsoft.DocumentDB/databaseAccounts@2099-01-01", "resourceGroup", SOURCE)
+
+
+# -- the README -------------------------------------------------------------------------------------------------------
+def azure_section() -> str:
+    readme = (INFRA.parents[1] / "README.md").read_text(encoding="utf-8")
+    return readme[readme.index("### On Azure") : readme.index("## Tests")]
+
+
+def test_the_readme_deploy_section_names_what_the_templates_create_write_and_read():
+    section = azure_section()
+    deployment = scenario("pipeline")  # every resource, App Service Authentication included
+    for resource in deployment.resources:
+        full, _ = resource.type.split("@", 1)
+        if full.count("/") == 1 or full.endswith("RoleAssignments"):
+            assert f"`{resource.type}`" in section, resource.type  # the type and its API version
+        else:
+            assert f"`{full.rsplit('/', 1)[1]}`" in section, resource.type  # a child: by its kind
+    main = BicepFile(INFRA / "main.bicep")
+    for output in main.outputs:
+        assert f"`{output}`" in section, f"output {output}"
+    variables = re.findall(r"\$\{(\w+)\}", (INFRA / "main.parameters.json").read_text(encoding="utf-8"))
+    for variable in variables:
+        assert f"`{variable}`" in section, f"azd variable {variable}"
+    settings = deployment.of_type("Microsoft.Web/sites/config")[0].arm["properties"]
+    for setting in settings:
+        assert f"`{setting}" in section, f"app setting {setting}"
+    assert '`"version": "V2"`' in section
+    for name in ("chatDeploymentSkuName", "embeddingDeploymentSkuName"):
+        assert main.params[name].value == "GlobalStandard" and f"`{name}` | `GlobalStandard`" in section

@@ -495,6 +495,8 @@ def test_azure_yaml_points_at_the_infra_and_the_function_app():
     assert (ROOT / infra["path"] / f"{infra['module']}.bicep") == INFRA / "main.bicep"
     assert (INFRA / f"{infra['module']}.parameters.json").is_file()
     assert list(project["services"]) == [bicep("app/api.bicep").params["serviceName"].value]
+    # azd fills AZURE_PRINCIPAL_TYPE in from 1.17.1 on (main.parameters.json maps principalType to it).
+    assert project["requiredVersions"] == {"azd": ">= 1.17.1"}
     service = project["services"]["api"]
     assert service == {"project": ".", "language": "python", "host": "function"}
     package = ROOT / service["project"]
