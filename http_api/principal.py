@@ -26,7 +26,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import azure.functions as func
 from pydantic import TypeAdapter, ValidationError
 
 from memory_core.errors import ForbiddenError, UnauthenticatedError
@@ -41,14 +40,16 @@ USER_FIELD = "user_id"
 _ID = TypeAdapter(Id)
 
 
-def principal_id(req: func.HttpRequest) -> str:
-    """The id of the principal App Service Authentication authenticated.
+def principal_id(headers: Mapping[str, str]) -> str:
+    """The id of the principal App Service Authentication authenticated, from a request's headers.
+
+    ``headers``: an HTTP request's (case-insensitive), or any mapping with lower-case names (an MCP tool call's).
 
     Raises:
         UnauthenticatedError: no principal came with the request, its headers disagree, or its id cannot be a user id.
     """
-    header = (req.headers.get(PRINCIPAL_ID_HEADER) or "").strip()
-    claimed = _object_id_claim(req.headers.get(PRINCIPAL_HEADER))
+    header = (headers.get(PRINCIPAL_ID_HEADER) or "").strip()
+    claimed = _object_id_claim(headers.get(PRINCIPAL_HEADER))
     if header and claimed and header != claimed:
         raise UnauthenticatedError(
             "The principal's headers disagree: X-MS-CLIENT-PRINCIPAL-ID is not the object id of X-MS-CLIENT-PRINCIPAL"

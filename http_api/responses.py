@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _Request = TypeVar("_Request", bound=BaseModel)
 _Result = TypeVar("_Result", bound=BaseModel)
+_T = TypeVar("_T")
 
 # memory_core errors -> HTTP status. The first matching class (in method resolution order) wins.
 STATUS: dict[type[MemoryServiceError], int] = {
@@ -73,14 +75,14 @@ def _status_of(exc: MemoryServiceError) -> int:
     return 500
 
 
-def _validation_error(exc: ValidationError) -> func.HttpResponse:
+def _validation_failure(exc: ValidationError) -> Failure:
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or None
     problems = "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
         for e in exc.errors()
     )
-    return error_response(400, "ValidationError", problems, field)
+    return Failure(400, ErrorResponse(error="ValidationError", detail=problems, field=field))
 
 
 def parse_body(
@@ -90,7 +92,7 @@ def parse_body(
 
     ``caller``: a memory route, whose user is the caller with ``CALLER_IDENTITY=principal`` (see ``caller_bound``).
     """
-    principal = _principal(req, service) if caller else None
+    principal = caller_principal(req.headers, service) if caller else None
     body = req.get_body() or b""
     if len(body) > MAX_BODY_BYTES:
         raise InvalidRequestError(f"Body must be at most {MAX_BODY_BYTES} bytes")
@@ -100,7 +102,7 @@ def parse_body(
         raise InvalidRequestError("Body must be JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("Body must be a JSON object")
-    return model.model_validate(caller_bound(data, principal), context=limits_context(service.settings))
+    return parse_fields(data, model, service, principal)
 
 
 # The query parameter that carries a function key on Azure (the host reads it; it is no input of a use case).
@@ -115,14 +117,21 @@ def parse_query(
     The function key's parameter (``code``) is the host's, not the request's: it is left out. ``caller``: as for
     ``parse_body``.
     """
-    principal = _principal(req, service) if caller else None
+    principal = caller_principal(req.headers, service) if caller else None
     params = {name: value for name, value in req.params.items() if name != KEY_PARAMETER}
-    return model.model_validate(caller_bound(params, principal), context=limits_context(service.settings))
+    return parse_fields(params, model, service, principal)
 
 
-def _principal(req: func.HttpRequest, service: MemoryService) -> str | None:
+def parse_fields(
+    data: dict[str, Any], model: type[_Request], service: MemoryService, principal: str | None
+) -> _Request:
+    """A request's fields validated against ``model`` with the configured limits, its user bound to ``principal``."""
+    return model.model_validate(caller_bound(data, principal), context=limits_context(service.settings))
+
+
+def caller_principal(headers: Mapping[str, str], service: MemoryService) -> str | None:
     """The authenticated principal's id with ``CALLER_IDENTITY=principal`` (401 without one), else None."""
-    return principal_id(req) if service.settings.CALLER_IDENTITY == "principal" else None
+    return principal_id(headers) if service.settings.CALLER_IDENTITY == "principal" else None
 
 
 def caller_bound(data: dict[str, Any], principal: str | None) -> dict[str, Any]:
@@ -140,6 +149,42 @@ def route_url(req: func.HttpRequest, route: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + route.lstrip("/"), "", ""))
 
 
+@dataclass(frozen=True)
+class Failure:
+    """What a use case's error answers: the HTTP status and the JSON error body (``STATUS``, the one table)."""
+
+    status: int
+    body: ErrorResponse
+
+
+async def run_use_case(call: Callable[[MemoryService], Awaitable[_T]], label: str) -> _T | Failure:
+    """Run one use case on the shared service: its result, or its error as the API answers it.
+
+    Never a 5xx for a client's mistake. ``label`` names the request in the log (``POST /memory/store``...). The
+    HTTP routes answer a ``Failure`` as a JSON error body (``respond``), the MCP tools as a tool error.
+    """
+    try:
+        service = await get_service()
+    except Exception as exc:  # the guide's "Session pool not initialized": settings, store or model set-up failed
+        logger.exception("Service initialisation failed")
+        detail = exc.detail if isinstance(exc, MemoryServiceError) else "see the service logs"
+        return Failure(503, ErrorResponse(error="ServiceUnavailable", detail=f"Session pool not initialized: {detail}"))
+    try:
+        return await call(service)
+    except ValidationError as exc:
+        return _validation_failure(exc)
+    except MemoryServiceError as exc:
+        status = _status_of(exc)
+        if status >= 500:
+            logger.warning("%s failed: %s: %s", label, type(exc).__name__, exc.detail)
+        return Failure(status, ErrorResponse(error=type(exc).__name__, detail=exc.detail, field=exc.field))
+    except Exception:
+        logger.exception("%s failed", label)
+        return Failure(
+            500, ErrorResponse(error="InternalError", detail="The service failed to handle the request; see its logs")
+        )
+
+
 async def respond(
     req: func.HttpRequest,
     call: Callable[[MemoryService], Awaitable[_Result]],
@@ -149,22 +194,13 @@ async def respond(
 
     ``status_code`` is the success status, or a function of the result that gives it.
     """
-    try:
-        service = await get_service()
-    except Exception as exc:  # the guide's "Session pool not initialized": settings, store or model set-up failed
-        logger.exception("Service initialisation failed")
-        detail = exc.detail if isinstance(exc, MemoryServiceError) else "see the service logs"
-        return error_response(503, "ServiceUnavailable", f"Session pool not initialized: {detail}")
-    try:
+
+    async def answer(service: MemoryService) -> func.HttpResponse:
         result = await call(service)
         return json_response(result, status_code(result) if callable(status_code) else status_code)
-    except ValidationError as exc:
-        return _validation_error(exc)
-    except MemoryServiceError as exc:
-        status = _status_of(exc)
-        if status >= 500:
-            logger.warning("%s %s failed: %s: %s", req.method, req.url, type(exc).__name__, exc.detail)
-        return error_response(status, type(exc).__name__, exc.detail, exc.field)
-    except Exception:
-        logger.exception("%s %s failed", req.method, req.url)
-        return error_response(500, "InternalError", "The service failed to handle the request; see its logs")
+
+    outcome = await run_use_case(answer, f"{req.method} {req.url}")
+    if isinstance(outcome, Failure):
+        body = outcome.body
+        return error_response(outcome.status, body.error, body.detail, body.field)
+    return outcome
