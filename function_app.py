@@ -4,8 +4,9 @@ import azure.durable_functions as df
 import azure.functions as func
 
 import http_api
+import mcp_api
 import orchestrations
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (*http_api.blueprints, *orchestrations.blueprints):
+for blueprint in (*http_api.blueprints, *mcp_api.blueprints, *orchestrations.blueprints):
     app.register_functions(blueprint)

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         "authenticated (X-MS-CLIENT-PRINCIPAL-ID) on every memory route, a user_id that differs is refused. Only "
         "behind App Service Authentication, which strips those headers from what clients send",
     )
+    MCP_ALLOW_FORGET: bool = Field(
+        False,
+        description="Whether the MCP tool forget_user may delete a user's memory. Off by default: the MCP endpoint "
+        "takes the mcp_extension system key, where DELETE /users needs the master key",
+    )
 
     @model_validator(mode="after")
     def _check_required_together(self) -> Settings:

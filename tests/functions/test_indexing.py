@@ -35,6 +35,17 @@ HTTP_ROUTES = {
 ENTITIES = {"session_entity": "session"}
 ORCHESTRATORS = {"process_turns", "reflect_session", "evict_session"}
 ACTIVITIES = {"index_turns", "compact_chunk", "evict", "reflect"}
+# MCP tool triggers (mcp_api): function name -> tool name; tests/functions/test_mcp_tools.py checks each one.
+MCP_TOOLS = {
+    "mcp_get_memory_context": "get_memory_context",
+    "mcp_store_turn": "store_turn",
+    "mcp_search_memory": "search_memory",
+    "mcp_list_insights": "list_insights",
+    "mcp_list_session_summaries": "list_session_summaries",
+    "mcp_end_session": "end_session",
+    "mcp_get_reflection_status": "get_reflection_status",
+    "mcp_forget_user": "forget_user",
+}
 HOST_ONLY_SETTINGS = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "AzureWebJobsFeatureFlags"}
 
 
@@ -43,7 +54,7 @@ def _binding_types(fn: Any) -> list[str]:
 
 
 def test_the_app_has_exactly_the_expected_functions(functions: dict[str, Any]) -> None:
-    expected = {*HTTP_ROUTES, *ENTITIES, *ORCHESTRATORS, *ACTIVITIES, "cleanup_timer"}
+    expected = {*HTTP_ROUTES, *ENTITIES, *ORCHESTRATORS, *ACTIVITIES, *MCP_TOOLS, "cleanup_timer"}
     assert set(functions) == expected
 
 
@@ -64,6 +75,14 @@ def test_http_function_has_its_route_method_and_auth_level(functions: dict[str, 
     if has_client:
         # The SDK wraps a client function; the wrapper keeps the user's async function.
         assert callable(fn.get_user_function().client_function)
+
+
+@pytest.mark.parametrize(("name", "tool_name"), sorted(MCP_TOOLS.items()))
+def test_mcp_tool_triggers_have_their_tool_names(functions: dict[str, Any], name: str, tool_name: str) -> None:
+    trigger = functions[name].get_trigger()
+    assert trigger.type == "mcpToolTrigger"
+    assert trigger.tool_name == tool_name
+    assert trigger.name == "context"
 
 
 @pytest.mark.parametrize(("name", "entity_name"), sorted(ENTITIES.items()))
