@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -86,6 +87,22 @@ class TimerFunction:
 
 
 @dataclass
+class McpToolFunction:
+    """An MCP tool trigger (the Functions MCP extension's ``mcpToolTrigger``): the binding as the host reads it."""
+
+    name: str
+    tool_name: str
+    description: str
+    properties: list[dict[str, Any]]  # the binding's toolProperties
+    use_result_schema: bool
+    trigger_name: str
+    client_binding: str | None
+    parameters: frozenset[str]
+    fn: Callable[..., Any]
+    is_async: bool
+
+
+@dataclass
 class FunctionIndex:
     """Every function of the app, by kind."""
 
@@ -94,6 +111,7 @@ class FunctionIndex:
     orchestrators: dict[str, OrchestratorFunction] = field(default_factory=dict)
     entities: dict[str, EntityFunction] = field(default_factory=dict)
     timers: list[TimerFunction] = field(default_factory=list)
+    mcp_tools: list[McpToolFunction] = field(default_factory=list)
     other: list[tuple[str, str]] = field(default_factory=list)  # (name, trigger type) the devhost cannot run
 
     def listing(self) -> list[tuple[str, str]]:
@@ -103,6 +121,7 @@ class FunctionIndex:
         names += [(f.function_name, "activityTrigger") for f in self.activities.values()]
         names += [(f.function_name, "entityTrigger") for f in self.entities.values()]
         names += [(f.name, "timerTrigger") for f in self.timers]
+        names += [(f.name, "mcpToolTrigger") for f in self.mcp_tools]
         return names + self.other
 
 
@@ -191,7 +210,7 @@ def _add_function(index: FunctionIndex, function: Any) -> None:
     parameters = _parameters(fn)
     is_async = inspect.iscoroutinefunction(fn)
     supported = {"httpTrigger", "http", "durableClient", "timerTrigger", "activityTrigger"}
-    supported |= {"orchestrationTrigger", "entityTrigger"}
+    supported |= {"orchestrationTrigger", "entityTrigger", "mcpToolTrigger"}
     for binding in bindings:
         if binding.type not in supported:
             logger.warning(
@@ -250,9 +269,32 @@ def _add_function(index: FunctionIndex, function: Any) -> None:
                 is_async=is_async,
             )
         )
+    elif trigger_type == "mcpToolTrigger":
+        index.mcp_tools.append(_mcp_tool(name, trigger, client, parameters, fn, is_async))
     else:
         logger.warning("Function %s: trigger type %s is not supported by devhost; it will not run", name, trigger_type)
         index.other.append((name, str(trigger_type)))
+
+
+def _mcp_tool(
+    name: str, trigger: Any, client: str | None, parameters: frozenset[str], fn: Callable[..., Any], is_async: bool
+) -> McpToolFunction:
+    """An MCP tool trigger from its binding JSON (names read as the host reads them, in any case)."""
+    binding = {str(k).lower(): v for k, v in json.loads(json.dumps(trigger.get_dict_repr(), default=str)).items()}
+    raw = binding.get("toolproperties")
+    properties = json.loads(raw) if isinstance(raw, str) and raw.strip() else []
+    return McpToolFunction(
+        name=name,
+        tool_name=str(binding.get("toolname") or name),
+        description=str(binding.get("description") or ""),
+        properties=[{str(k)[:1].lower() + str(k)[1:]: v for k, v in p.items()} for p in properties],
+        use_result_schema=bool(binding.get("useresultschema", False)),
+        trigger_name=trigger.name,
+        client_binding=client,
+        parameters=parameters,
+        fn=fn,
+        is_async=is_async,
+    )
 
 
 def _method_name(method: Any) -> str:

@@ -47,6 +47,7 @@ from devhost.functions import (
     AppLoadError,
     FunctionIndex,
     HttpFunction,
+    McpToolFunction,
     TimerFunction,
     import_app,
     index_app,
@@ -55,6 +56,8 @@ from devhost.functions import module_file as find_module_file
 from devhost.invocation import InvocationContext, invocation
 from devhost.keys import Keys, authorized, authorized_system, load_keys
 from devhost.latency import QueueLatency
+from devhost.mcp import ClientStates, McpOptions, McpServer
+from devhost.mcp_http import MCP_PATH, McpEndpoint, is_mcp_path
 from devhost.proxy import ReverseProxy
 from devhost.routing import RequestPathError, Route, Router, compile_route, decode_path
 from devhost.store import StateDirInUseError, Store
@@ -65,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 DURABLE_PATH = "/runtime/webhooks/durabletask"
 HTTP_REASON = "This function was programmatically called via the host APIs."
+MCP_REASON = "New MCP tool call request received."
 MAX_REQUEST_BODY = 100 * 1024 * 1024  # the Functions host's limit
 RPC_PREFIX = "/_devhost/rpc/"  # the private path of the SDK's client calls with --enable-auth
 WORKER_LOCK_WAIT = 15.0  # seconds a durable worker waits for the state directory (its killed predecessor exiting)
@@ -148,6 +152,7 @@ class DevHost:
         self._api: DurableHttpApi | None = None
         self._worker: DurableWorker | None = None
         self._proxy: ReverseProxy | None = None
+        self._mcp: McpEndpoint | None = None
         self._rpc_path = ""
         self._client_binding = ""
         self._script_root = Path.cwd()
@@ -168,6 +173,8 @@ class DevHost:
         app, _ = import_app(self.options.app, self._script_root)
         self.index = index_app(app)
         self._router = Router([self._compile(f) for f in self.index.http])
+        if self.options.role != "durable" and self.index.mcp_tools:
+            self._mcp = self._mcp_endpoint()
         self._executor = ThreadPoolExecutor(
             max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="devhost-worker"
         )
@@ -189,6 +196,8 @@ class DevHost:
         try:
             if self._timers is not None:
                 await self._timers.stop()
+            if self._mcp is not None:
+                await self._mcp.close()  # SSE streams end, so the server's shutdown does not wait for them
             if self._runner is not None:
                 await self._runner.cleanup()  # in-flight requests finish first: they may call the worker
         finally:
@@ -315,11 +324,16 @@ class DevHost:
         for function in self.index.http:
             methods = ",".join(function.methods) if function.methods != ALL_METHODS else "GET,POST,PUT,PATCH,DELETE"
             lines.append(f"  {function.name}: [{methods}] {self.function_url(function.route)}")
+        tools = {t.name: t.tool_name for t in self.index.mcp_tools}
         for name, trigger_type in self.index.listing():
             if trigger_type != "httpTrigger":
-                lines.append(f"  {name}: {trigger_type}")
+                lines.append(f"  {name}: {trigger_type}" + (f" (tool {tools[name]})" if name in tools else ""))
         lines.append("")
         lines.append(f"Durable task hub '{self.hub_name}': {self.base_url}{DURABLE_PATH}/")
+        if self._mcp is not None:
+            lines.append(
+                f"MCP server: {self.base_url}{MCP_PATH} (streamable HTTP), {self.base_url}{MCP_PATH}/sse (SSE)"
+            )
         lines.append(self.latency.describe())
         lines.append(self._processes_line())
         if self.easy_auth:
@@ -329,6 +343,8 @@ class DevHost:
             lines.append(f"  master key: {self.keys.master}")
             for name, key in self.keys.function_keys.items():
                 lines.append(f"  function key '{name}': {key}")
+            if self._mcp is not None and not self._mcp.options.anonymous:
+                lines.append(f"  MCP extension system key 'mcp_extension': {self.keys.system['mcp_extension']}")
         else:
             lines.append("Function keys are not checked (run with --enable-auth to check them).")
         return "\n".join(lines) + "\n\n"
@@ -396,6 +412,8 @@ class DevHost:
             return await self._durable_request(request, path)
         if self.options.role == "durable":  # the worker serves the Durable HTTP API only
             return error_response(404, "NotFound", f"No Durable HTTP API route matches {request.method} {path}")
+        if self._mcp is not None and is_mcp_path(path):
+            return await self._mcp.handle(request)
         if path.rstrip("/") == "/admin/host/status":
             if self.keys is not None and not authorized(self.keys, "admin", request):
                 return _unauthorized("admin")
@@ -485,6 +503,27 @@ class DevHost:
                 outcome.failed = True
                 logger.exception("Function %s raised an exception", function.name)
                 return error_response(500, "InternalError", "The function failed; see the host's log")
+
+    def _mcp_endpoint(self) -> McpEndpoint:
+        """The MCP extension's endpoints over the app's tool triggers (devhost.mcp, devhost.mcp_http)."""
+        options = McpOptions.from_host_json(self._script_root)
+        server = McpServer(self.index.mcp_tools, self._invoke_mcp, options)
+        states = ClientStates(self.options.state_dir.resolve())
+        return McpEndpoint(server, states, options, self.keys, self.easy_auth)
+
+    async def _invoke_mcp(self, tool: McpToolFunction, context: str) -> Any:
+        """Run an MCP tool trigger with the invocation context JSON; its return value, or what it raised."""
+        with invocation(tool.name, MCP_REASON) as outcome:
+            kwargs: dict[str, Any] = {tool.trigger_name: context}
+            if tool.client_binding:
+                kwargs[tool.client_binding] = self._client_binding
+            if "context" in tool.parameters and "context" not in kwargs:
+                kwargs["context"] = InvocationContext(outcome.invocation_id, tool.name, self._script_root)
+            try:
+                return await self._call(tool.fn, tool.is_async, kwargs)
+            except Exception:
+                outcome.failed = True
+                raise
 
     async def _invoke_timer(self, timer: TimerFunction, request: func.TimerRequest, reason: str) -> None:
         with invocation(timer.name, reason) as outcome:

@@ -2,9 +2,9 @@
 
 Keys come from the environment (`DEVHOST_MASTER_KEY`, `DEVHOST_FUNCTION_KEY`) or from `keys.json` in the state
 directory, which is created with random keys on first use. Levels behave as on Azure: `anonymous` needs nothing,
-`function` accepts a function key or the master key, `admin` needs the master key; the Durable webhooks accept
-their system key (`durabletask_extension`) or the master key. A key is read from the `code` query parameter or
-the `x-functions-key` header.
+`function` accepts a function key or the master key, `admin` needs the master key; the extensions' webhooks accept
+their system key (the Durable HTTP API `durabletask_extension`, the MCP endpoints `mcp_extension`) or the master key.
+A key is read from the `code` query parameter or the `x-functions-key` header.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from aiohttp import web
 from devhost.store import ensure_private
 
 DURABLE_SYSTEM_KEY = "durabletask_extension"
+MCP_SYSTEM_KEY = "mcp_extension"
+SYSTEM_KEYS = (DURABLE_SYSTEM_KEY, MCP_SYSTEM_KEY)
 
 
 @dataclass
@@ -58,9 +60,9 @@ def load_keys(state_dir: Path) -> Keys:
         document["functionKeys"] = {"default": secrets.token_urlsafe(32)}
         changed = True
     system_keys = document.get("systemKeys")
-    if not isinstance(system_keys, dict) or DURABLE_SYSTEM_KEY not in system_keys:
-        document["systemKeys"] = {**(system_keys if isinstance(system_keys, dict) else {})}
-        document["systemKeys"][DURABLE_SYSTEM_KEY] = secrets.token_urlsafe(32)  # type: ignore[index]
+    if not isinstance(system_keys, dict) or any(name not in system_keys for name in SYSTEM_KEYS):
+        kept = system_keys if isinstance(system_keys, dict) else {}
+        document["systemKeys"] = {name: secrets.token_urlsafe(32) for name in SYSTEM_KEYS} | kept
         changed = True
     if changed:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +108,6 @@ def authorized(keys: Keys, level: str, request: web.Request, function_name: str 
     return _matches(candidate, allowed)
 
 
-def authorized_system(keys: Keys, request: web.Request) -> bool:
-    """Whether the request may call the Durable webhooks (system key or master key)."""
-    return _matches(presented_key(request), [keys.master, keys.durable_key])
+def authorized_system(keys: Keys, request: web.Request, name: str = DURABLE_SYSTEM_KEY) -> bool:
+    """Whether the request may call an extension's webhooks: its system key (``name``) or the master key."""
+    return _matches(presented_key(request), [keys.master, keys.system.get(name, keys.master)])
