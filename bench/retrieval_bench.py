@@ -49,15 +49,12 @@ import json
 import os
 import re
 import shlex
-import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +62,20 @@ import httpx
 
 from bench import retrieval_metric
 from bench.http_bench import machine_info, percentile
-from bench.locomo_bench import CATEGORIES, DEFAULT_LOCOMO, EvidenceStats, session_time
+from bench.locomo_bench import CATEGORIES, DEFAULT_LOCOMO, EvidenceStats
+from bench.locomo_ingest import (
+    REPO,
+    LocomoConversation,
+    call,
+    census,
+    ingest_all,
+    load_locomo,
+    log,
+    revision,
+    service_settings,
+    sessions_of,
+    utterances_of,
+)
 from bench.retrieval_metric import Item, Outcome, Tally, walk
 from memory_core.adapters.sqlite import SqliteStore
 from memory_core.domain import MemoryKind, Turn
@@ -74,33 +84,12 @@ from tests.support.service import MemoryServiceProcess
 TOP_K = 20
 BUDGETS = (250, 500, 1000)
 CURVE = tuple(range(10, 1501, 10))
-NO_REPLY = "…"  # the agent message of an unpaired last utterance: the API refuses an empty or blank one
-REFLECTION_TIMEOUT = 600.0
-IDLE_TIMEOUT = 600.0
 SERVICE, BASELINE = "service", "bm25"
 NAMES = {SERVICE: "/memory/retrieve (top_k 20)", BASELINE: "BM25 on turns (FTS5, porter)"}
-_SESSION = re.compile(r"session_(\d+)")
 _EVIDENCE_SPLIT = re.compile(r"[;,\s]+")
 
 
 # -- data --------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Pair:
-    """One turn as the bench stores it: two consecutive utterances (or a last one alone)."""
-
-    turn_id: str
-    user_message: str
-    agent_message: str
-    dia_ids: tuple[str, ...]
-
-
-@dataclass
-class Session:
-    session_id: str
-    timestamp: datetime
-    pairs: list[Pair]
-
-
 @dataclass(frozen=True)
 class Question:
     sample_id: str
@@ -110,33 +99,8 @@ class Question:
 
 
 @dataclass
-class Conversation:
-    sample_id: str
-    user_id: str
-    sessions: list[Session]
-    utterances: dict[str, str]  # dia id -> the utterance's text
-    questions: list[Question]
-    stored: dict[str, tuple[str, int]] = field(default_factory=dict)  # dia id -> (session id, seq) as acknowledged
-
-    @property
-    def pair_count(self) -> int:
-        return sum(len(s.pairs) for s in self.sessions)
-
-
-def pair_up(utterances: Sequence[dict[str, Any]]) -> list[Pair]:
-    """Utterances 1+2, 3+4, ... as (user, agent) turns; an odd last one alone, with ``NO_REPLY``."""
-    pairs = []
-    for i in range(0, len(utterances), 2):
-        first, second = utterances[i], utterances[i + 1] if i + 1 < len(utterances) else None
-        pairs.append(
-            Pair(
-                turn_id=first["dia_id"],
-                user_message=f"{first['speaker']}: {first['text']}",
-                agent_message=f"{second['speaker']}: {second['text']}" if second else NO_REPLY,
-                dia_ids=(first["dia_id"], second["dia_id"]) if second else (first["dia_id"],),
-            )
-        )
-    return pairs
+class Conversation(LocomoConversation):
+    questions: list[Question] = field(default_factory=list)
 
 
 def evidence_of(qa: dict[str, Any], known: dict[str, str], sample_id: str, stats: EvidenceStats) -> tuple[str, ...]:
@@ -156,17 +120,11 @@ def evidence_of(qa: dict[str, Any], known: dict[str, str], sample_id: str, stats
 
 
 def load(path: Path, limit: int | None) -> tuple[list[Conversation], EvidenceStats]:
-    data = json.loads(path.read_text(encoding="utf-8"))[:limit]
     stats = EvidenceStats()
     conversations = []
-    for conv in data:
+    for conv in load_locomo(path, limit):
         c = conv["conversation"]
-        numbers = sorted(int(m.group(1)) for key in c if (m := _SESSION.fullmatch(key)))
-        sessions = [
-            Session(f"session_{n}", session_time(c[f"session_{n}_date_time"]), pair_up(c[f"session_{n}"]))
-            for n in numbers
-        ]
-        utterances = {u["dia_id"]: u["text"] for n in numbers for u in c[f"session_{n}"]}
+        utterances = utterances_of(c)
         questions = []
         for qa in conv["qa"]:
             stats.questions_total += 1
@@ -179,8 +137,15 @@ def load(path: Path, limit: int | None) -> tuple[list[Conversation], EvidenceSta
                 stats.no_evidence.append((conv["sample_id"], qa["question"]))
                 continue
             questions.append(Question(conv["sample_id"], category, qa["question"], evidence))
-        user_id = f"locomo-{conv['sample_id']}"
-        conversations.append(Conversation(conv["sample_id"], user_id, sessions, utterances, questions))
+        conversations.append(
+            Conversation(
+                sample_id=conv["sample_id"],
+                user_id=f"locomo-{conv['sample_id']}",
+                sessions=sessions_of(c, "consecutive"),
+                utterances=utterances,
+                questions=questions,
+            )
+        )
     return conversations, stats
 
 
@@ -195,163 +160,6 @@ def ambiguous_evidence(conversations: Sequence[Conversation]) -> list[tuple[str,
             if any(needle in text for other, text in conv.utterances.items() if other != dia):
                 found.append((conv.sample_id, dia))
     return found
-
-
-# -- the client --------------------------------------------------------------------------------------------------
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-async def call(client: httpx.AsyncClient, method: str, url: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    """One request; a 503 is retried after its Retry-After (as a client would), any other failure raises."""
-    for _attempt in range(5):
-        response = await client.request(method, url, json=body)
-        if response.status_code != 503:
-            break
-        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
-    if not response.is_success:
-        raise RuntimeError(f"{method} {url}: {response.status_code} {response.text[:300]}")
-    return response
-
-
-@dataclass
-class Ingest:
-    """What the ingestion took."""
-
-    settle: bool = True  # before each /sessions/end, wait until the session's background work has caught up
-    settle_seconds: list[float] = field(default_factory=list)
-    sessions: int = 0
-    turns: int = 0
-    store_seconds: list[float] = field(default_factory=list)
-    reflection_seconds: list[float] = field(default_factory=list)
-    reflections: dict[str, int] = field(default_factory=dict)  # runtimeStatus -> count
-    insights: dict[str, int] = field(default_factory=dict)  # insights_added/_updated/_superseded -> count
-    wall_seconds: float = 0.0
-    idle_wait_seconds: float = 0.0
-    census: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "sessions": self.sessions,
-            "turns": self.turns,
-            "wall_seconds": round(self.wall_seconds, 1),
-            "turns_per_second_overall": round(self.turns / max(self.wall_seconds, 1e-9), 1),
-            "store_p50_ms": round(1000 * statistics.median(self.store_seconds), 2),
-            "store_p95_ms": round(1000 * percentile(self.store_seconds, 95), 2),
-            "settled_before_end": self.settle,
-            "settle_p50_seconds": round(statistics.median(self.settle_seconds), 2) if self.settle_seconds else None,
-            "reflection_p50_seconds": round(statistics.median(self.reflection_seconds), 2),
-            "reflection_max_seconds": round(max(self.reflection_seconds), 2),
-            "reflections": self.reflections,
-            "insights": self.insights,
-            "idle_wait_seconds": round(self.idle_wait_seconds, 1),
-            "store_census": self.census,
-        }
-
-
-async def reflect(
-    client: httpx.AsyncClient, service: MemoryServiceProcess, user_id: str, session_id: str
-) -> dict[str, Any]:
-    """End the session and follow its statusQueryGetUri until the reflection has finished; its status document."""
-    ended = await call(client, "POST", "/sessions/end", {"user_id": user_id, "session_id": session_id})
-    status_uri = service.url(ended.json()["statusQueryGetUri"])
-    deadline = time.monotonic() + REFLECTION_TIMEOUT
-    while time.monotonic() < deadline:
-        response = await call(client, "GET", status_uri)
-        if response.status_code == 200:
-            status: dict[str, Any] = response.json()
-            return status
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"the reflection of {user_id}/{session_id} did not finish within {REFLECTION_TIMEOUT:g} s")
-
-
-async def ingest_session(
-    client: httpx.AsyncClient, service: MemoryServiceProcess, conv: Conversation, session: Session, ingest: Ingest
-) -> float:
-    """Store one LoCoMo session as one memory session and wait for its reflection; the seconds it took to store."""
-    await call(client, "POST", "/sessions/start", {"user_id": conv.user_id, "session_id": session.session_id})
-    stamp = session.timestamp.isoformat()
-    started = time.perf_counter()
-    for pair in session.pairs:
-        t0 = time.perf_counter()
-        response = await call(
-            client,
-            "POST",
-            "/memory/store",
-            {
-                "user_id": conv.user_id,
-                "session_id": session.session_id,
-                "turn_id": pair.turn_id,
-                "user_message": pair.user_message,
-                "agent_message": pair.agent_message,
-                "timestamp": stamp,
-            },
-        )
-        ingest.store_seconds.append(time.perf_counter() - t0)
-        seq = int(response.json()["seq"])
-        for dia in pair.dia_ids:
-            conv.stored[dia] = (session.session_id, seq)
-    storing = time.perf_counter() - started
-    if ingest.settle:
-        t0 = time.perf_counter()
-        await wait_idle(client)
-        ingest.settle_seconds.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    status = await reflect(client, service, conv.user_id, session.session_id)
-    ingest.reflection_seconds.append(time.perf_counter() - t0)
-    state = str(status["runtimeStatus"])
-    ingest.reflections[state] = ingest.reflections.get(state, 0) + 1
-    output = status.get("output")
-    if isinstance(output, dict):
-        for name in ("insights_added", "insights_updated", "insights_superseded"):
-            ingest.insights[name] = ingest.insights.get(name, 0) + len(output.get(name) or [])
-    ingest.sessions += 1
-    ingest.turns += len(session.pairs)
-    return storing
-
-
-async def ingest_all(
-    client: httpx.AsyncClient, service: MemoryServiceProcess, conversations: list[Conversation], settle: bool
-) -> Ingest:
-    ingest = Ingest(settle=settle)
-    started = time.perf_counter()
-    for i, conv in enumerate(conversations, start=1):
-        conv_start = time.perf_counter()
-        for j, session in enumerate(conv.sessions, start=1):
-            storing = await ingest_session(client, service, conv, session, ingest)
-            elapsed = time.perf_counter() - started
-            log(
-                f"  conversation {i}/{len(conversations)} {conv.sample_id}: session {j}/{len(conv.sessions)}, "
-                f"{len(session.pairs)} turns stored at {len(session.pairs) / max(storing, 1e-9):.0f} turns/s, "
-                f"reflection {ingest.reflection_seconds[-1]:.1f} s; {ingest.turns} turns in {elapsed:.0f} s "
-                f"({ingest.turns / elapsed:.1f} turns/s with reflections)"
-            )
-        log(f"conversation {i}/{len(conversations)} {conv.sample_id} in: {time.perf_counter() - conv_start:.0f} s")
-    t0 = time.perf_counter()
-    await wait_idle(client)
-    ingest.idle_wait_seconds = time.perf_counter() - t0
-    ingest.wall_seconds = time.perf_counter() - started
-    return ingest
-
-
-async def wait_idle(client: httpx.AsyncClient) -> None:
-    """Until GET /stats says no session is a batch or more behind (every turn indexed)."""
-    deadline = time.monotonic() + IDLE_TIMEOUT
-    while time.monotonic() < deadline:
-        if (await call(client, "GET", "/stats")).json()["dirty_sessions"] == 0:
-            return
-        await asyncio.sleep(0.5)
-    raise RuntimeError(f"sessions still behind on their background work after {IDLE_TIMEOUT:g} s")
-
-
-def census(sqlite_path: Path) -> dict[str, dict[str, int]]:
-    """What the service's store holds, by kind: items and items without a vector (a check, read-only; the
-    measurement itself goes through the API only)."""
-    with sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True) as conn:
-        rows = conn.execute(
-            "SELECT kind, count(*), sum(embedding IS NULL) FROM items WHERE active = 1 GROUP BY kind"
-        ).fetchall()
-    return {str(kind): {"items": int(n), "without_vector": int(missing or 0)} for kind, n, missing in rows}
 
 
 # -- the baseline ------------------------------------------------------------------------------------------------
@@ -582,29 +390,6 @@ def chart(run: Run, path: Path) -> None:
 
 
 # -- main ------------------------------------------------------------------------------------------------------------
-REPO = Path(__file__).resolve().parents[1]
-SERVICE_CODE = ("memory_core", "http_api", "orchestrations", "devhost", "function_app.py", "run_server.py", "host.json")
-
-
-def revision() -> dict[str, Any]:
-    """The commit measured, and the service's files that differ from it in the working tree (if any)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--", *SERVICE_CODE], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.split("\n")
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "uncommitted_service_files": None}
-    return {"commit": commit, "uncommitted_service_files": [line[3:] for line in changed if line.strip()]}
-
-
-def service_settings(service: MemoryServiceProcess) -> list[str]:
-    wanted = ("Session Pool:", "Store:", "LLM:", "Embeddings:")
-    return [line.strip() for line in service.output().splitlines() if line.strip().startswith(wanted)]
-
-
 async def bench(
     service: MemoryServiceProcess, conversations: list[Conversation], folder: Path, settle: bool
 ) -> dict[str, Any]:
