@@ -23,7 +23,7 @@ From a pytest fixture::
 
 Public API: ``MemoryServiceProcess`` (``start``, ``stop``, ``kill``, ``restart``, ``output``, ``running``,
 ``base_url``, ``url``, ``port``, ``workdir``, ``state_dir``, ``sqlite_path``, ``log_path``, ``env``, ``keys``,
-``master_key``, ``function_key``), ``free_port``,
+``master_key``, ``function_key``, ``mcp_key``), ``free_port``,
 ``TEST_DEFAULTS`` and ``ServiceStartError``.
 """
 
@@ -177,6 +177,14 @@ class MemoryServiceProcess:
     def function_key(self) -> str | None:
         """The default function key in force with ``keys``, or None when keys are off."""
         return self._key("functionKeys", "function")
+
+    @property
+    def mcp_key(self) -> str | None:
+        """The MCP extension's system key (``mcp_extension``) with ``keys``, or None when keys are off."""
+        if self.keys is None:
+            return None
+        stored = json.loads((self.state_dir / "keys.json").read_text(encoding="utf-8"))
+        return str(stored["systemKeys"]["mcp_extension"])
 
     def _key(self, document_name: str, name: str) -> str | None:
         if self.keys is None:
