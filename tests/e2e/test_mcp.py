@@ -9,9 +9,13 @@ with the Easy Auth stand-in the user is the signed-in principal.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -272,3 +276,32 @@ async def test_with_principal_mode_the_tools_use_the_signed_in_users_memory(
     async with connect(principal_service, transport, {}) as anonymous:
         body, _ = await failure(anonymous, "list_insights", user_id=alice)
         assert body["error"] == "UnauthenticatedError"
+
+
+# -- the example -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_mcp_example_runs_the_flow_with_the_key(service: MemoryServiceProcess, transport: str):
+    example = Path(__file__).resolve().parents[2] / "examples" / "mcp_tools.py"
+    command = [sys.executable, str(example), "--url", service.base_url, "--user", unique("example")]
+    if transport == "sse":
+        command.append("--sse")
+    env = {**os.environ, "MEMORY_MCP_KEY": service.mcp_key or ""}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in (
+        "Tools:",
+        "  store_turn(user_id, session_id*, user_message*, agent_message*, turn_id, timestamp, metadata)",
+        "< stored: seq 1-16",
+        "    - User: I want to retire at 60.",
+        "< Completed: 10 insights added",
+        '< tool error (isError: True): {"error":"SessionEndedError"',
+        "Done: every step worked",
+    ):
+        assert line in done.stdout, f"{line!r} missing from:\n{done.stdout}"
+    unkeyed = subprocess.run(
+        [sys.executable, str(example), "--url", service.base_url],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "MEMORY_MCP_KEY": ""}, check=False,
+    )  # fmt: skip
+    assert unkeyed.returncode == 2 and "is not available" in unkeyed.stderr
