@@ -136,7 +136,7 @@ class McpEndpoint:
             response.headers[SESSION_HEADER] = self.states.issue(uuid.uuid4().hex)
         await response.prepare(request)
         answer = await self.server.dispatch(message, connection)
-        await response.write(sse_event("message", json.dumps(answer)))
+        await response.write(sse_event("message", _compact(answer)))
         await response.write_eof()
         return response
 
@@ -183,7 +183,7 @@ class McpEndpoint:
             if outgoing is None:
                 return
             idle = 0.0
-            await response.write(sse_event("message", json.dumps(outgoing)))
+            await response.write(sse_event("message", _compact(outgoing)))
 
     async def _message(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
@@ -213,6 +213,11 @@ class McpEndpoint:
         answer = await self.server.dispatch(message, session.connection)
         if answer is not None:
             await session.outbox.put(answer)
+
+
+def _compact(message: Any) -> str:
+    """A message as the extension writes it (System.Text.Json: no spaces, non-ASCII escaped)."""
+    return json.dumps(message, separators=(",", ":"))
 
 
 def _joined_headers(request: web.Request) -> dict[str, str]:

@@ -48,10 +48,7 @@ USER_ID = (
     "1-256 characters). Required, unless the service takes the user from the caller's sign-in "
     "(CALLER_IDENTITY=principal): then leave it out."
 )
-SESSION_ID = (
-    "The session_id that get_memory_context returned for this conversation. Never make one up: an id the service "
-    "has not seen is a new, empty session."
-)
+SESSION_ID = "The session_id that get_memory_context returned for this conversation. Never make one up."
 
 
 def tool(name: str, description: str, model: type[BaseModel], **descriptions: str) -> _Decorator:
