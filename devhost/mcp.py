@@ -197,7 +197,7 @@ class McpServer:
                 "One or more required tool properties are missing values. Please provide: " + ", ".join(missing),
                 INVALID_PARAMS,
             )
-        context = invocation_context(tool.tool_name, arguments, connection)
+        context = invocation_context(str(name), arguments, connection)  # the name as the client asked for it
         try:
             returned = await self.invoke(tool, json.dumps(context))
             return tool_result(tool, returned)
