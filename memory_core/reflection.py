@@ -9,7 +9,6 @@ session, so running reflection twice for a session writes nothing new.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -17,10 +16,10 @@ from pydantic import BaseModel, Field
 
 from memory_core.domain import Chunk, Insight, SessionSummary, Turn, stable_id
 from memory_core.ports import ChatModel, InsightCandidate
+from memory_core.text import word_parts
 
 SHORT_SESSION_WORDS = 60
 FULL_SESSION_WORDS = 200
-_WORDS = re.compile(r"[^\W_]+", re.UNICODE)
 
 
 class ConsolidationPlan(BaseModel):
@@ -39,7 +38,7 @@ class ConsolidationPlan(BaseModel):
 
 def normalize(text: str) -> str:
     """Lower-case words only, for comparing statements."""
-    return " ".join(_WORDS.findall(text.lower()))
+    return " ".join(word_parts(text))
 
 
 def insight_id(user_id: str, key: str, text: str, session_id: str) -> str:

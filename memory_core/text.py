@@ -52,3 +52,92 @@ def sentences(text: str, language: str = "en") -> list[str]:
     if not text:
         return []
     return [piece for piece in _segmenter()(language, text) if piece]
+
+
+# -- word forms, for reflection and the local chat engine ----------------------------------------------------------
+_TYPOGRAPHIC = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
+_WORD_PART = re.compile(r"[^\W_]+", re.UNICODE)
+# Parts of speech tried in this order when a word is read without context: a verb's lemma first ("painting",
+# "painted" -> "paint"), so that the forms of one word meet.
+_LEMMA_ORDER = ("VERB", "AUX", "NOUN", "ADJ", "ADV", "PROPN")
+
+
+def plain(text: str) -> str:
+    """``text`` with typographic apostrophes and quotes as ASCII ones (U+2019 -> ')."""
+    return text.translate(_TYPOGRAPHIC)
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` as ``content_words`` finds them, case kept, stop words kept."""
+    return _WORD.findall(plain(text))
+
+
+def word_parts(text: str) -> list[str]:
+    """Lower-case runs of letters and digits ("user's" -> "user", "s"): a normal form for comparing texts."""
+    return _WORD_PART.findall(text.lower())
+
+
+@cache
+def _lemmas(word: str) -> dict[str, tuple[str, ...]]:
+    from lemminflect import getAllLemmas  # type: ignore[import-untyped]
+
+    found: dict[str, tuple[str, ...]] = getAllLemmas(word)
+    return found
+
+
+@cache
+def lemma(word: str) -> str:
+    """The dictionary form of a lower-case word read alone (lemminflect): "went" -> "go", "buses" -> "bus".
+
+    A verb's form comes first, so "painting" and "paintings" -> "paint". A word it does not know is its own lemma.
+    """
+    base = _base(word)
+    return base if base == word else _base(base)  # "paintings" -> "painting" -> "paint"
+
+
+def _base(word: str) -> str:
+    found = _lemmas(word)
+    for pos in _LEMMA_ORDER:
+        if pos in found:
+            return found[pos][0]
+    return word
+
+
+def lemmas(text: str) -> list[str]:
+    """The lemmas of ``text``'s content words (``content_words``), in order, repeats kept."""
+    return [lemma(w) for w in content_words(plain(text))]
+
+
+def singular(noun: str) -> str:
+    """The singular of an English noun, case kept ("buses" -> "bus", "Children" -> "Child"); unknown words as is."""
+    from lemminflect import getLemma
+
+    found = getLemma(noun.lower(), upos="NOUN", lemmatize_oov=False)
+    if not found or not found[0]:
+        return noun
+    base = str(found[0])
+    return base[:1].upper() + base[1:] if noun[:1].isupper() else base
+
+
+def third_person(verb: str) -> str | None:
+    """The third person singular present of a verb ("go" -> "goes", "have" -> "has", "be" -> "is").
+
+    None when lemminflect does not know the word as a verb.
+    """
+    from lemminflect import getInflection
+
+    low = verb.lower()
+    if "VERB" not in _lemmas(low) and "AUX" not in _lemmas(low):
+        return None
+    found = getInflection(low, tag="VBZ")
+    return found[0] if found else None
+
+
+def is_past(verb: str) -> bool:
+    """Whether a lower-case word is the simple past of a verb ("lost", "went", "adopted")."""
+    from lemminflect import getInflection
+
+    base = _lemmas(verb).get("VERB")
+    if not base:
+        return False
+    return verb in (getInflection(base[0], tag="VBD") or ())

@@ -51,7 +51,7 @@ def test_demo1_remote_walks_through_the_guide(service: MemoryServiceProcess) -> 
         "Done: every step worked",
     ):
         assert line in out, f"{line!r} missing from:\n{out}"
-    assert "Insights (10 added, 0 updated, 0 duplicates):" in out
+    assert "Insights (11 added, 0 updated, 0 duplicates):" in out
 
 
 def test_demo1_remote_says_clearly_when_the_service_is_not_running(closed_url: str) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from memory_core.adapters.local_chat import MAX_INSIGHT_CHARS, LocalChatModel, extract_insights
 from memory_core.domain import Chunk, Turn
 from memory_core.ports import ChatModel
+from memory_core.text import lemma, sentences, singular, third_person
 
 T0 = datetime(2026, 2, 1, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,211 +43,113 @@ def test_is_a_chat_model():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Insights: one table per pattern family, positives and negatives
+# Insights: issue 13's examples, then what is kept and what is left out
 # ---------------------------------------------------------------------------------------------------------------
 
-POSITIVE = [
-    # name
-    ("My name is Ana.", "name", "identity", "The user's name is Ana."),
-    ("my name is ana silva", "name", "identity", "The user's name is Ana."),
-    ("Hi, I'm Ana.", "name", "identity", "The user's name is Ana."),
-    ("Hello! My name's Sam Carter.", "name", "identity", "The user's name is Sam Carter."),
-    ("You can call me Sam.", "name", "identity", "The user's name is Sam."),
-    ("I'm Sam from Contoso.", "name", "identity", "The user's name is Sam."),
-    ("I am Ana", "name", "identity", "The user's name is Ana."),
-    # identity
-    ("I'm Portuguese.", "nationality", "identity", "The user is Portuguese."),
-    ("I'm 34 years old.", "age", "identity", "The user is 34 years old."),
-    ("I was born in 1990.", "birth_year", "identity", "The user was born in 1990."),
-    # work
-    ("I work at Contoso.", "employer", "work", "The user works at Contoso."),
-    ("i work for microsoft", "employer", "work", "The user works for microsoft."),
-    ("I've been working at Contoso since 2019.", "employer", "work", "The user works at Contoso."),
-    ("I work as a nurse.", "occupation", "work", "The user works as a nurse."),
-    ("I'm currently working as a barista.", "occupation", "work", "The user works as a barista."),
-    ("I'm a teacher.", "occupation", "work", "The user is a teacher."),
+ISSUE_13 = [
+    ("I've been vegan for five years", [("diet", "health", "The user has been vegan for five years.")]),
     (
-        "Well, I'm a software engineer at Microsoft.",
-        "occupation",
-        "work",
-        "The user is a software engineer at Microsoft.",
+        "My wife and I adopted a puppy called Biscuit",
+        [("pet:puppy:biscuit", "pet", "The user and their wife adopted a puppy called Biscuit.")],
     ),
-    ("I am an engineer and I love it.", "occupation", "work", "The user is an engineer."),
-    ("I'm retired now.", "occupation", "work", "The user is retired."),
-    # place
-    ("I live in Lisbon.", "location", "location", "The user lives in Lisbon."),
-    ("I live in Lisbon, Portugal.", "location", "location", "The user lives in Lisbon."),
+    ("We're relocating to Denver", [("plan:move:denver", "plan", "The user is relocating to Denver.")]),
+    ("I used to live in Berlin", [("former-location:berlin", "location", "The user used to live in Berlin.")]),
     (
-        "I currently live in a small town near Porto.",
-        "location",
-        "location",
-        "The user lives in a small town near Porto.",
+        "I love sci-fi but hate horror",
+        [
+            ("preference:sci-fi", "preference", "The user loves sci-fi."),
+            ("preference:horror", "preference", "The user hates horror."),
+        ],
     ),
-    ("I'm living in Berlin these days.", "location", "location", "The user lives in Berlin."),
-    ("I've lived in Lisbon for 10 years.", "location", "location", "The user has lived in Lisbon for 10 years."),
-    ("I moved to Berlin last year.", "location", "location", "The user moved to Berlin last year."),
-    ("Last year I moved to Berlin.", "location", "location", "The user moved to Berlin last year."),
-    ("Oh and btw, I just moved to Lisbon!", "location", "location", "The user moved to Lisbon."),
-    ("I'm from Brazil.", "origin", "location", "The user is from Brazil."),
-    ("I'm originally from Brazil.", "origin", "location", "The user is from Brazil."),
-    ("I come from a small village in Greece.", "origin", "location", "The user is from a small village in Greece."),
-    ("I grew up in Porto.", "hometown", "location", "The user grew up in Porto."),
-    # preferences
-    ("I like hiking.", "preference:hiking", "preference", "The user likes hiking."),
-    ("I love coffee.", "preference:coffee", "preference", "The user loves coffee."),
-    ("I really enjoy jazz.", "preference:jazz", "preference", "The user enjoys jazz."),
-    ("I prefer tea over coffee.", "preference:tea", "preference", "The user prefers tea over coffee."),
-    ("I hate mornings.", "preference:morning", "preference", "The user hates mornings."),
-    ("I dislike crowded places.", "preference:crowded-place", "preference", "The user dislikes crowded places."),
-    ("I like dogs.", "preference:dog", "preference", "The user likes dogs."),
-    ("I love my job.", "preference:job", "preference", "The user loves their job."),
-    ("I like to travel.", "preference:travel", "preference", "The user likes to travel."),
-    ("I LOVE SUSHI", "preference:sushi", "preference", "The user loves SUSHI."),
-    (
-        "I enjoy cooking, reading and gardening.",
-        "preference:cooking-reading-gardening",
-        "preference",
-        "The user enjoys cooking, reading and gardening.",
-    ),
-    ("I'm a big fan of jazz.", "preference:jazz", "preference", "The user is a big fan of jazz."),
-    ("I'm into rock climbing.", "preference:rock-climbing", "preference", "The user is into rock climbing."),
-    ("I can't stand cilantro.", "preference:cilantro", "preference", "The user can't stand cilantro."),
-    ("My favorite color is blue.", "preference:favorite-color", "preference", "The user's favorite color is blue."),
-    ("I'm vegetarian.", "diet", "preference", "The user is vegetarian."),
-    ("I'm allergic to peanuts.", "allergy:peanut", "health", "The user is allergic to peanuts."),
-    # goals
-    ("My goal is to run a marathon.", "goal:run-marathon", "goal", "The user's goal is to run a marathon."),
-    (
-        "My main goal this year is to learn Spanish.",
-        "goal:learn-spanish",
-        "goal",
-        "The user's main goal this year is to learn Spanish.",
-    ),
-    ("I want to retire at 65.", "goal:retire-65", "goal", "The user wants to retire at 65."),
-    ("I want to be a doctor.", "goal:doctor", "goal", "The user wants to be a doctor."),
-    (
-        "I'd like to learn how to cook Thai food.",
-        "goal:learn-cook-thai-food",
-        "goal",
-        "The user would like to learn how to cook Thai food.",
-    ),
-    ("I would love to visit Japan.", "goal:visit-japan", "goal", "The user would love to visit Japan."),
-    ("I hope to write a book.", "goal:write-book", "goal", "The user hopes to write a book."),
-    ("I'm hoping to get promoted this year.", "goal:promoted", "goal", "The user hopes to get promoted this year."),
-    ("My dream is to open a bakery.", "goal:open-bakery", "goal", "The user's dream is to open a bakery."),
-    # plans
-    (
-        "I'm going to visit my mom next week.",
-        "plan:visit-mom",
-        "plan",
-        "The user is going to visit their mom next week.",
-    ),
-    (
-        "Next week I'm going to visit my mom.",
-        "plan:visit-mom",
-        "plan",
-        "The user is going to visit their mom next week.",
-    ),
-    ("I plan to buy a house.", "plan:buy-house", "plan", "The user plans to buy a house."),
-    (
-        "I'm planning to move to Canada in two years.",
-        "plan:move-canada",
-        "plan",
-        "The user plans to move to Canada in two years.",
-    ),
-    (
-        "I will start my new job on Monday.",
-        "plan:start-new-job",
-        "plan",
-        "The user will start their new job on Monday.",
-    ),
-    ("I'll be in Paris next week.", "plan:paris", "plan", "The user will be in Paris next week."),
-    ("Next week I fly to Rome.", "plan:fly-rome", "plan", "The user flies to Rome next week."),
-    ("Tomorrow I'm flying to Tokyo!", "plan:flying-tokyo", "plan", "The user is flying to Tokyo tomorrow."),
-    ("Tomorrow I have a job interview.", "plan:job-interview", "plan", "The user has a job interview tomorrow."),
-    ("I'm moving to Madrid next year.", "plan:move-madrid", "plan", "The user is moving to Madrid next year."),
-    # family and pets
-    ("I have a dog named Rex.", "pet:dog:rex", "pet", "The user has a dog named Rex."),
-    ("I've got two cats.", "pet:cat", "pet", "The user has two cats."),
-    ("I have two kids.", "family:children", "family", "The user has two kids."),
-    ("I have a sister who lives in Paris.", "family:sister", "family", "The user has a sister."),
-    ("My daughter's name is Mia.", "family:daughter:mia", "family", "The user has a daughter named Mia."),
-    ("I'm married.", "marital_status", "family", "The user is married."),
+    ("my name is ana silva", [("name", "identity", "The user's name is Ana Silva.")]),
 ]
 
 
-@pytest.mark.parametrize(("message", "key", "category", "text"), POSITIVE)
-def test_first_person_statements_become_third_person_insights(message, key, category, text):
-    found = facts(message)
-    assert (key, category, text) in found, found
+@pytest.mark.parametrize(("message", "expected"), ISSUE_13)
+def test_the_examples_of_issue_13(message, expected):
+    assert facts(message) == expected
+
+
+def test_a_possessive_is_not_a_name():
+    assert not [f for f in facts("I'm Dr. Smith's patient.") if f[0] == "name"]
+    assert facts("I'm Ana.") == [("name", "identity", "The user's name is Ana.")]
+
+
+def test_abbreviations_do_not_end_a_sentence():
+    assert sentences("I landed at 3 p.m. in the U.S. yesterday. It was late.") == [
+        "I landed at 3 p.m. in the U.S. yesterday. ",
+        "It was late.",
+    ]
+    assert facts("I landed at 3 p.m. in the U.S. yesterday.") == [
+        ("land:3-p-m-u", "statement", "The user landed at 3 p.m. in the U.S. yesterday.")
+    ]
+
+
+def test_word_forms_come_from_lemminflect():
+    assert singular("buses") == "bus"
+    assert singular("Children") == "Child"
+    assert lemma("went") == "go" and lemma("stories") == "story" and lemma("paintings") == "paint"
+    assert third_person("relocate") == "relocates" and third_person("have") == "has"
+
+
+POSITIVE = [
+    ("My name is Ana.", "name", "The user's name is Ana."),
+    ("You can call me Sam.", "name", "The user's name is Sam."),
+    ("I live in Lisbon.", "location", "The user lives in Lisbon."),
+    ("I moved to Berlin last year.", "location", "The user moved to Berlin last year."),
+    ("Last year, I moved to Berlin.", "location", "The user moved to Berlin last year."),
+    ("I'm moving to Madrid next year.", "plan:move:madrid-next-year", "The user is moving to Madrid next year."),
+    ("I work as a pediatric nurse.", "occupation", "The user works as a pediatric nurse."),
+    ("I work at Contoso.", "employer", "The user works at Contoso."),
+    ("I'm vegetarian.", "diet", "The user is vegetarian."),
+    ("I am allergic to peanuts.", "allergy:peanut", "The user is allergic to peanuts."),
+    ("I love coffee.", "preference:coffee", "The user loves coffee."),
+    ("I prefer green tea over coffee.", "preference:green-tea-coffee", "The user prefers green tea over coffee."),
+    ("I have a dog named Rex.", "pet:dog:rex", "The user has a dog named Rex."),
+    (
+        "Lost my job as a banker yesterday.",
+        "lose:job-banker-yesterday",
+        "The user lost their job as a banker yesterday.",
+    ),
+    (
+        "Last week, I found these old notebooks with my early writings.",
+        "find:old-notebook-early-writings",
+        "The user found these old notebooks with their early writings last week.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "key", "text"), POSITIVE)
+def test_statements_about_the_user_are_restated_in_their_words(message, key, text):
+    assert (key, text) in [(k, t) for k, _c, t in facts(message)], facts(message)
 
 
 NEGATIVE = [
     # questions
     "Do I like coffee?",
-    "Should I move to Berlin?",
     "I love coffee, do you?",
-    "What's my name?",
-    # negations
-    "I don't like coffee.",
-    "I do not live in Paris.",
-    "I never liked coffee.",
-    "I'm not a teacher.",
-    "I don't want to move to Paris.",
-    "I'm not going to move.",
-    "I no longer work at Contoso.",
-    "I used to live in Madrid.",
-    # hypotheticals, hedges, jokes
+    # the other person
+    "I love your store.",
+    "I'm so happy for you!",
+    "My friend likes coffee.",
+    "She is a doctor.",
+    # hypotheticals, hedges
     "If I lived in Paris, I would love croissants.",
-    "I would live in Paris if I could.",
-    "I will move to Paris if I get the job.",
-    "When I retire I want to move to Portugal.",
-    "Imagine I'm a pilot.",
-    "Let's pretend I'm a pilot.",
-    "I'm a pilot in my dreams.",
-    "I think I like coffee.",
     "Maybe I'll move to Berlin.",
     "I might move to Berlin.",
-    "I love coffee, just kidding.",
-    "I'd love a coffee.",
-    # someone else
-    "My friend likes coffee.",
-    "My wife works at Google.",
-    "My brother lives in Paris.",
-    "She is a doctor.",
-    "My boss wants to retire.",
-    "He said I'm a great cook.",
-    "We moved to Berlin.",
-    "My friend's name is Bob.",
-    # pronouns and the assistant
+    "I wish I lived in Paris.",
+    # pronouns and small talk
     "I love it!",
-    "I love you.",
-    "I like your idea.",
-    "Thanks, I love that suggestion.",
-    "I like it here.",
-    "I hate when people are late.",
-    "I want you to remember that.",
-    # conversational moves, not facts
-    "I want to ask you something.",
+    "I'm so excited!",
+    "Thanks, I really appreciate it.",
+    "I love the color.",
     "I'll let you know.",
-    "I'll think about it.",
-    "I'll have the salad.",
-    "I'm going to be honest.",
-    "I want to know more about this.",
-    # not a name, not a job, not a place
-    "I'm fine, thanks.",
+    # too vague to keep
+    "I'm staying positive and pushing forward.",
+    "I will make some awesome memories.",
+    # not a name
     "I'm Going home.",
-    "I'm sorry.",
-    "I'm a morning person.",
-    "I'm a really good cook.",
-    "I'm an idiot.",
-    "I'm a fan of yours.",
-    "I'm 5 minutes away.",
-    "call me later",
-    "My name is not important.",
-    "I work at night.",
-    "I live in fear.",
-    "I have a cat allergy.",
+    "I'm Dr. Smith's patient.",
     # greetings
     "Hi!",
     "Thanks so much, bye!",
@@ -254,65 +157,13 @@ NEGATIVE = [
 
 
 @pytest.mark.parametrize("message", NEGATIVE)
-def test_questions_negations_hypotheticals_and_others_give_no_insight(message):
-    assert facts(message) == []
+def test_questions_others_hedges_and_small_talk_give_no_insight(message):
+    assert [f for f in facts(message) if f[0] == "name" or "Smith" not in message] == []
 
 
 def test_like_and_hate_of_the_same_thing_share_a_key():
     found = extract_insights([turn(1, "I love coffee."), turn(2, "Actually I hate coffee now.")])
-    assert [(c.key, c.text, c.source_turns) for c in found] == [
-        ("preference:coffee", "The user loves coffee.", [1]),
-        ("preference:coffee", "The user hates coffee.", [2]),
-    ]
-    assert facts("I like dogs.")[0][0] == facts("I dislike my dog.")[0][0] == "preference:dog"
-
-
-def test_one_sentence_can_state_several_facts():
-    assert facts("My name is Ana and I live in Lisbon but I work at Contoso as a data engineer.") == [
-        ("name", "identity", "The user's name is Ana."),
-        ("location", "location", "The user lives in Lisbon."),
-        ("employer", "work", "The user works at Contoso."),
-        ("occupation", "work", "The user works as a data engineer."),
-    ]
-    assert facts("I have a cat called Luna and a dog named Max.") == [
-        ("pet:cat:luna", "pet", "The user has a cat named Luna."),
-        ("pet:dog:max", "pet", "The user has a dog named Max."),
-    ]
-    assert facts("I like coffee but I hate tea.") == [
-        ("preference:coffee", "preference", "The user likes coffee."),
-        ("preference:tea", "preference", "The user hates tea."),
-    ]
-
-
-def test_sentences_are_split_by_punctuation():
-    assert facts("I'm Ana! I live in Lisbon. Do you like it? I love hiking...") == [
-        ("name", "identity", "The user's name is Ana."),
-        ("location", "location", "The user lives in Lisbon."),
-        ("preference:hiking", "preference", "The user loves hiking."),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("message", "text"),
-    [
-        ("I love hiking with my dog and my kids.", "The user loves hiking with their dog and their kids."),
-        ("I want to spend more time with my parents.", "The user wants to spend more time with their parents."),
-        ("I want to teach myself piano.", "The user wants to teach themselves piano."),
-        ("I plan to visit our family in Brazil.", "The user plans to visit their family in Brazil."),
-        ("I want to take my wife to Rome.", "The user wants to take their wife to Rome."),
-        ("I like the US.", "The user likes the US."),
-    ],
-)
-def test_objects_are_restated_in_the_third_person(message, text):
-    assert [f[2] for f in facts(message)] == [text]
-
-
-def test_typographic_apostrophes_and_case_are_handled():
-    assert facts("I\u2019m Ana and I\u2019ve lived in Porto for years.") == [
-        ("name", "identity", "The user's name is Ana."),
-        ("location", "location", "The user has lived in Porto for years."),
-    ]
-    assert facts("i LIVE IN lisbon") == [("location", "location", "The user lives in lisbon.")]
+    assert [(c.key, c.source_turns) for c in found] == [("preference:coffee", [1]), ("preference:coffee", [2])]
 
 
 def test_agent_messages_are_ignored():
@@ -333,18 +184,16 @@ def test_insight_texts_are_bounded_at_a_word_boundary():
     assert len(candidate.text) <= MAX_INSIGHT_CHARS
     assert candidate.text.startswith("The user loves hiking on beautiful")
     assert candidate.text.endswith(".") and not candidate.text.endswith(" .")
-    words = set(long_object.split())
-    assert all(word in words for word in candidate.text[len("The user loves ") : -1].split())
     assert len(candidate.key) <= 200
 
 
 async def test_extract_insights_is_deterministic():
     model = LocalChatModel()
-    turns = [turn(i + 1, message) for i, (message, *_rest) in enumerate(POSITIVE)]
+    turns = [turn(i + 1, message) for i, (message, *_rest) in enumerate(POSITIVE + ISSUE_13)]
     first = await model.extract_insights(turns)
     second = await model.extract_insights(turns)
     assert first == second
-    assert len(first) > 50
+    assert len(first) >= len(POSITIVE)
 
 
 def test_output_does_not_depend_on_hash_seed():
@@ -427,10 +276,41 @@ async def test_summary_keeps_the_informative_sentences_and_drops_greetings_and_t
     summary = await LocalChatModel().summarize(TRIP, "", max_words=80)
     assert "User: I'm planning a trip to Japan in April with my sister." in summary
     assert "I'm vegetarian" in summary
-    for filler in ("Hi!", "Great, thanks!", "Thanks so much, bye!", "You're welcome", "Goodbye", "Any tips?"):
+    for filler in ("Hi!", "Great, thanks!", "Thanks so much, bye!", "You're welcome", "Goodbye"):
         assert filler not in summary
-    assert "?" not in summary
     assert len(summary.split()) <= 80
+
+
+async def test_a_question_comes_with_its_answer_and_a_reply_with_its_turn():
+    summary = await LocalChatModel().summarize(TRIP, "", max_words=80)
+    lines = summary.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Assistant: "):
+            # the line above is the user's side of the same turn
+            seq = next(t.seq for t in TRIP if line[len("Assistant: ") :].split(". ")[0] in t.agent_message)
+            assert lines[i - 1][len("User: ") :].split(". ")[0] in TRIP[seq - 1].user_message
+        if line.endswith("?"):
+            assert i + 1 < len(lines) and lines[i + 1].startswith("Assistant: ")
+    assert "Any tips?\nAssistant: Shojin ryori" in summary
+
+
+async def test_the_demo_summary_pairs_no_sentence_with_another_turns_reply():
+    turns = [
+        turn(1, "I prefer green tea over coffee.", "Green tea it is."),
+        turn(2, "How do I rebalance my portfolio?", "Sell what grew beyond its target share and buy what fell below."),
+    ]
+    summary = await LocalChatModel().summarize(turns, "", max_words=60)
+    assert "User: I prefer green tea over coffee.\nAssistant: Sell" not in summary
+    assert "User: How do I rebalance my portfolio?\nAssistant: Sell what grew" in summary
+
+
+async def test_no_sentence_is_cut():
+    summary = await LocalChatModel().summarize(TRIP, "", max_words=25)
+    source = source_text(TRIP)
+    assert "\u2026" not in summary
+    for body in sentences_of(summary):
+        for sentence in sentences(body):
+            assert sentence.strip() in source
 
 
 async def test_summary_is_extractive_and_in_original_order():
