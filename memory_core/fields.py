@@ -113,6 +113,16 @@ JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 not numbers."""
 
 
+def bounded_json_int(minimum: int, maximum: int) -> Any:
+    """``JsonInt`` within ``[minimum, maximum]``, usable inside a union (``bounded_json_int(1, 9) | None``).
+
+    The bounds come before the validator in the annotation: so placed, the JSON Schema of the union's integer
+    branch says ``minimum``/``maximum`` (after it, pydantic writes its own ``ge``/``le``, which no schema reader
+    knows).
+    """
+    return Annotated[int, Field(ge=minimum, le=maximum), BeforeValidator(_json_integer)]
+
+
 # -- timestamps -------------------------------------------------------------------------------------------------
 
 # Turn times every store represents the same way: four-digit years in UTC. Years 1001-9998 with any offset; in the

@@ -34,6 +34,7 @@ from memory_core.fields import (
     JsonValue,
     PathId,
     Timestamp,
+    bounded_json_int,
     check_json,
     is_blank,
 )
@@ -278,10 +279,8 @@ class RetrieveRequest(_Request):
         description="1 to MAX_TOP_K results. Default: 5, or MAX_TOP_K with max_tokens (the budget decides)",
         json_schema_extra=_bounded_by("MAX_TOP_K"),
     )
-    max_tokens: JsonInt | None = Field(
+    max_tokens: bounded_json_int(1, MAX_RETRIEVE_TOKENS) | None = Field(  # type: ignore[valid-type]
         None,
-        ge=1,
-        le=MAX_RETRIEVE_TOKENS,
         description="A budget for the returned texts, in cl100k tokens: the best items that fit it, each text at "
         "most once (a sentence another item already gave is left out) and a long item cut to the passage that "
         "matched the query (its item says excerpt: true). Default: no budget, top_k whole items",
@@ -299,7 +298,9 @@ class RetrieveRequest(_Request):
         description="Only items from this time on (inclusive): a turn's own time, a chunk's last turn's, a "
         "summary's creation, an insight's last update",
     )
-    until: Timestamp | None = Field(None, description="Only items before this time (exclusive); as since")
+    until: Timestamp | None = Field(
+        None, description="Only items before this time (exclusive); as since. Not after since: nothing is found"
+    )
     as_of: Timestamp | None = Field(
         None,
         description="What the memory held at this time: insights valid then (valid_from <= as_of < valid_to, so "
@@ -322,14 +323,6 @@ class RetrieveRequest(_Request):
         limit = _limit(info, "MAX_TOP_K")
         if value > limit:
             raise ValueError(f"must be at most {limit}")
-        return value
-
-    @field_validator("until")
-    @classmethod
-    def _after_since(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        since = info.data.get("since")
-        if value is not None and since is not None and value <= since:
-            raise ValueError("must be after since")
         return value
 
     def item_filter(self) -> ItemFilter:

@@ -11,29 +11,40 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from itertools import accumulate
+from typing import NamedTuple
 
 from memory_core.domain import ItemFilter, MemoryKind, SearchHit
 from memory_core.ports import Embedder, Store
-from memory_core.text import content_words, query_terms, sentences
+from memory_core.text import content_words, lemmas, sentences
 
 logger = logging.getLogger(__name__)
 
 # The constant of reciprocal rank fusion. The customary 60 makes fusion "intersection first": at the depth searched
-# here, any item both retrievers found (even 40th in each) outscores the best item only one of them found. With 10,
-# a retriever's top hits keep their place. Measured with bench/locomo_bench.py (5 LoCoMo conversations, 760
-# questions, top 10 turns): any@10 70.7 -> 73.8, all@10 58.3 -> 61.6, no conversation worse, and no longer
-# sensitive to the search depth (73.9 at depth 100).
-RRF_K = 10
+# here, any item both retrievers found (even 40th in each) outscores the best item only one of them found. A small
+# constant lets a retriever's top hits keep their place. Measured first with bench/locomo_bench.py (turns alone,
+# 760 questions, top 10): 60 -> 10 raised any@10 70.7 -> 73.8. Then through the API as the service runs, with
+# bench/retrieval_bench.py (paired turns, chunks, summaries and insights in the index; evidence within a caller's
+# word budget), 10 -> 5 together with DERIVED_WEIGHT: 65.1 -> 69.2 at 250 words, 78.2 -> 80.8 at 500, 85.0 -> 86.6
+# at 1000 (the development set; 3 gave 70.0 / 80.1 / 87.1 with the budget, 5 gave 69.3 / 80.7 / 86.8).
+RRF_K = 5
+# Chunks and session summaries are derived from the turns they cover: they count half in fusion, so that the turn
+# that says a thing comes before a summary that repeats it. Measured with the budget (max_tokens): 69.3 -> 70.5 at
+# 250 words, 80.7 -> 81.4 at 500, 86.8 -> 87.2 at 1000.
+DERIVED_WEIGHT: dict[MemoryKind, float] = {MemoryKind.CHUNK: 0.5, MemoryKind.SUMMARY: 0.5}
 ALL_KINDS: tuple[MemoryKind, ...] = tuple(MemoryKind)
 
 
 def fuse(rankings: Sequence[Sequence[SearchHit]], limit: int, k: int = RRF_K) -> list[SearchHit]:
-    """Reciprocal rank fusion: each list adds 1 / (k + rank) to an item's score; best first, ties by first seen."""
+    """Reciprocal rank fusion: each list adds weight / (k + rank) to an item's score; best first, ties by first seen.
+
+    An item's weight is 1, or ``DERIVED_WEIGHT`` of its kind.
+    """
     scores: dict[str, float] = {}
     first: dict[str, SearchHit] = {}
     for ranking in rankings:
         for rank, hit in enumerate(ranking, start=1):
-            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (k + rank)
+            weight = DERIVED_WEIGHT.get(hit.kind, 1.0)
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (k + rank)
             first.setdefault(hit.id, hit)
     ordered = sorted(scores, key=lambda item_id: -scores[item_id])
     return [first[item_id].model_copy(update={"score": round(scores[item_id], 6)}) for item_id in ordered[:limit]]
@@ -49,15 +60,18 @@ async def search(
     where: ItemFilter | None = None,
 ) -> list[SearchHit]:
     """The ``top_k`` memory items of ``user_id`` that best match ``query``, best first."""
-    depth = max(top_k * 4, 20)  # each retriever looks deeper than top_k so fusion has something to agree on
+    depth = max(top_k * 2, 20)  # each retriever looks deeper than top_k so fusion has something to agree on
     if embedder is None:
         return (await store.search_text(user_id, query, kinds, depth, where))[:top_k]
-    (vector,) = await embedder.embed([query])
-    text_hits, vector_hits = await asyncio.gather(
-        store.search_text(user_id, query, kinds, depth, where),
-        store.search_vector(user_id, vector, kinds, depth, where),
-    )
-    return fuse([text_hits, vector_hits], top_k)
+    # The full-text search runs while the query is embedded (the store and the embedder work on their own threads).
+    text_search = asyncio.ensure_future(store.search_text(user_id, query, kinds, depth, where))
+    try:
+        (vector,) = await embedder.embed([query])
+        vector_hits = await store.search_vector(user_id, vector, kinds, depth, where)
+    except BaseException:
+        text_search.cancel()
+        raise
+    return fuse([await text_search, vector_hits], top_k)
 
 
 # -- results that fit a budget ----------------------------------------------------------------------------------
@@ -70,82 +84,108 @@ def fit_budget(
 ) -> tuple[list[SearchHit], int]:
     """The best-ranked hits whose texts fit ``budget`` tokens together, and the tokens they take.
 
-    Walks ``hits`` in rank order. A sentence is given at most once: an item whose every sentence an earlier one
-    gave is left out. An item that does not fit whole, or repeats part of an earlier one, is cut to the contiguous
-    run of sentences (and lines) not given yet that matches most of the query's words and fits what is left: it is
-    then an ``excerpt``, a verbatim part of the stored text. An item with no such run is skipped, and a smaller one
-    further down may still fit. At most ``limit`` items.
+    Walks ``hits`` in rank order and keeps of each item the passage that matched: the shortest run of its units (a
+    turn's lines, another item's sentences) that holds every query word the item holds and that no earlier item
+    gave, within what is left of the budget. A turn, a question with its answer, stays whole when it fits. An item
+    that matches no query word (a hit of the vector search) is kept whole when it fits, else its first units that
+    do. A unit is given at most once, so an item that only repeats earlier ones is left out, and an item with no
+    passage that fits is skipped (a smaller one further down may still fit). A passage is a verbatim part of the
+    stored text; when it is not the whole text the item is an ``excerpt``. At most ``limit`` items.
     """
-    terms = frozenset(query_terms(query))
+    terms = frozenset(lemmas(query))
     given: set[str] = set()
     chosen: list[SearchHit] = []
     used = 0
     for hit in hits:
         if len(chosen) >= limit or budget - used < MIN_PASSAGE_TOKENS:
             break
-        fitted = _fit(hit, terms, given, budget - used, count)
-        if fitted is None:
+        passage = _passage(hit, terms, given, budget - used, count)
+        if passage is None:
             continue
-        chosen.append(fitted)
-        used += count(fitted.text)
-        given.update(key for key in map(_sentence_key, sentences(fitted.text)) if key)
+        chosen.append(passage.hit)
+        used += passage.tokens
+        given.update(passage.keys)
     return chosen, used
 
 
 _SPEAKER = re.compile(r"^\s*[^\W\d_]{1,40}:\s")  # "User: ", "Assistant: ", "Melanie: " before a turn's line
 
 
-def _sentence_key(sentence: str) -> str:
-    """What makes two sentences the same: their words, without a speaker's label, stop words, case or punctuation."""
-    return " ".join(content_words(_SPEAKER.sub("", sentence, count=1)))
+def _unit_key(unit: str) -> str:
+    """What makes two units the same: their words, without a speaker's label, stop words, case or punctuation."""
+    return " ".join(content_words(_SPEAKER.sub("", unit, count=1)))
 
 
-def _fit(
+def _units(hit: SearchHit) -> list[str]:
+    """The pieces a passage of ``hit`` is made of, verbatim: a turn's lines (one speaker each), else sentences."""
+    if hit.kind is MemoryKind.TURN:
+        return hit.text.splitlines(keepends=True)
+    return sentences(hit.text)
+
+
+class _Passage(NamedTuple):
+    hit: SearchHit
+    tokens: int
+    keys: list[str]
+
+
+def _passage(
     hit: SearchHit, terms: frozenset[str], given: set[str], room: int, count: Callable[[str], int]
-) -> SearchHit | None:
-    """``hit`` whole when it fits and repeats nothing, else its best passage that does; None when there is none."""
-    pieces = sentences(hit.text)
-    keys = [_sentence_key(p) for p in pieces]
+) -> _Passage | None:
+    """The part of ``hit`` to return (see ``fit_budget``), or None when nothing of it fits or is new."""
+    units = _units(hit)
+    keys = [_unit_key(u) for u in units]
     fresh = [not key or key not in given for key in keys]
-    if all(fresh) and count(hit.text) <= room:
-        return hit
     if not any(key and ok for key, ok in zip(keys, fresh, strict=True)):
         return None  # everything it says was given already
-    start, end = _best_run(pieces, keys, fresh, terms, room, count)
-    if start == end:
-        return None
-    text = "".join(pieces[start:end]).strip()
-    while count(text) > room and end - start > 1:  # the sum of the pieces' counts may be a token short
+    if hit.kind is MemoryKind.TURN and all(fresh):
+        # A turn is a question and its answer: the answer seldom repeats the query's words, so the turn stays whole
+        # when it fits.
+        tokens = count(hit.text)
+        if tokens <= room:
+            return _Passage(hit, tokens, [key for key in keys if key])
+    start, end = _best_run(units, fresh, terms, room, count)
+    while end > start:
+        text = "".join(units[start:end]).strip()
+        tokens = count(text)
+        if tokens <= room:  # the sum of the units' counts may be a token short of the whole's
+            chosen = [key for key in keys[start:end] if key]
+            if (start, end) == (0, len(units)):
+                return _Passage(hit, tokens, chosen)
+            return _Passage(hit.model_copy(update={"text": text, "excerpt": True}), tokens, chosen)
         end -= 1
-        text = "".join(pieces[start:end]).strip()
-    if count(text) > room:
-        return None
-    return hit.model_copy(update={"text": text, "excerpt": True})
+    return None
 
 
 def _best_run(
-    pieces: list[str],
-    keys: list[str],
+    units: list[str],
     fresh: list[bool],
     terms: frozenset[str],
     room: int,
     count: Callable[[str], int],
 ) -> tuple[int, int]:
-    """The passage to keep: ``(start, end)`` of the best run ``pieces[start:end]``.
+    """``(start, end)`` of the passage ``units[start:end]`` to keep: fresh units within ``room`` tokens.
 
-    The best run is made of fresh pieces within ``room`` tokens and holds most query words; then the longest such
-    run; then the first. (0, 0) when not even one piece fits.
+    The run that holds most query words, then the shortest such run, then the first. When no unit holds a query
+    word, the longest run from the first fresh unit. (0, 0) when not even one unit fits.
     """
-    tokens = [0, *accumulate(count(p) for p in pieces)]
-    words = [set(key.split()) & terms for key in keys]
-    best, best_score = (0, 0), (-1, -1)
-    for start in range(len(pieces)):
+    tokens = [0, *accumulate(count(u) for u in units)]
+    words = [set(lemmas(unit)) & terms for unit in units]
+    best, best_score = (0, 0), (0, 0)
+    for start in range(len(units)):
         matched: set[str] = set()
-        for end in range(start + 1, len(pieces) + 1):
-            if not fresh[end - 1] or tokens[end] - tokens[start] > room:
+        for end in range(start + 1, len(units) + 1):
+            size = tokens[end] - tokens[start]
+            if not fresh[end - 1] or size > room:
                 break
             matched |= words[end - 1]
-            score = (len(matched), tokens[end] - tokens[start])
-            if score > best_score:
+            score = (len(matched), -size)
+            if matched and score > best_score:
                 best, best_score = (start, end), score
-    return best
+    if best != (0, 0):
+        return best
+    first = fresh.index(True)
+    end = first
+    while end < len(units) and fresh[end] and tokens[end + 1] - tokens[first] <= room:
+        end += 1
+    return first, end

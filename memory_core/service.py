@@ -374,10 +374,12 @@ class MemoryService:
             )
             tokens = sum(count(h.text) for h in hits)
         else:
-            # Without a top_k of its own the budget decides how many items come back.
+            # Without a top_k of its own the budget decides how many items come back. Candidates: twice the items,
+            # at most as many as could fit (an item takes some 16 tokens at least), so a small budget searches less.
             limit = request.top_k if "top_k" in request.model_fields_set else self.settings.MAX_TOP_K
+            depth = min(2 * limit, max(10, request.max_tokens // 16))
             candidates = await retrieval.search(
-                self.store, self.embedder, request.user_id, request.query, 2 * limit, kinds, where
+                self.store, self.embedder, request.user_id, request.query, depth, kinds, where
             )
             hits, tokens = retrieval.fit_budget(candidates, request.query, request.max_tokens, count, limit)
         return RetrieveResponse(

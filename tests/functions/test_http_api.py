@@ -879,7 +879,6 @@ async def test_a_bad_id_is_400_naming_the_field(api: Api, name: str, bad_id: Any
         ("retrieve", {"session_ids": ["s1"] * 101}, "session_ids"),
         ("retrieve", {"session_ids": ["bad\nid"]}, "session_ids.0"),
         ("retrieve", {"since": "yesterday"}, "since"),
-        ("retrieve", {"since": "2026-05-02T00:00:00Z", "until": "2026-05-01T00:00:00Z"}, "until"),
         ("retrieve", {"as_of": "2026-05-01T00:00:00"}, "as_of"),
         ("insights", {"limit": 101}, "limit"),
         ("summaries", {"limit": 0}, "limit"),

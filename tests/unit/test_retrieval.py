@@ -67,3 +67,26 @@ def test_the_limit_and_a_full_budget_stop_the_walk():
     assert len(fit_budget(hits, "cats", 1_000, COUNT, limit=3)[0]) == 3
     fitted, used = fit_budget(hits, "cats", 25, COUNT, limit=10)
     assert used <= 25 and 1 <= len(fitted) < 10
+
+
+def test_a_turn_stays_whole_when_it_fits_though_only_its_question_matches():
+    turn = item("t", "User: How long have you been married?\nAssistant: Five years already!")
+    (fitted,), _ = fit_budget([turn], "How long married", 100, COUNT, limit=5)
+    assert fitted == turn  # the answer holds none of the query's words, and it is the answer that matters
+
+
+def test_a_summary_is_cut_to_the_sentences_that_match_in_their_word_forms():
+    summary = item(
+        "s",
+        "They talked about the weather. Caroline painted a sunrise last May. They planned a picnic.",
+        MemoryKind.SUMMARY,
+    )
+    (fitted,), _ = fit_budget([summary], "When did Caroline paint?", 100, COUNT, limit=5)
+    assert fitted.excerpt and fitted.text == "Caroline painted a sunrise last May."
+
+
+def test_fusion_counts_derived_items_half_so_the_turn_comes_first():
+    turn = SearchHit(kind=MemoryKind.TURN, id="turn", text="t", score=0.0)
+    summary = SearchHit(kind=MemoryKind.SUMMARY, id="summary", text="s", score=0.0)
+    fused = fuse([[summary, turn], [summary, turn]], limit=2)
+    assert [h.id for h in fused] == ["turn", "summary"]  # 2/(k+2) beats 2 * 0.5/(k+1)
