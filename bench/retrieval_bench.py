@@ -84,8 +84,13 @@ from tests.support.service import MemoryServiceProcess
 TOP_K = 20
 BUDGETS = (250, 500, 1000)
 CURVE = tuple(range(10, 1501, 10))
-SERVICE, BASELINE = "service", "bm25"
-NAMES = {SERVICE: "/memory/retrieve (top_k 20)", BASELINE: "BM25 on turns (FTS5, porter)"}
+SERVICE, BASELINE, BUDGETED = "service", "bm25", "budget"
+NAMES = {
+    SERVICE: "/memory/retrieve (top_k 20)",
+    BASELINE: "BM25 on turns (FTS5, porter)",
+    BUDGETED: "/memory/retrieve with max_tokens",
+}
+TOKENS_PER_WORD = 4 / 3  # the max_tokens a caller asks for a budget of B words (English: about 0.75 words a token)
 _EVIDENCE_SPLIT = re.compile(r"[;,\s]+")
 
 
@@ -189,6 +194,8 @@ async def baseline_store(folder: Path, conv: Conversation) -> SqliteStore:
 @dataclass
 class Run:
     tallies: dict[str, Tally] = field(default_factory=lambda: {SERVICE: Tally(), BASELINE: Tally()})
+    # the same questions asked with max_tokens = B * TOKENS_PER_WORD, one tally per word budget B
+    budgeted: dict[int, Tally] = field(default_factory=lambda: {b: Tally() for b in BUDGETS})
     health: list[float] = field(default_factory=list)
     per_question: list[dict[str, Any]] = field(default_factory=list)
 
@@ -212,6 +219,13 @@ async def ask(client: httpx.AsyncClient, store: SqliteStore, conv: Conversation,
     }
     for name, seconds in ((SERVICE, t2 - t1), (BASELINE, t3 - t2)):
         run.tallies[name].outcomes.append(Outcome(q.category, q.sample_id, walks[name], seconds))
+    for budget, tally in run.budgeted.items():
+        body = {"user_id": conv.user_id, "query": q.text, "max_tokens": round(budget * TOKENS_PER_WORD)}
+        t4 = time.perf_counter()
+        fitted = (await call(client, "POST", "/memory/retrieve", body)).json()["items"]
+        seconds = time.perf_counter() - t4
+        kept = walk([Item(i["kind"], i["text"], i["session_id"], tuple(i["turn_seqs"])) for i in fitted], evidence, {})
+        tally.outcomes.append(Outcome(q.category, q.sample_id, kept, seconds))
     run.per_question.append(
         {
             "sample_id": q.sample_id,
@@ -263,10 +277,13 @@ def recall_table(run: Run) -> dict[str, Any]:
         for budget in BUDGETS:
             service = run.tallies[SERVICE].recall(budget, category)
             base = run.tallies[BASELINE].recall(budget, category)
+            fitted = run.budgeted[budget].recall(budget, category)
             rows[str(budget)] = {
                 SERVICE: round(service, 2),
                 BASELINE: round(base, 2),
                 "ratio": ratio(service, base),
+                BUDGETED: round(fitted, 2),
+                f"{BUDGETED}_ratio": ratio(fitted, base),
                 f"{SERVICE}_all": round(run.tallies[SERVICE].recall(budget, category, every=True), 2),
                 f"{BASELINE}_all": round(run.tallies[BASELINE].recall(budget, category, every=True), 2),
             }
@@ -291,6 +308,12 @@ def latency(run: Run) -> dict[str, Any]:
     figures[SERVICE]["p50_ratio_to_health"] = ratio(figures[SERVICE]["p50_ms"], figures["health"]["p50_ms"])
     figures[SERVICE]["p95_ratio_to_health"] = ratio(figures[SERVICE]["p95_ms"], figures["health"]["p95_ms"])
     figures[BASELINE]["note"] = "in process (SqliteStore.search_text), no HTTP: not comparable to /health"
+    budgeted = [o.seconds for t in run.budgeted.values() for o in t.outcomes]
+    figures[BUDGETED] = {
+        "p50_ms": round(1000 * statistics.median(budgeted), 3),
+        "p95_ms": round(1000 * percentile(budgeted, 95), 3),
+    }
+    figures[BUDGETED]["p50_ratio_to_health"] = ratio(figures[BUDGETED]["p50_ms"], figures["health"]["p50_ms"])
     return figures
 
 
@@ -327,6 +350,12 @@ def report(table: dict[str, Any], lat: dict[str, Any], diag: dict[str, Any]) -> 
             for b in BUDGETS
         )
         log(f"{label:<14}{rows['n']:>5}{cells}")
+    log(f"with max_tokens = {TOKENS_PER_WORD:.2f} x B (the service fits its results to the budget), ratio to BM25:")
+    for label, rows in table.items():
+        cells = "".join(
+            f"{rows[str(b)][BUDGETED]:>19.1f}{rows[str(b)][f'{BUDGETED}_ratio'] or 0:>8.2f}x" for b in BUDGETS
+        )
+        log(f"{label:<14}{rows['n']:>5}{cells}")
     log("every evidence utterance covered (all), service / BM25:")
     for label, rows in table.items():
         cells = "".join(
@@ -341,6 +370,10 @@ def report(table: dict[str, Any], lat: dict[str, Any], diag: dict[str, Any]) -> 
         f"p95 {s['p95_ms']:.2f} ms ({s['p95_ratio_to_health']}x /health's p95)"
     )
     log(f"         BM25 baseline in process p50 {b['p50_ms']:.2f} ms, p95 {b['p95_ms']:.2f} ms")
+    f = lat[BUDGETED]
+    log(
+        f"         POST /memory/retrieve with max_tokens p50 {f['p50_ms']:.2f} ms ({f['p50_ratio_to_health']}x /health)"
+    )
     log("")
     log(f"budget use by kind, service (% of kept words): {diag['budget_use_percent_by_kind']}")
     log(f"first covering item's kind, service: {diag['first_covering_kind']}")
@@ -374,6 +407,9 @@ def chart(run: Run, path: Path) -> None:
             ax.plot(CURVE, values, style, color=color, label=NAMES[name])
         for budget in BUDGETS:
             ax.axvline(budget, color="grey", linewidth=0.6, linestyle=":")
+        if not every:
+            fitted = [run.budgeted[b].recall(b, category) for b in BUDGETS]
+            ax.plot(BUDGETS, fitted, "o", color="#55a868", label=NAMES[BUDGETED])
         ax.set_title(f"{label} (n={n})", fontsize=10)
         ax.set_ylim(0, 100)
         ax.set_xlim(0, CURVE[-1])
