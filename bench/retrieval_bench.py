@@ -224,7 +224,9 @@ async def ask(client: httpx.AsyncClient, store: SqliteStore, conv: Conversation,
         t4 = time.perf_counter()
         fitted = (await call(client, "POST", "/memory/retrieve", body)).json()["items"]
         seconds = time.perf_counter() - t4
-        kept = walk([Item(i["kind"], i["text"], i["session_id"], tuple(i["turn_seqs"])) for i in fitted], evidence, {})
+        kept = walk(
+            [Item(i["kind"], i["text"], i["session_id"], tuple(i["turn_seqs"])) for i in fitted], evidence, conv.stored
+        )
         tally.outcomes.append(Outcome(q.category, q.sample_id, kept, seconds))
     run.per_question.append(
         {
