@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import azure.functions as func
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
 from http_api.principal import bind_user, principal_id
+from memory_core import telemetry
 from memory_core.errors import (
     ConfigurationError,
     ConflictError,
@@ -199,8 +202,24 @@ async def respond(
         result = await call(service)
         return json_response(result, status_code(result) if callable(status_code) else status_code)
 
-    outcome = await run_use_case(answer, f"{req.method} {req.url}")
-    if isinstance(outcome, Failure):
-        body = outcome.body
-        return error_response(outcome.status, body.error, body.detail, body.field)
+    route, started = route_template(req), time.perf_counter()
+    attrs = {"http.request.method": req.method, "http.route": route}
+    with telemetry.remote_parent(req.headers), telemetry.span(f"{req.method} {route}", SpanKind.SERVER, attrs) as span:
+        outcome = await run_use_case(answer, f"{req.method} {req.url}")
+        if isinstance(outcome, Failure):
+            body = outcome.body
+            outcome = error_response(outcome.status, body.error, body.detail, body.field)
+            span.set_attribute("error.type", body.error)
+        span.set_attribute("http.response.status_code", outcome.status_code)
+    status = {"http.response.status_code": outcome.status_code}
+    telemetry.REQUEST_DURATION.record(time.perf_counter() - started, {**attrs, **status})
     return outcome
+
+
+def route_template(req: func.HttpRequest) -> str:
+    """The request's route with its parameters as ``{name}`` (``/users/{user_id}``): ids stay out of telemetry."""
+    path = urlsplit(req.url).path or "/"
+    for name, value in req.route_params.items():
+        if value:
+            path = path.replace(quote(value, safe=""), "{" + name + "}").replace(value, "{" + name + "}")
+    return path

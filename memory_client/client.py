@@ -26,6 +26,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import re
 import time
 import uuid
 from collections import deque
@@ -37,6 +38,13 @@ from typing import Any, Final, cast
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+
+try:  # optional: with opentelemetry-api installed, each call is a span and carries its trace context
+    from opentelemetry import propagate as _otel_propagate
+    from opentelemetry import trace as _otel_trace
+except ImportError:  # pragma: no cover - the client runs without it
+    _otel_propagate = None  # type: ignore[assignment]
+    _otel_trace = None  # type: ignore[assignment]
 
 from memory_client.errors import (
     Conflict,
@@ -70,6 +78,28 @@ TERMINAL_STATUSES: Final = frozenset({"Completed", "Failed", "Terminated", "Canc
 RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
 
 _VERSION = "0.1.0"
+
+
+async def _traced_request(
+    http: httpx.AsyncClient, method: str, url: str, body: Any, headers: dict[str, str]
+) -> httpx.Response:
+    """One HTTP attempt; with OpenTelemetry installed, in a CLIENT span whose W3C ``traceparent`` it sends."""
+    if _otel_trace is None or _otel_propagate is None:
+        return await http.request(method, url, json=body, headers=headers)
+    # A user id in the path (/users/{user_id}) stays out of the span: the route's template names it.
+    path = re.sub(r"^/users/[^/]+", "/users/{user_id}", urlsplit(url).path or "/")
+    attributes = {"http.request.method": method, "url.path": path}
+    tracer = _otel_trace.get_tracer("memory_client")
+    with tracer.start_as_current_span(
+        f"{method} {path}", kind=_otel_trace.SpanKind.CLIENT, attributes=attributes
+    ) as span:
+        carried = dict(headers)
+        _otel_propagate.inject(carried)
+        response = await http.request(method, url, json=body, headers=carried)
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 400:
+            span.set_attribute("error.type", str(response.status_code))
+        return response
 
 
 def _now_iso() -> str:
@@ -655,7 +685,7 @@ class MemoryServiceClient:
         for attempt in range(1, attempts + 1):
             response: httpx.Response | None = None
             try:
-                response = await self._http.request(method, url, json=json, headers=headers)
+                response = await _traced_request(self._http, method, url, json, headers)
             except httpx.TransportError as exc:
                 try:
                     target = str(exc.request.url)

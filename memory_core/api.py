@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from memory_core import pool as pool_rules
 from memory_core import session as rules
+from memory_core import telemetry
 from memory_core.config import Settings
 from memory_core.domain import SessionRecord, SessionStatus
 from memory_core.errors import NotFoundError
@@ -54,6 +55,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _span(service: MemoryService, name: str, user_id: str, session_id: str | None = None) -> telemetry.SpanScope:
+    """The span of a use case; user and session ids only with ``TELEMETRY_RECORD_IDS``."""
+    record_ids = service.settings.TELEMETRY_RECORD_IDS
+    return telemetry.use_case(name, record_ids=record_ids, user_id=user_id, session_id=session_id)
+
+
 def _lag(settings: Settings) -> int:
     """Unindexed turns that mean a session missed a batch (``/stats``' dirty sessions, the timer's restarts)."""
     return rules.batch_lag(settings.K_TURN_BUFFER, settings.L_TURN_CHUNKS)
@@ -61,6 +68,13 @@ def _lag(settings: Settings) -> int:
 
 async def start_session(service: MemoryService, request: StartSessionRequest) -> ContextResponse:
     """Start a new session, or continue an existing one (``restore``), and return its context."""
+    with _span(service, "start", request.user_id, request.session_id) as current:
+        context = await _start_session(service, request)
+        current.set_attribute("memory.restored", context.restored)
+        return context
+
+
+async def _start_session(service: MemoryService, request: StartSessionRequest) -> ContextResponse:
     record, restored = await service.start_session(request.user_id, request.session_id, request.restore, _now())
     if not restored and record.turn_count == 0:
         logger.info("Started session %s/%s", record.user_id, record.session_id)
@@ -69,12 +83,23 @@ async def start_session(service: MemoryService, request: StartSessionRequest) ->
 
 async def get_context(service: MemoryService, request: ContextRequest) -> ContextResponse:
     """The session's current context: every turn stored before this request is in it."""
-    record, restored = await service.open_session(request.user_id, request.session_id, _now())
-    return await service.context(record, restored, request.after_turn_id)
+    with _span(service, "context", request.user_id, request.session_id):
+        record, restored = await service.open_session(request.user_id, request.session_id, _now())
+        return await service.context(record, restored, request.after_turn_id)
 
 
 async def store_turn(service: MemoryService, host: SessionHost, request: StoreTurnRequest) -> StoreTurnResponse:
     """Store one turn; when it makes a chunk due, start the background work of the turns so far."""
+    with _span(service, "store", request.user_id, request.session_id) as current:
+        current.set_attribute("gen_ai.memory.store.id", "turns")
+        response = await _store_turn(service, host, request)
+        current.set_attribute("memory.turn.seq", response.seq)
+        current.set_attribute("memory.turn.duplicate", response.duplicate)
+    telemetry.TURNS_STORED.add(1, {"memory.turn.duplicate": response.duplicate})
+    return response
+
+
+async def _store_turn(service: MemoryService, host: SessionHost, request: StoreTurnRequest) -> StoreTurnResponse:
     turn = TurnInput(
         turn_id=request.turn_id or uuid.uuid4().hex,
         user_message=request.user_message,
@@ -107,8 +132,9 @@ async def store_turn(service: MemoryService, host: SessionHost, request: StoreTu
 
 async def end_session(service: MemoryService, host: SessionHost, request: EndSessionRequest) -> EndSessionResponse:
     """End the session (no turn is accepted from now on) and start its reflection (or return the one started)."""
-    await service.end_session(request.user_id, request.session_id, _now())
-    handle = await host.start_reflection(request.user_id, request.session_id)
+    with _span(service, "end", request.user_id, request.session_id):
+        await service.end_session(request.user_id, request.session_id, _now())
+        handle = await host.start_reflection(request.user_id, request.session_id)
     logger.info("Ending session %s/%s: reflection %s", request.user_id, request.session_id, handle.instance_id)
     return EndSessionResponse(user_id=request.user_id, session_id=request.session_id, id=handle.instance_id)
 
@@ -141,6 +167,7 @@ async def stats(service: MemoryService) -> StatsResponse:
     settings = service.settings
     figures = await service.store.session_figures(SessionStatus.ACTIVE, lagging_by=_lag(settings))
     pool = pool_rules.stats(figures, _now(), timedelta(minutes=settings.SESSION_TTL_MINUTES), settings.MAX_SESSIONS)
+    telemetry.HOT_SESSIONS.set(figures.count)
     return StatsResponse.model_validate(pool.model_dump())
 
 
@@ -158,9 +185,11 @@ async def forget_user(
     4. When nothing of the user is left, the pending forget is removed and the user may come back; otherwise the
        answer says what is pending and the cleanup timer carries on (``cleanup``) until nothing is.
     """
-    began = await service.store.begin_forget(user_id, _now())
-    sessions = await service.store.list_sessions(user_id, limit=1_000_000)
-    deleted, progress = await _forget_pass(service, host, user_id, [s.session_id for s in sessions], wait_seconds)
+    with _span(service, "forget", user_id) as current:
+        began = await service.store.begin_forget(user_id, _now())
+        sessions = await service.store.list_sessions(user_id, limit=1_000_000)
+        deleted, progress = await _forget_pass(service, host, user_id, [s.session_id for s in sessions], wait_seconds)
+        current.set_attribute("memory.forget.complete", progress.complete)
     if not progress.complete:
         logger.info(
             "Forget of %s pending: %d instances and %d entities left; the cleanup timer carries on",
@@ -295,6 +324,7 @@ async def _evictions(service: MemoryService, idle_before: datetime) -> list[Sess
     store, limit = service.store, service.settings.MAX_SESSIONS
     stale = await store.scan_sessions(SessionStatus.ACTIVE, idle_before=idle_before, limit=CLEANUP_BATCH)
     figures = await store.session_figures(SessionStatus.ACTIVE, lagging_by=_lag(service.settings))
+    telemetry.HOT_SESSIONS.set(figures.count)
     overflow = min(figures.count - len(stale) - limit, CLEANUP_BATCH)
     if overflow <= 0:
         return stale

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         "authenticated (X-MS-CLIENT-PRINCIPAL-ID) on every memory route, a user_id that differs is refused. Only "
         "behind App Service Authentication, which strips those headers from what clients send",
     )
+    TELEMETRY_RECORD_IDS: bool = Field(
+        False,
+        description="Whether traces carry user and session ids (user.id, gen_ai.conversation.id). Off by default: "
+        "spans then name operations and counts only; no text of a turn is ever recorded",
+    )
     MCP_ALLOW_FORGET: bool = Field(
         False,
         description="Whether the MCP tool forget_user may delete a user's memory. Off by default: the MCP endpoint "

@@ -14,10 +14,11 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any, cast
 
 from pydantic import BaseModel, Field
 
-from memory_core import reflection, retrieval
+from memory_core import reflection, retrieval, telemetry
 from memory_core import session as rules
 from memory_core.config import Settings
 from memory_core.context import default_counter, formatted_context
@@ -50,6 +51,9 @@ from memory_core.ports import (
 from memory_core.session import Claim, CompactionDone, SessionSnapshot, TurnInput
 
 logger = logging.getLogger(__name__)
+
+# db.system.name of each store (OpenTelemetry's database conventions).
+STORE_SYSTEMS = {"sqlite": "sqlite", "cosmos": "azure.cosmosdb"}
 
 
 class ReflectionOutcome(BaseModel):
@@ -97,7 +101,22 @@ class MemoryService:
             embedder.model if embedder else None,
             embedder.dimensions if embedder else None,
         )
-        return cls(settings, store, build_chat_model(settings), embedder)
+        return cls(
+            settings,
+            cast(Store, telemetry.TracedStore(store, STORE_SYSTEMS[settings.STORE])),
+            cast(ChatModel, telemetry.TracedChatModel(build_chat_model(settings))),
+            cast(Embedder, telemetry.TracedEmbedder(embedder, settings.EMBEDDINGS_PROVIDER)) if embedder else None,
+        )
+
+    def _span(self, name: str, user_id: str, session_id: str | None = None, **attributes: Any) -> telemetry.SpanScope:
+        """The span of one use case or background step (ids only with ``TELEMETRY_RECORD_IDS``)."""
+        return telemetry.use_case(
+            name,
+            record_ids=self.settings.TELEMETRY_RECORD_IDS,
+            user_id=user_id,
+            session_id=session_id,
+            attributes=attributes,
+        )
 
     async def close(self) -> None:
         """Release every client."""
@@ -215,6 +234,11 @@ class MemoryService:
     # Each step reads the session record first and writes under its ``SessionGuard``: once the user's forget has
     # deleted the record (or a new session took its id), nothing the step read before is written back.
     async def index_turns(self, user_id: str, session_id: str, through_seq: int | None) -> SessionSnapshot | None:
+        """Index the batch's turns (``_index_turns``) in a ``memory.index`` span."""
+        with self._span("index", user_id, session_id):
+            return await self._index_turns(user_id, session_id, through_seq)
+
+    async def _index_turns(self, user_id: str, session_id: str, through_seq: int | None) -> SessionSnapshot | None:
         """Index turns: the window of the batch that turn ``through_seq`` started, or (None) every turn not indexed.
 
         Indexing adds each turn's vector (with an embedder; full-text search has the turn from the moment it is
@@ -249,6 +273,11 @@ class MemoryService:
         return SessionSnapshot.of(record, recent)
 
     async def compact(self, claim: Claim, now: datetime) -> CompactionDone:
+        """Compact the claimed chunk (``_compact``) in a ``memory.compact`` span."""
+        with self._span("compact", claim.user_id, claim.session_id, **{"memory.chunk.index": claim.index}):
+            return await self._compact(claim, now)
+
+    async def _compact(self, claim: Claim, now: datetime) -> CompactionDone:
         """Compact the claimed chunk: write the chunk document and fold it into the cumulative summary.
 
         A chunk that was compacted already (a retry, a replay, or another worker) is not compacted again: the
@@ -301,6 +330,18 @@ class MemoryService:
         return update.changed
 
     async def reflect(self, user_id: str, session_id: str, now: datetime) -> ReflectionOutcome:
+        """Reflect (``_reflect``) in a ``memory.reflect`` span, timed by ``memory.reflection.duration``."""
+        started = time.perf_counter()
+        with self._span("reflect", user_id, session_id) as current:
+            outcome = await self._reflect(user_id, session_id, now)
+            current.set_attribute("memory.turn_count", outcome.turn_count)
+            current.set_attribute("memory.insights.added", len(outcome.insights_added))
+            written = len(outcome.insights_added) + len(outcome.insights_updated)
+            current.set_attribute("gen_ai.memory.record.count", written)
+        telemetry.REFLECTION_DURATION.record(time.perf_counter() - started, {"memory.insights": outcome.turn_count > 0})
+        return outcome
+
+    async def _reflect(self, user_id: str, session_id: str, now: datetime) -> ReflectionOutcome:
         """Summarise the ended session and consolidate its insights; writing twice writes nothing new.
 
         A session that is gone (its user was forgotten) is not reflected on: the outcome is empty.
@@ -364,6 +405,16 @@ class MemoryService:
 
     # -- reads ------------------------------------------------------------------------------------------------------
     async def retrieve(self, request: RetrieveRequest) -> RetrieveResponse:
+        """Hybrid search over the user's memory (``_retrieve``) in a ``memory.retrieve`` span, counted."""
+        attrs: dict[str, Any] = {"gen_ai.memory.store.id": "memory", "memory.top_k": request.top_k}
+        with self._span("retrieve", request.user_id, **attrs) as current:
+            response = await self._retrieve(request)
+            current.set_attribute("gen_ai.memory.record.count", response.count)
+        telemetry.RETRIEVALS.add(1, {"memory.budgeted": request.max_tokens is not None})
+        telemetry.RETRIEVED_ITEMS.record(response.count)
+        return response
+
+    async def _retrieve(self, request: RetrieveRequest) -> RetrieveResponse:
         """Hybrid search over the user's memory, filtered; with ``max_tokens``, the best items that fit it."""
         kinds = tuple(request.kinds) if request.kinds else retrieval.ALL_KINDS
         where = request.item_filter()
@@ -391,6 +442,13 @@ class MemoryService:
         )
 
     async def insights(self, request: InsightsRequest) -> InsightsResponse:
+        """The user's insights (``_insights``) in a ``memory.insights`` span."""
+        with self._span("insights", request.user_id, **{"gen_ai.memory.store.id": "insights"}) as current:
+            response = await self._insights(request)
+            current.set_attribute("gen_ai.memory.record.count", response.count)
+            return response
+
+    async def _insights(self, request: InsightsRequest) -> InsightsResponse:
         """The user's insights; ``recent_only`` keeps those learned in the last M sessions."""
         found: list[Insight] = await self.store.get_insights(
             request.user_id, include_superseded=request.include_superseded, limit=request.limit
@@ -408,7 +466,9 @@ class MemoryService:
 
     async def summaries(self, request: SummariesRequest) -> SummariesResponse:
         """The user's most recent session summaries, newest first."""
-        found = await self.store.get_summaries(request.user_id, limit=request.limit)
+        with self._span("summaries", request.user_id, **{"gen_ai.memory.store.id": "summaries"}) as current:
+            found = await self.store.get_summaries(request.user_id, limit=request.limit)
+            current.set_attribute("gen_ai.memory.record.count", len(found))
         return SummariesResponse(
             user_id=request.user_id,
             summaries=[s.summary for s in found],

@@ -15,16 +15,18 @@ import azure.durable_functions as df
 from pydantic import BaseModel
 
 from memory_core import session as rules
+from memory_core import telemetry
 from memory_core.config import get_settings
 from orchestrations import names
 from orchestrations.payloads import FinishOperation
+from orchestrations.tracing import carrier_of, without_trace
 
 logger = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
 
-def _input(context: df.DurableEntityContext) -> Any:
+def _raw_input(context: df.DurableEntityContext) -> Any:
     # The SDK's get_input() fails on an operation sent without input; such operations carry none.
     return context.get_input() if context._input is not None else None
 
@@ -67,9 +69,19 @@ def session_operation(state: rules.HotSession | None, operation: str, data: Any)
 @bp.entity_trigger(context_name="context", entity_name=names.SESSION_ENTITY)
 def session_entity(context: df.DurableEntityContext) -> None:
     """One session's hot state: the pure transitions of ``memory_core.session``."""
+    data = _raw_input(context)
+    attrs = {"durable.entity.name": names.SESSION_ENTITY, "durable.entity.operation": context.operation_name}
+    with (
+        telemetry.remote_parent(carrier_of(data), override=True),
+        telemetry.span(f"entity session.{context.operation_name}", attributes=attrs),
+    ):
+        _run_operation(context, without_trace(data))
+
+
+def _run_operation(context: df.DurableEntityContext, data: Any) -> None:
     raw = context.get_state(lambda: None)
     state = rules.HotSession.model_validate(raw) if raw else None
-    new_state, result, changed = session_operation(state, context.operation_name, _input(context))
+    new_state, result, changed = session_operation(state, context.operation_name, data)
     # set_result marks the entity as existing, so it goes first: an operation on a session that is not hot must
     # not leave an empty entity behind.
     context.set_result(result)

@@ -11,13 +11,14 @@ from datetime import UTC, datetime, timedelta
 
 import azure.durable_functions as df
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
-from pydantic import BaseModel
+from opentelemetry.trace import SpanKind
 
+from memory_core import telemetry
 from memory_core.ports import ForgetProgress, ReflectionHandle, ReflectionState
 from memory_core.session import HotSession
 from orchestrations import names
 from orchestrations.management import HttpInstanceManagement, InstanceInfo, InstanceManagement, entity_instance_id
-from orchestrations.payloads import BatchJob, EvictJob, SessionRef
+from orchestrations.payloads import BatchJob, EvictJob, SessionRef, Traced
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,16 @@ class DurableSessionHost:
             return None
         return HotSession.model_validate(response.entity_state)
 
-    async def _start_once(self, orchestrator: str, instance_id: str, job: BaseModel) -> bool:
-        """Start an instance unless one with this id is running; True when this call started it."""
+    async def _start_once(self, orchestrator: str, instance_id: str, job: Traced) -> bool:
+        """Start an instance unless one with this id is running; True when this call started it.
+
+        The job carries the trace context of a PRODUCER span of this start: the orchestration continues the trace.
+        """
+        attrs = {"durable.orchestration.name": orchestrator, "durable.instance.id": instance_id}
+        with telemetry.span(f"start_orchestration {orchestrator}", SpanKind.PRODUCER, attrs):
+            return await self._start(orchestrator, instance_id, job.model_copy(update={"trace": telemetry.inject()}))
+
+    async def _start(self, orchestrator: str, instance_id: str, job: Traced) -> bool:
         try:
             await self._client.start_new(orchestrator, instance_id, job.model_dump(mode="json"))
             return True

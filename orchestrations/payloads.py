@@ -7,16 +7,33 @@ from the store by the activity that needs them.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from memory_core.session import Claim
 
 
-class SessionRef(BaseModel):
-    """Which session a job is about."""
+class Traced(BaseModel):
+    """A payload that may carry the W3C trace context of who sent it (``traceparent``, ``tracestate``).
+
+    Left out of the JSON when there is none, so payloads outside a trace are what they always were.
+    """
 
     model_config = ConfigDict(frozen=True)
+
+    trace: dict[str, str] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty_trace(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("trace"):
+            data.pop("trace", None)
+        return data
+
+
+class SessionRef(Traced):
+    """Which session a job is about."""
 
     user_id: str
     session_id: str
@@ -28,10 +45,8 @@ class BatchJob(SessionRef):
     through_seq: int | None = None
 
 
-class CompactJob(BaseModel):
+class CompactJob(Traced):
     """Compact one claimed chunk; ``now`` is the orchestration's time."""
-
-    model_config = ConfigDict(frozen=True)
 
     claim: Claim
     now: datetime

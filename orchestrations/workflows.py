@@ -27,6 +27,7 @@ from orchestrations.payloads import (
     ReflectJob,
     SessionRef,
 )
+from orchestrations.tracing import Carrier, traced_orchestrator
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,16 @@ RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_number_o
 Orchestration = Generator[Any, Any, Any]
 
 
+def _traced(data: Any, trace: Carrier) -> Any:
+    """An entity operation's input with the trace context of the orchestration (the entity strips it)."""
+    return {**data, "trace": trace} if trace and isinstance(data, dict) else data
+
+
 @bp.orchestration_trigger(context_name="context", orchestration=names.BATCH_ORCHESTRATOR)
-def process_turns(context: df.DurableOrchestrationContext) -> Orchestration:
+@traced_orchestrator(names.BATCH_ORCHESTRATOR)
+def process_turns(context: df.DurableOrchestrationContext, trace: Carrier) -> Orchestration:
     """Index a batch of stored turns, then compact every chunk that is due, one at a time and in order."""
-    job = BatchJob.model_validate(context.get_input())
+    job = BatchJob.model_validate(context.get_input()).model_copy(update={"trace": trace})
     outcome = yield from _index_and_compact(context, job)
     return outcome.model_dump(mode="json")
 
@@ -61,11 +68,11 @@ def _index_and_compact(context: df.DurableOrchestrationContext, job: BatchJob) -
     if snapshot.status is SessionStatus.ENDED:
         return outcome.model_copy(update={"skipped": "the session has ended"})
     entity = names.session_entity(job.user_id, job.session_id)
-    claimed = yield context.call_entity(entity, names.SYNC, snapshot.model_dump(mode="json"))
+    claimed = yield context.call_entity(entity, names.SYNC, _traced(snapshot.model_dump(mode="json"), job.trace))
     compacted = 0
     while claimed is not None:
         claim = Claim.model_validate(claimed)
-        compact = CompactJob(claim=claim, now=context.current_utc_datetime)
+        compact = CompactJob(claim=claim, now=context.current_utc_datetime, trace=job.trace)
         try:
             done = yield context.call_activity_with_retry(
                 names.COMPACT_ACTIVITY, RETRY, compact.model_dump(mode="json")
@@ -75,24 +82,25 @@ def _index_and_compact(context: df.DurableOrchestrationContext, job: BatchJob) -
             yield context.call_entity(entity, names.RELEASE_CLAIM)
             raise
         compacted += 1
-        claimed = yield context.call_entity(entity, names.APPLY_COMPACTION, done)
+        claimed = yield context.call_entity(entity, names.APPLY_COMPACTION, _traced(done, job.trace))
     return outcome.model_copy(update={"chunks_compacted": compacted})
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.REFLECTION_ORCHESTRATOR)
-def reflect_session(context: df.DurableOrchestrationContext) -> Orchestration:
+@traced_orchestrator(names.REFLECTION_ORCHESTRATOR)
+def reflect_session(context: df.DurableOrchestrationContext, trace: Carrier) -> Orchestration:
     """Index the ended session's last turns, summarise it, extract and consolidate insights, then finish its entity.
 
     The session was marked ended in the store before this started, so every turn it will ever have is stored.
     """
     job = SessionRef.model_validate(context.get_input())
     now = context.current_utc_datetime
-    batch = BatchJob(user_id=job.user_id, session_id=job.session_id)
+    batch = BatchJob(user_id=job.user_id, session_id=job.session_id, trace=trace)
     yield context.call_activity_with_retry(names.INDEX_ACTIVITY, RETRY, batch.model_dump(mode="json"))
-    reflect = ReflectJob(user_id=job.user_id, session_id=job.session_id, now=now)
+    reflect = ReflectJob(user_id=job.user_id, session_id=job.session_id, now=now, trace=trace)
     raw = yield context.call_activity_with_retry(names.REFLECT_ACTIVITY, RETRY, reflect.model_dump(mode="json"))
     outcome = ReflectionOutcome.model_validate(raw)
-    finish = FinishOperation(user_id=job.user_id, session_id=job.session_id, now=now)
+    finish = FinishOperation(user_id=job.user_id, session_id=job.session_id, now=now, trace=trace)
     context.signal_entity(
         names.session_entity(job.user_id, job.session_id), names.FINISH, finish.model_dump(mode="json")
     )
@@ -110,14 +118,15 @@ def reflect_session(context: df.DurableOrchestrationContext) -> Orchestration:
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.EVICTION_ORCHESTRATOR)
-def evict_session(context: df.DurableOrchestrationContext) -> Orchestration:
+@traced_orchestrator(names.EVICTION_ORCHESTRATOR)
+def evict_session(context: df.DurableOrchestrationContext, trace: Carrier) -> Orchestration:
     """Move an idle session out of the hot pool: index and compact, mark it idle (restorable), unload its entity.
 
     A turn stored meanwhile keeps it hot (the store's conditional update refuses the eviction), and one stored after
     it simply makes the session active again: nothing is lost either way, the turns are in the store.
     """
-    job = EvictJob.model_validate(context.get_input())
-    yield from _index_and_compact(context, BatchJob(user_id=job.user_id, session_id=job.session_id))
+    job = EvictJob.model_validate(context.get_input()).model_copy(update={"trace": trace})
+    yield from _index_and_compact(context, BatchJob(user_id=job.user_id, session_id=job.session_id, trace=trace))
     evicted = yield context.call_activity_with_retry(names.EVICT_ACTIVITY, RETRY, job.model_dump(mode="json"))
     if evicted:
         context.signal_entity(names.session_entity(job.user_id, job.session_id), names.DELETE)

@@ -50,6 +50,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from memory_core import telemetry
 from memory_core.config import Settings
 from memory_core.domain import Chunk, Turn
 from memory_core.errors import (
@@ -532,6 +533,8 @@ class OpenAIChatModel:
             usage.prompt_tokens if usage else None,
             usage.completion_tokens if usage else None,
         )
+        if usage:
+            telemetry.record_usage("chat", self.name, usage.prompt_tokens, usage.completion_tokens)
         return completion
 
 
@@ -653,6 +656,8 @@ class OpenAIEmbedder:
         logger.debug(
             "embed: model=%s %d text(s) took %.0f ms", self.model, len(batch), (time.perf_counter() - started) * 1000
         )
+        if response.usage:
+            telemetry.record_usage("embeddings", self.model, response.usage.prompt_tokens)
         where = f"embed with model {self.model!r}"
         items = sorted(response.data, key=lambda item: item.index)
         if [item.index for item in items] != list(range(len(batch))):
