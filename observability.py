@@ -26,7 +26,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ def _configure() -> str:
         readers: list[MetricReader] = []
         if os.environ.get("OTEL_METRICS_EXPORTER", "").lower() == "console":
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
-        _install([SimpleSpanProcessor(ConsoleSpanExporter())], readers)
+        # Batched: printing happens on the exporter's thread, off the request path (every OTEL_BSP_SCHEDULE_DELAY ms).
+        _install([BatchSpanProcessor(ConsoleSpanExporter())], readers)
         return "console"
     return "none"
 
