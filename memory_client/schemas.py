@@ -42,20 +42,13 @@ class StoreResult(TypedDict):
 
 
 class ReflectionHandle(TypedDict):
-    """Answer of ``/sessions/end`` (202): the reflection's instance id and its Durable status URLs."""
+    """Answer of ``/sessions/end`` (202): the reflection's instance id and the service's own status route."""
 
     user_id: str
     session_id: str
     status: Literal["reflecting"]
     id: str
     statusQueryGetUri: NotRequired[str | None]
-    sendEventPostUri: NotRequired[str | None]
-    terminatePostUri: NotRequired[str | None]
-    rewindPostUri: NotRequired[str | None]
-    purgeHistoryDeleteUri: NotRequired[str | None]
-    restartPostUri: NotRequired[str | None]
-    suspendPostUri: NotRequired[str | None]
-    resumePostUri: NotRequired[str | None]
 
 
 class ReflectionOutput(TypedDict):
@@ -73,17 +66,14 @@ class ReflectionOutput(TypedDict):
 
 
 class ReflectionStatus(TypedDict):
-    """The Durable status document of a reflection (``GET statusQueryGetUri``)."""
+    """The reflection's status in Durable's shape (``GET statusQueryGetUri``: ``/sessions/reflection``)."""
 
     name: str
     instanceId: str
     runtimeStatus: str
-    input: Any
-    customStatus: Any
     output: NotRequired[ReflectionOutput | Any]
     createdTime: str
     lastUpdatedTime: str
-    historyEvents: NotRequired[Any]
 
 
 class RetrievedItem(TypedDict):
