@@ -235,14 +235,17 @@ async def test_signal_and_read_entity_state(client: df.DurableOrchestrationClien
 
 
 async def test_entity_operations_run_in_arrival_order(client: df.DurableOrchestrationClient):
-    entity = df.EntityId("counter", unique("order"))
-    await asyncio.gather(*(client.signal_entity(entity, "add", 1) for _ in range(40)))
+    # One signal after another (each acknowledged before the next is sent): the journal must hold them in that order.
+    # The inputs start at 1: the SDK's signal_entity sends no input for a falsy one (``if operation_input``).
+    entity = df.EntityId("journal", unique("order"))
+    for n in range(1, 41):
+        await client.signal_entity(entity, "append", n)
 
-    async def forty():
+    async def journal() -> list[int] | None:
         state = await client.read_entity_state(entity)
-        return state.entity_exists and state.entity_state == 40
+        return state.entity_state if state.entity_exists and len(state.entity_state) == 40 else None
 
-    await eventually(forty)
+    assert await eventually(journal) == list(range(1, 41))
 
 
 async def test_entity_delete_over_http_is_the_delete_operation(http: aiohttp.ClientSession):
