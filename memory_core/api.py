@@ -31,6 +31,8 @@ from memory_core.models import (
     StatsResponse,
     StoreTurnRequest,
     StoreTurnResponse,
+    UserSessions,
+    UsersResponse,
 )
 from memory_core.ports import ForgetProgress, SessionHost, UserDeletion, UserExport
 from memory_core.service import MemoryService
@@ -258,6 +260,24 @@ async def _forget_pass(
 async def export_user(service: MemoryService, user_id: str) -> UserExport:
     """Everything stored about a user."""
     return await service.export(user_id)
+
+
+# Sessions the inspector lists (``GET /inspector/users``): the most recently active, across users.
+INSPECTOR_SESSIONS = 500
+
+
+async def list_users(service: MemoryService, limit: int = INSPECTOR_SESSIONS) -> UsersResponse:
+    """The users of the most recently active sessions, each with those sessions, newest first (an admin listing)."""
+    records = await service.store.recent_sessions(limit + 1)
+    listed = records[:limit]
+    users: dict[str, list[SessionRecord]] = {}
+    for record in listed:
+        users.setdefault(record.user_id, []).append(record)
+    return UsersResponse(
+        users=[UserSessions(user_id=u, last_activity=s[0].last_activity, sessions=s) for u, s in users.items()],
+        sessions=len(listed),
+        truncated=len(records) > limit,
+    )
 
 
 async def health(service: MemoryService) -> HealthResponse:

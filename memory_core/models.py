@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from memory_core.config import Settings
-from memory_core.domain import Insight, ItemFilter, MemoryKind, SearchHit, SessionSummary
+from memory_core.domain import Insight, ItemFilter, MemoryKind, SearchHit, SessionRecord, SessionSummary
 from memory_core.fields import (
     JSON_RULE,
     MAX_JSON_DEPTH,
@@ -471,6 +471,22 @@ class StatsResponse(PoolStats):
     """Response of ``GET /stats``: the guide's seven figures of the hot pool, as ``memory_core.pool`` computes them."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class UserSessions(_Response):
+    """One user and their sessions, most recently active first."""
+
+    user_id: str
+    last_activity: datetime = Field(description="The last activity of the user's most recent session")
+    sessions: list[SessionRecord]
+
+
+class UsersResponse(_Response):
+    """Response of ``GET /inspector/users``: the users of the most recently active sessions, newest first."""
+
+    users: list[UserSessions]
+    sessions: int = Field(description="How many sessions are listed")
+    truncated: bool = Field(description="True when older sessions were left out (the listing holds the newest)")
 
 
 class ForgetPending(_Response):

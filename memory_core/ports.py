@@ -176,6 +176,9 @@ class Store(Protocol):
     async def session_figures(self, status: SessionStatus, lagging_by: int) -> SessionFigures:
         """Count and activity of every user's sessions with ``status``."""
 
+    async def recent_sessions(self, limit: int = 100) -> list[SessionRecord]:
+        """Sessions of every user, whatever their status, most recently active first (the inspector's listing)."""
+
     async def claim_cleanup(self, now: datetime, interval_seconds: float) -> bool:
         """True, and remember ``now``, when no cleanup was claimed in the last ``interval_seconds``."""
 

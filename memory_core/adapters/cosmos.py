@@ -996,6 +996,14 @@ class CosmosStore:
         rows = await self._query_all_users(query, {**params, "@top": limit})
         return [SessionDocument.model_validate(row).to_domain() for row in rows]
 
+    async def recent_sessions(self, limit: int = 100) -> list[SessionRecord]:
+        """Sessions of every user, whatever their status, most recently active first (a cross-partition query)."""
+        if limit <= 0:
+            return []
+        query = f"SELECT TOP @top {_projection(SessionDocument)} FROM c WHERE c.type = 'session' ORDER BY c.ts DESC"  # noqa: S608
+        rows = await self._query_all_users(query, {"@top": limit})
+        return [SessionDocument.model_validate(row).to_domain() for row in rows]
+
     async def session_figures(self, status: SessionStatus, lagging_by: int) -> SessionFigures:
         """Count and activity of every user's sessions with ``status`` (cross-partition aggregates).
 

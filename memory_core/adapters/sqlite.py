@@ -524,6 +524,12 @@ class SqliteStore:
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [SessionRecord.model_validate(_load(r[0])) for r in rows]
 
+    async def recent_sessions(self, limit: int = 100) -> list[SessionRecord]:
+        """Sessions of every user, whatever their status, most recently active first."""
+        sql = "SELECT doc FROM sessions ORDER BY last_activity DESC LIMIT ?"
+        rows = await self._run(lambda conn: conn.execute(sql, (limit,)).fetchall())
+        return [SessionRecord.model_validate(_load(r[0])) for r in rows]
+
     async def session_figures(self, status: SessionStatus, lagging_by: int) -> SessionFigures:
         """Count and activity of every user's sessions with ``status``."""
         row = await self._run(

@@ -530,6 +530,30 @@ async def test_scan_sessions_across_users_oldest_first_with_filters(store: Store
     assert await store.scan_sessions(SessionStatus.ENDED, unreflected=True) == []
 
 
+async def test_recent_sessions_across_users_and_statuses_newest_first(store: Store):
+    assert await store.recent_sessions() == []
+    for user, session, minutes in [("alice", "a1", 30), ("bob", "b1", 10), ("carol", "c1", 20), ("bob", "b2", 40)]:
+        await store.create_session(rules.new_record(user, session, T0 + timedelta(minutes=minutes)))
+    await store.update_session("bob", "b2", lambda r: rules.end(r, T0 + timedelta(minutes=40)))
+    await store.append_turn("bob", "b1", turn_input("t0"), T0 + timedelta(minutes=50))
+
+    recent = await store.recent_sessions()
+    assert [(r.user_id, r.session_id) for r in recent] == [
+        ("bob", "b1"),
+        ("bob", "b2"),
+        ("alice", "a1"),
+        ("carol", "c1"),
+    ]
+    assert [r.status for r in recent] == [
+        SessionStatus.ACTIVE,
+        SessionStatus.ENDED,
+        SessionStatus.ACTIVE,
+        SessionStatus.ACTIVE,
+    ]
+    assert recent[0].turn_count == 1
+    assert [r.session_id for r in await store.recent_sessions(limit=2)] == ["b1", "b2"]
+
+
 async def test_session_figures_count_lag_and_activity(store: Store):
     empty = await store.session_figures(SessionStatus.ACTIVE, lagging_by=10)
     assert empty.count == 0 and empty.lagging == 0 and empty.oldest_activity is None and empty.mean_activity is None
