@@ -142,6 +142,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         auth="admin",
         caller=False,
     ),
+    Endpoint(
+        "get",
+        "/inspector/users",
+        "The users of the most recently active sessions with those sessions (the memory inspector's listing)",
+        models.UsersResponse,
+        auth="admin",
+        errors=(503,),
+        caller=False,
+    ),
 )
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {

@@ -31,6 +31,10 @@ HTTP_ROUTES = {
     "forget_user_by_query": ("users", "DELETE", func.AuthLevel.ADMIN, True),
     "export_user": ("users/{user_id}/export", "GET", func.AuthLevel.ADMIN, False),
     "export_user_by_query": ("users", "GET", func.AuthLevel.ADMIN, False),
+    # the memory inspector: its page and listing need the admin key; its script and stylesheet hold no data
+    "inspector_page": ("inspector", "GET", func.AuthLevel.ADMIN, False),
+    "inspector_users": ("inspector/users", "GET", func.AuthLevel.ADMIN, False),
+    "inspector_asset": ("inspector/assets/{name}", "GET", func.AuthLevel.ANONYMOUS, False),
 }
 ENTITIES = {"session_entity": "session"}
 ORCHESTRATORS = {"process_turns", "reflect_session", "evict_session"}
