@@ -30,6 +30,8 @@ run: $(PY_STAMP) ## start the service locally (python run_server.py; arguments i
 # The test session starts the Cosmos DB API server (tests/support/cosmos_emulator.py) on a free loopback port and
 # stops it at the end, so nothing is left running.
 test: install ## run the whole suite: unit, contract (SQLite and Cosmos DB API), integration
+	@command -v chromium >/dev/null || echo "==> chromium is not installed: the memory inspector's browser test" \
+		"(tests/e2e/test_inspector.py) is skipped. Install Debian's package: sudo apt-get install -y chromium"
 	$(BIN)/pytest -v $(PYTEST_ARGS)
 
 lint: install ## ruff (lint and format check) and mypy --strict on memory_core and memory_client
