@@ -84,8 +84,9 @@ def main(argv: list[str]) -> int:
         os.environ["EMBEDDINGS_PROVIDER"] = "local" if _local_embeddings_installed() else "none"
     os.environ.setdefault("DURABLE_HUB_NAME", "AgentMemory")
     os.environ.setdefault("CLEANUP_SCHEDULE", "0 * * * * *")
-    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        # Spans on the console (observability.py); OTEL_TRACES_EXPORTER=none silences them.
+    if "--trace" in argv:
+        # Spans on the console, one line each (observability.py); off by default: they cost a store about 1 ms here.
+        argv = [a for a in argv if a != "--trace"]
         os.environ.setdefault("OTEL_TRACES_EXPORTER", "console")
     easy_auth = easy_auth_enabled(True if "--easy-auth" in argv else None)
     if easy_auth and not os.environ.get("CALLER_IDENTITY"):
