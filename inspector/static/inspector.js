@@ -54,7 +54,7 @@ function sessionButton(userId, record) {
   button.dataset.session = record.session_id;
   button.addEventListener("click", () => openUser(userId, record.session_id));
   item.append(button, el("span", record.status, `status status-${record.status}`));
-  item.append(el("span", ` ${record.turn_count} turns`, "meta"));
+  item.append(el("span", ` ${record.turn_count} turn${record.turn_count === 1 ? "" : "s"}`, "meta"));
   return item;
 }
 
