@@ -12,6 +12,7 @@ Azure: every memory route then takes its user from the signed-in principal.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import sys
@@ -75,8 +76,33 @@ def banner(port: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _options() -> argparse.ArgumentParser:
+    """run_server.py's own options; every other argument goes to ``python -m devhost``."""
+    parser = argparse.ArgumentParser(
+        prog="python run_server.py",
+        description="Start the memory service locally (what make run does): function_app.py on the local host, "
+        "with the SQLite store, the local chat model and local embeddings unless local.settings.json or the "
+        "environment say otherwise.",
+        add_help=False,
+    )
+    parser.add_argument("-h", "--help", action="store_true", help="show this help, then the local host's options")
+    parser.add_argument(
+        "--sqlite-path", metavar="PATH", help="the SQLite store's file (SQLITE_PATH; default .memory/memory.sqlite3)"
+    )
+    parser.add_argument("--trace", action="store_true", help="print every span on the console, one line each")
+    return parser
+
+
 def main(argv: list[str]) -> int:
     """Apply the embedded defaults, print the banner, and run the local host."""
+    parser = _options()
+    own, argv = parser.parse_known_args(argv)
+    if own.help:
+        sys.stdout.write(parser.format_help() + "\nEvery other option is the local host's (python -m devhost):\n\n")
+        sys.stdout.flush()
+        return devhost_main(["--help"])
+    if own.sqlite_path:
+        own.sqlite_path = os.path.abspath(own.sqlite_path)
     os.chdir(ROOT)
     if "--no-local-settings" not in argv:
         apply_settings(load_local_settings(ROOT))
@@ -84,9 +110,10 @@ def main(argv: list[str]) -> int:
         os.environ["EMBEDDINGS_PROVIDER"] = "local" if _local_embeddings_installed() else "none"
     os.environ.setdefault("DURABLE_HUB_NAME", "AgentMemory")
     os.environ.setdefault("CLEANUP_SCHEDULE", "0 * * * * *")
-    if "--trace" in argv:
+    if own.sqlite_path:
+        os.environ["SQLITE_PATH"] = own.sqlite_path  # made absolute before the chdir above
+    if own.trace:
         # Spans on the console, one line each (observability.py); off by default: they cost a store about 1 ms here.
-        argv = [a for a in argv if a != "--trace"]
         os.environ.setdefault("OTEL_TRACES_EXPORTER", "console")
     easy_auth = easy_auth_enabled(True if "--easy-auth" in argv else None)
     if easy_auth and not os.environ.get("CALLER_IDENTITY"):
