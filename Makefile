@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 PYTEST_ARGS ?=
@@ -11,10 +12,16 @@ PYTEST_ARGS ?=
 
 install: $(PY_STAMP) $(NODE_STAMP) ## create .venv and install the Python and npm dependencies
 
-$(PY_STAMP): requirements.txt requirements-dev.txt requirements-local.txt requirements-devhost.txt
+# What running needs (make run): the app, the local engines, the local host.
+$(RUN_STAMP): requirements.txt requirements-local.txt requirements-devhost.txt
 	@echo "==> Python environment in $(VENV) ($(PYTHON))"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-local.txt -r requirements-devhost.txt
+	@touch $@
+
+# ... and what testing, linting and benchmarks need besides (make test, make lint).
+$(PY_STAMP): $(RUN_STAMP) requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
@@ -24,7 +31,7 @@ $(NODE_STAMP): package.json package-lock.json
 	@touch $@
 
 # Serve function_app.py on http://localhost:7071 with the local host: SQLite, local models, no cloud.
-run: $(PY_STAMP) ## start the service locally (python run_server.py; arguments in RUN_ARGS, e.g. --port 7072)
+run: $(RUN_STAMP) ## start the service locally (python run_server.py; arguments in RUN_ARGS, e.g. --port 7072)
 	$(BIN)/python run_server.py $(RUN_ARGS)
 
 # The test session starts the Cosmos DB API server (tests/support/cosmos_emulator.py) on a free loopback port and
