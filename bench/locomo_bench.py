@@ -48,10 +48,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from memory_core.adapters.local_embedder import build_local_embedder
 from memory_core.adapters.sqlite import SqliteStore
@@ -138,23 +139,29 @@ def load_conversations(path: Path, limit: int | None) -> tuple[list[Conversation
             if category not in CATEGORIES:
                 stats.skipped_category_5 += 1
                 continue
-            evidence: set[str] = set()
-            for raw in qa.get("evidence", []):
-                stats.evidence_strings += 1
-                parts = [p for p in _EVIDENCE_SPLIT.split(raw.strip()) if p]
-                if len(parts) > 1:
-                    stats.split_strings.append(raw)
-                for part in parts:
-                    if part in known:
-                        evidence.add(part)
-                    else:
-                        stats.dropped_ids.append((sample_id, part))
+            evidence = frozenset(evidence_of(qa, known, sample_id, stats))
             if not evidence:
                 stats.no_evidence.append((sample_id, qa["question"]))
                 continue
-            questions.append(Question(sample_id, category, qa["question"], frozenset(evidence)))
+            questions.append(Question(sample_id, category, qa["question"], evidence))
         conversations.append(Conversation(sample_id, turns, dia_of, questions))
     return conversations, stats
+
+
+def evidence_of(qa: dict[str, Any], known: Collection[str], sample_id: str, stats: EvidenceStats) -> tuple[str, ...]:
+    """The question's evidence dia ids: strings naming several split, ids naming no utterance dropped (counted)."""
+    evidence: list[str] = []
+    for raw in qa.get("evidence", []):
+        stats.evidence_strings += 1
+        parts = [p for p in _EVIDENCE_SPLIT.split(raw.strip()) if p]
+        if len(parts) > 1:
+            stats.split_strings.append(raw)
+        for part in parts:
+            if part not in known:
+                stats.dropped_ids.append((sample_id, part))
+            elif part not in evidence:
+                evidence.append(part)
+    return tuple(evidence)
 
 
 # -- metrics -----------------------------------------------------------------------------------------------------

@@ -47,7 +47,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import re
 import shlex
 import statistics
 import sys
@@ -62,7 +61,7 @@ import httpx
 
 from bench import retrieval_metric
 from bench.http_bench import machine_info, percentile
-from bench.locomo_bench import CATEGORIES, DEFAULT_LOCOMO, EvidenceStats
+from bench.locomo_bench import CATEGORIES, DEFAULT_LOCOMO, EvidenceStats, evidence_of
 from bench.locomo_ingest import (
     REPO,
     LocomoConversation,
@@ -91,7 +90,6 @@ NAMES = {
     BUDGETED: "/memory/retrieve with max_tokens",
 }
 TOKENS_PER_WORD = 4 / 3  # the max_tokens a caller asks for a budget of B words (English: about 0.75 words a token)
-_EVIDENCE_SPLIT = re.compile(r"[;,\s]+")
 
 
 # -- data --------------------------------------------------------------------------------------------------------
@@ -106,22 +104,6 @@ class Question:
 @dataclass
 class Conversation(LocomoConversation):
     questions: list[Question] = field(default_factory=list)
-
-
-def evidence_of(qa: dict[str, Any], known: dict[str, str], sample_id: str, stats: EvidenceStats) -> tuple[str, ...]:
-    """The question's evidence dia ids: strings naming several split, ids naming no utterance dropped (counted)."""
-    evidence: list[str] = []
-    for raw in qa.get("evidence", []):
-        stats.evidence_strings += 1
-        parts = [p for p in _EVIDENCE_SPLIT.split(raw.strip()) if p]
-        if len(parts) > 1:
-            stats.split_strings.append(raw)
-        for part in parts:
-            if part not in known:
-                stats.dropped_ids.append((sample_id, part))
-            elif part not in evidence:
-                evidence.append(part)
-    return tuple(evidence)
 
 
 def load(path: Path, limit: int | None) -> tuple[list[Conversation], EvidenceStats]:
