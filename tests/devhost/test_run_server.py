@@ -30,8 +30,11 @@ def test_sqlite_path_and_trace_become_settings_and_the_rest_goes_to_devhost(
 ):
     passed: list[list[str]] = []
     monkeypatch.setattr(run_server, "devhost_main", lambda argv: passed.append(argv) or 0)
-    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
-    monkeypatch.setenv("SQLITE_PATH", "ignored")
+    # main() sets process-wide defaults (EMBEDDINGS_PROVIDER, OTEL_TRACES_EXPORTER...): give it a copy of the
+    # environment, so that nothing leaks into the tests after this one (a tracer provider would follow).
+    environment = {k: v for k, v in os.environ.items() if k != "OTEL_TRACES_EXPORTER"}
+    environment["SQLITE_PATH"] = "ignored"
+    monkeypatch.setattr(os, "environ", environment)
     monkeypatch.chdir(tmp_path)
     argv = ["--no-local-settings", "--sqlite-path", "store.db", "--trace", "--port", "7999"]
     assert run_server.main(argv) == 0
