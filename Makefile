@@ -41,7 +41,7 @@ test: install ## run the whole suite: unit, contract (SQLite and Cosmos DB API),
 		"(tests/e2e/test_inspector.py) is skipped. Install Debian's package: sudo apt-get install -y chromium"
 	$(BIN)/pytest -v $(PYTEST_ARGS)
 
-lint: install ## ruff (lint and format check) and mypy --strict on memory_core and memory_client
+lint: install ## ruff (lint and format check) and mypy --strict on every package (pyproject.toml lists them) and memory_client
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

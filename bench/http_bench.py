@@ -95,7 +95,9 @@ def message(client: int, n: int) -> tuple[str, str]:
     )
 
 
-async def store(client: httpx.AsyncClient, user: str, session_id: str, turn_id: str, n: int, who: int):
+async def store(
+    client: httpx.AsyncClient, user: str, session_id: str, turn_id: str, n: int, who: int
+) -> httpx.Response:
     user_message, agent_message = message(who, n)
     body = {"user_id": user, "session_id": session_id, "turn_id": turn_id}
     return await client.post(
@@ -103,7 +105,9 @@ async def store(client: httpx.AsyncClient, user: str, session_id: str, turn_id: 
     )
 
 
-async def run_phase(clients: list[httpx.AsyncClient], request: Request, total: int, seconds: float):
+async def run_phase(
+    clients: list[httpx.AsyncClient], request: Request, total: int, seconds: float
+) -> tuple[list[float], float]:
     """Each client sends requests back to back until ``total`` were sent in all or ``seconds`` passed."""
     samples: list[float] = []
     issued = 0

@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from devhost.easyauth import EASY_AUTH_ENV, TOKEN_PREFIX
 from devhost.host import STARTUP_ERRORS, DevHost, HostOptions
@@ -144,7 +145,7 @@ async def serve(options: HostOptions) -> None:
 async def _until_stopped(stop: asyncio.Event, worker_exit: asyncio.Future[int] | None) -> int | None:
     """Wait for a stop signal, or for the durable worker to exit on its own: then its exit code, else None."""
     stopped = asyncio.ensure_future(stop.wait())
-    waits: set[asyncio.Future[object]] = {stopped}
+    waits: set[asyncio.Future[Any]] = {stopped}
     if worker_exit is not None:
         waits.add(worker_exit)
     try:

@@ -1016,7 +1016,8 @@ class DurableEngine:
             return
         task = asyncio.create_task(self._run_activity(item), name=f"activity-{item.name}-{item.id}")
         self._activities[item.id] = task
-        task.add_done_callback(lambda _t, key=item.id: self._activities.pop(key, None))
+        key = item.id
+        task.add_done_callback(lambda _t: self._activities.pop(key, None))
 
     async def _run_activity(self, item: ActivityItem) -> None:
         result_event: Event

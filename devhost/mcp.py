@@ -30,7 +30,7 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,7 @@ def _lower_keys(value: Any) -> dict[str, Any]:
     return {str(k).lower(): v for k, v in value.items()} if isinstance(value, Mapping) else {}
 
 
-def input_schema(properties: list[Mapping[str, Any]]) -> dict[str, Any]:
+def input_schema(properties: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The tool's input schema from its ``toolProperties``, as the extension writes it (PropertyBasedToolInputSchema).
 
     ``{"type": "object", "properties": {name: {"type", "enum"?, "description"}}, "required": [...]}``; an array
@@ -139,7 +139,8 @@ class McpServer:
         if "method" not in message or "id" not in message:
             return None
         request_id, method = message["id"], str(message["method"])
-        params = message.get("params") if isinstance(message.get("params"), Mapping) else {}
+        raw_params = message.get("params")
+        params: Mapping[str, Any] = raw_params if isinstance(raw_params, Mapping) else {}
         try:
             result = await self._handle(method, params, connection)
         except McpProtocolError as error:

@@ -351,7 +351,7 @@ class Replayer:
                 recorded_id = None
             if recorded_id:
                 if work.request_id in self._entity_requests:
-                    self._entity_requests[recorded_id] = self._entity_requests.pop(work.request_id)  # type: ignore[arg-type]
+                    self._entity_requests[recorded_id] = self._entity_requests.pop(work.request_id)
                 work.request_id = recorded_id
 
     def _resolve(self, event_id: Any, failed: bool) -> None:

@@ -137,7 +137,7 @@ def _is_int(value: str, bits: int) -> bool:
     if not re.fullmatch(r"[+-]?\d+", value):
         return False
     number = int(value)
-    return -(2 ** (bits - 1)) <= number < 2 ** (bits - 1)
+    return bool(-(2 ** (bits - 1)) <= number < 2 ** (bits - 1))
 
 
 def _is_float(value: str) -> bool:

@@ -74,7 +74,7 @@ def error_response(status_code: int, error: str, detail: str, field: str | None 
 def _status_of(exc: MemoryServiceError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 
@@ -149,7 +149,7 @@ def caller_bound(data: dict[str, Any], principal: str | None) -> dict[str, Any]:
 def route_url(req: func.HttpRequest, route: str) -> str:
     """The absolute URL of one of this app's routes, on the scheme and host the request came in on."""
     parts = urlsplit(req.url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + route.lstrip("/"), "", ""))
+    return str(urlunsplit((parts.scheme, parts.netloc, "/" + route.lstrip("/"), "", "")))
 
 
 @dataclass(frozen=True)

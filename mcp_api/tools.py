@@ -54,13 +54,14 @@ SESSION_ID = "The session_id that get_memory_context returned for this conversat
 def tool(name: str, description: str, model: type[BaseModel], **descriptions: str) -> _Decorator:
     """Declare an MCP tool trigger whose properties are the fields of ``model`` (``mcp_api.protocol``)."""
     properties = properties_of(model, {"user_id": USER_ID, **descriptions})
-    return bp.mcp_tool_trigger(
+    decorator: _Decorator = bp.mcp_tool_trigger(
         arg_name=TRIGGER_ARG,
         tool_name=name,
         description=description,
         tool_properties=tool_properties_json(properties),
         use_result_schema=True,
     )
+    return decorator
 
 
 def _fields(call: ToolCall, model: type[_Request], service: MemoryService) -> _Request:
