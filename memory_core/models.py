@@ -40,15 +40,6 @@ from memory_core.fields import (
 )
 from memory_core.pool import PoolStats
 
-_DEFAULTS = {
-    "MAX_MESSAGE_CHARS": 32_000,
-    "MAX_QUERY_CHARS": 2_000,
-    "MAX_TOP_K": 50,
-    "MAX_METADATA_BYTES": 4_096,
-    "MAX_LIST_LIMIT": 100,
-}
-
-
 MAX_RETRIEVE_TOKENS = 100_000  # the largest budget /memory/retrieve takes
 MAX_FILTER_SESSIONS = 100  # the most session ids a search filter names
 
@@ -60,6 +51,8 @@ LIMIT_KEYWORDS = {
     "MAX_METADATA_BYTES": "x-maxJsonBytes",
     "MAX_LIST_LIMIT": "maximum",
 }
+# Each limit's default, from the settings' own defaults (one place: memory_core/config.py).
+_DEFAULTS: dict[str, int] = {name: int(Settings.model_fields[name].default) for name in LIMIT_KEYWORDS}
 
 
 def limits_context(settings: Settings) -> dict[str, int]:
