@@ -509,6 +509,7 @@ class DurableEngine:
                 if db.execute("SELECT 1 FROM instances WHERE instance_id = ?", (instance_id,)).fetchone():
                     Store.delete_instance_data(db, instance_id)
                     deleted += db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,)).rowcount
+            self.store.forget_freed()
             return PurgeResult(deleted)
         instance = self.store.get_instance(instance_id)
         if instance is None:
@@ -522,6 +523,7 @@ class DurableEngine:
         with self.store.transaction() as db:
             Store.delete_instance_data(db, instance_id)
             db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
+        self.store.forget_freed()
         return PurgeResult(1)
 
     def purge_by(self, created_from: float, created_to: float, statuses: list[str] | None) -> PurgeResult:
@@ -534,6 +536,8 @@ class DurableEngine:
             for instance in victims:
                 Store.delete_instance_data(db, instance.instance_id)
                 db.execute("DELETE FROM instances WHERE instance_id = ?", (instance.instance_id,))
+        if victims:
+            self.store.forget_freed()
         return PurgeResult(len(victims))
 
     async def signal_entity(self, entity_name: str, entity_key: str, operation: str, input_text: str | None) -> None:

@@ -244,6 +244,8 @@ class Store:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # A purged history or entity leaves no bytes behind: deleted rows are zeroed (see ``forget_freed``).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
         with self.transaction() as db:
             _migrate(db)
@@ -270,6 +272,14 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    def forget_freed(self) -> None:
+        """Drop the WAL's copies of pages written before the last deletes (a checkpoint that truncates the WAL).
+
+        ``secure_delete`` zeroes deleted rows in the database, but the WAL still holds the pages as they were until
+        it is checkpointed and reset. Best effort: a busy database keeps its WAL until the next purge.
+        """
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
 
     # ------------------------------------------------------------------ instances
 
