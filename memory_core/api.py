@@ -189,7 +189,7 @@ async def forget_user(
     """
     with _span(service, "forget", user_id) as current:
         began = await service.store.begin_forget(user_id, _now())
-        sessions = await service.store.list_sessions(user_id, limit=1_000_000)
+        sessions = await service.store.list_sessions(user_id, limit=None)  # every one of them
         deleted, progress = await _forget_pass(service, host, user_id, [s.session_id for s in sessions], wait_seconds)
         current.set_attribute("memory.forget.complete", progress.complete)
     if not progress.complete:

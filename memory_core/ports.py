@@ -183,9 +183,9 @@ class Store(Protocol):
         """True, and remember ``now``, when no cleanup was claimed in the last ``interval_seconds``."""
 
     async def list_sessions(
-        self, user_id: str, status: SessionStatus | None = None, limit: int = 100
+        self, user_id: str, status: SessionStatus | None = None, limit: int | None = 100
     ) -> list[SessionRecord]:
-        """The user's sessions, most recently active first."""
+        """The user's sessions, most recently active first; ``limit`` None: every one (the store pages through)."""
 
     # turns
     async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
@@ -244,8 +244,10 @@ class Store(Protocol):
         Returns whether they were written.
         """
 
-    async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
-        """The user's insights, most recently updated first."""
+    async def get_insights(
+        self, user_id: str, include_superseded: bool = False, limit: int | None = 100
+    ) -> list[Insight]:
+        """The user's insights, most recently updated first; ``limit`` None: every one (the store pages through)."""
 
     # search
     async def search_text(

@@ -369,7 +369,7 @@ class MemoryService:
     ) -> None:
         user_id, session_id = outcome.user_id, outcome.session_id
         candidates = await self.chat.extract_insights(turns)
-        existing = await self.store.get_insights(user_id, include_superseded=True, limit=10_000)
+        existing = await self.store.get_insights(user_id, include_superseded=True, limit=None)  # all: keys match any
         plan = reflection.consolidate(
             existing,
             candidates,

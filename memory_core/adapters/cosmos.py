@@ -956,10 +956,10 @@ class CosmosStore:
             return None
 
     async def list_sessions(
-        self, user_id: str, status: SessionStatus | None = None, limit: int = 100
+        self, user_id: str, status: SessionStatus | None = None, limit: int | None = 100
     ) -> list[SessionRecord]:
-        """The user's sessions, most recently active first."""
-        if limit <= 0:
+        """The user's sessions, most recently active first (``limit`` None: every one, page after page)."""
+        if limit is not None and limit <= 0:
             return []
         where, params = ("", {}) if status is None else (" AND c.status = @status", {"@status": status.value})
         docs = await self._find(SessionDocument, user_id, where, params, order_by="c.ts DESC", top=limit)
@@ -1199,9 +1199,11 @@ class CosmosStore:
         pairs = list(zip(insights, vectors, strict=True))
         return await self._write_checked([(InsightDocument.from_domain(i), v) for i, v in pairs], guard)
 
-    async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
-        """The user's insights, most recently updated first."""
-        if limit <= 0:
+    async def get_insights(
+        self, user_id: str, include_superseded: bool = False, limit: int | None = 100
+    ) -> list[Insight]:
+        """The user's insights, most recently updated first (``limit`` None: every one, page after page)."""
+        if limit is not None and limit <= 0:
             return []
         where = "" if include_superseded else " AND c.active = true"
         docs = await self._find(InsightDocument, user_id, where, order_by="c.ts DESC, c.id ASC", top=limit)

@@ -486,16 +486,16 @@ class SqliteStore:
         return outcome
 
     async def list_sessions(
-        self, user_id: str, status: SessionStatus | None = None, limit: int = 100
+        self, user_id: str, status: SessionStatus | None = None, limit: int | None = 100
     ) -> list[SessionRecord]:
-        """The user's sessions, most recently active first."""
+        """The user's sessions, most recently active first (``limit`` None: every one)."""
         sql = "SELECT doc FROM sessions WHERE user_id = ?"
         params: list[Any] = [user_id]
         if status is not None:
             sql += " AND status = ?"
             params.append(status.value)
         sql += " ORDER BY last_activity DESC LIMIT ?"
-        params.append(limit)
+        params.append(-1 if limit is None else limit)  # SQLite: a negative LIMIT is no limit
         rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
         return [SessionRecord.model_validate(_load(r[0])) for r in rows]
 
@@ -720,12 +720,14 @@ class SqliteStore:
         ]
         return await self._upsert(rows, guard)
 
-    async def get_insights(self, user_id: str, include_superseded: bool = False, limit: int = 100) -> list[Insight]:
-        """The user's insights, most recently updated first."""
+    async def get_insights(
+        self, user_id: str, include_superseded: bool = False, limit: int | None = 100
+    ) -> list[Insight]:
+        """The user's insights, most recently updated first (``limit`` None: every one)."""
         docs = await self._docs(
             "SELECT doc FROM items WHERE user_id = ? AND kind = 'insight' AND (active = 1 OR ?) "
             "ORDER BY ts DESC, id LIMIT ?",
-            (user_id, int(include_superseded), limit),
+            (user_id, int(include_superseded), -1 if limit is None else limit),
         )
         return [Insight.model_validate(d) for d in docs]
 

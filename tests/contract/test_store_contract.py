@@ -601,3 +601,15 @@ async def test_vectors_are_added_to_stored_turns_only_and_never_bring_one_back(s
     assert await store.set_turn_vectors([first], [unit(1, 0, 0, 0)]) == 0
     assert await store.get_turns("alice", "s1") == []
     assert await store.search_vector("alice", unit(1, 0, 0, 0), ALL_KINDS, 5) == []
+
+
+async def test_no_limit_lists_every_session_and_insight_past_the_default_page(store: Store):
+    # Forget needs every session of a user and reflection every insight: limit None is all, not the first 100.
+    for n in range(130):
+        await store.put_session(make_session("alice", f"s{n:03d}", n))
+    await store.put_insights([make_insight("alice", f"key-{n}", f"fact number {n}", minutes=n) for n in range(120)])
+    assert len(await store.list_sessions("alice")) == 100
+    sessions = await store.list_sessions("alice", limit=None)
+    assert [s.session_id for s in sessions] == [f"s{n:03d}" for n in reversed(range(130))]
+    assert len(await store.get_insights("alice")) == 100
+    assert len(await store.get_insights("alice", include_superseded=True, limit=None)) == 120
