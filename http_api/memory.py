@@ -89,16 +89,16 @@ def _stored_status(response: StoreTurnResponse) -> int:
 @bp.route(route="memory/retrieve", methods=["POST"])
 async def retrieve(req: func.HttpRequest) -> func.HttpResponse:
     """Hybrid search over the user's memory."""
-    return await respond(req, lambda s: s.retrieve(parse_body(req, RetrieveRequest, s, caller=True)))
+    return await respond(req, lambda s: api.retrieve(s, parse_body(req, RetrieveRequest, s, caller=True)))
 
 
 @bp.route(route="insights", methods=["POST"])
 async def insights(req: func.HttpRequest) -> func.HttpResponse:
     """The user's long-term insights."""
-    return await respond(req, lambda s: s.insights(parse_body(req, InsightsRequest, s, caller=True)))
+    return await respond(req, lambda s: api.insights(s, parse_body(req, InsightsRequest, s, caller=True)))
 
 
 @bp.route(route="summaries", methods=["POST"])
 async def summaries(req: func.HttpRequest) -> func.HttpResponse:
     """The user's session summaries, newest first."""
-    return await respond(req, lambda s: s.summaries(parse_body(req, SummariesRequest, s, caller=True)))
+    return await respond(req, lambda s: api.summaries(s, parse_body(req, SummariesRequest, s, caller=True)))

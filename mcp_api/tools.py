@@ -131,7 +131,7 @@ async def mcp_store_turn(context: str, client: df.DurableOrchestrationClient) ->
 async def mcp_search_memory(context: str) -> str:
     """``search_memory``: ``POST /memory/retrieve``."""
     call = ToolCall.parse(context)
-    return await _answer(call, lambda s: s.retrieve(_fields(call, RetrieveRequest, s)))
+    return await _answer(call, lambda s: api.retrieve(s, _fields(call, RetrieveRequest, s)))
 
 
 @tool(
@@ -146,7 +146,7 @@ async def mcp_search_memory(context: str) -> str:
 async def mcp_list_insights(context: str) -> str:
     """``list_insights``: ``POST /insights``."""
     call = ToolCall.parse(context)
-    return await _answer(call, lambda s: s.insights(_fields(call, InsightsRequest, s)))
+    return await _answer(call, lambda s: api.insights(s, _fields(call, InsightsRequest, s)))
 
 
 @tool(
@@ -158,7 +158,7 @@ async def mcp_list_insights(context: str) -> str:
 async def mcp_list_session_summaries(context: str) -> str:
     """``list_session_summaries``: ``POST /summaries``."""
     call = ToolCall.parse(context)
-    return await _answer(call, lambda s: s.summaries(_fields(call, SummariesRequest, s)))
+    return await _answer(call, lambda s: api.summaries(s, _fields(call, SummariesRequest, s)))
 
 
 @tool(

@@ -25,12 +25,18 @@ from memory_core.models import (
     ForgetPending,
     ForgetResponse,
     HealthResponse,
+    InsightsRequest,
+    InsightsResponse,
     ReflectionStatusRequest,
     ReflectionStatusResponse,
+    RetrieveRequest,
+    RetrieveResponse,
     StartSessionRequest,
     StatsResponse,
     StoreTurnRequest,
     StoreTurnResponse,
+    SummariesRequest,
+    SummariesResponse,
     UserSessions,
     UsersResponse,
 )
@@ -130,6 +136,21 @@ async def _store_turn(service: MemoryService, host: SessionHost, request: StoreT
         seq=seq,
         duplicate=outcome.duplicate,
     )
+
+
+async def retrieve(service: MemoryService, request: RetrieveRequest) -> RetrieveResponse:
+    """Hybrid search over the user's memory, filtered; with ``max_tokens``, the best items that fit it."""
+    return await service.retrieve(request)
+
+
+async def insights(service: MemoryService, request: InsightsRequest) -> InsightsResponse:
+    """The user's long-term insights."""
+    return await service.insights(request)
+
+
+async def summaries(service: MemoryService, request: SummariesRequest) -> SummariesResponse:
+    """The user's session summaries, newest first."""
+    return await service.summaries(request)
 
 
 async def end_session(service: MemoryService, host: SessionHost, request: EndSessionRequest) -> EndSessionResponse:
