@@ -5,12 +5,12 @@ from __future__ import annotations
 import azure.durable_functions as df
 import azure.functions as func
 
+from http_api.openapi import openapi_document
 from http_api.responses import error_response, json_response, parse_query, respond
 from memory_core import api
 from memory_core.config import get_settings
 from memory_core.errors import MemoryServiceError
 from memory_core.models import UserQuery, UserRef
-from memory_core.openapi import openapi_document
 from orchestrations.host import DurableSessionHost
 
 bp = df.Blueprint()

@@ -2,7 +2,7 @@
 
 Size limits come from the settings: validate with ``model_validate(data, context=limits_context(settings))``;
 without a context the defaults of ``Settings`` apply. Each limited field's JSON Schema names its setting
-(``x-setting``) next to the keyword it bounds (``LIMIT_KEYWORDS``), with the default value; ``memory_core.openapi``
+(``x-setting``) next to the keyword it bounds (``LIMIT_KEYWORDS``), with the default value; ``http_api.openapi``
 writes the configured values in. Requests are strict: booleans are ``true``/``false``, integers are numbers without a
 fraction, strings are strings (``memory_core.fields`` has the types and their rules).
 """

@@ -10,8 +10,8 @@ from typing import get_type_hints
 
 import pytest
 
+from http_api.openapi import openapi_document
 from memory_client import schemas
-from memory_core.openapi import openapi_document
 
 # client TypedDict -> the OpenAPI component of the service's answer
 TWINS = {

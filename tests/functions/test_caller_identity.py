@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from memory_core import openapi
+from http_api import openapi
 from memory_core.service import MemoryService
 from tests.functions.api_client import Api, Reply
 

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from http_api.openapi import openapi_document
 from memory_core.config import Settings
 from memory_core.models import (
     InsightsRequest,
@@ -16,7 +17,6 @@ from memory_core.models import (
     UserRef,
     limits_context,
 )
-from memory_core.openapi import openapi_document
 
 TURN = {"user_id": "user123", "session_id": "abc123", "user_message": "What is a 401k?", "agent_message": "A plan."}
 
