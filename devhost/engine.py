@@ -1174,4 +1174,6 @@ class DurableEngine:
                 followups.deliver("instance", message.parent_instance_id, at)
 
         await self._committer.submit(write)
+        if not exists:
+            self.store.forget_freed()  # the entity's earlier states are in older pages of the WAL
         self._after_commit(followups)

@@ -277,9 +277,12 @@ class Store:
         """Drop the WAL's copies of pages written before the last deletes (a checkpoint that truncates the WAL).
 
         ``secure_delete`` zeroes deleted rows in the database, but the WAL still holds the pages as they were until
-        it is checkpointed and reset. Best effort: a busy database keeps its WAL until the next purge.
+        it is checkpointed and reset. Best effort: while a transaction is open the WAL stays until the next time.
         """
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as error:
+            logger.debug("WAL not truncated now: %s", error)
 
     # ------------------------------------------------------------------ instances
 
