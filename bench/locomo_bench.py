@@ -131,21 +131,31 @@ def load_conversations(path: Path, limit: int | None) -> tuple[list[Conversation
                     )
                 )
                 dia_of[(key, seq)] = utterance["dia_id"]
-        known = set(dia_of.values())
-        questions = []
-        for qa in conv["qa"]:
-            stats.questions_total += 1
-            category = int(qa["category"])
-            if category not in CATEGORIES:
-                stats.skipped_category_5 += 1
-                continue
-            evidence = frozenset(evidence_of(qa, known, sample_id, stats))
-            if not evidence:
-                stats.no_evidence.append((sample_id, qa["question"]))
-                continue
-            questions.append(Question(sample_id, category, qa["question"], evidence))
+        questions = [
+            Question(sample_id, category, text, frozenset(evidence))
+            for category, text, evidence in scored_questions(conv, set(dia_of.values()), stats)
+        ]
         conversations.append(Conversation(sample_id, turns, dia_of, questions))
     return conversations, stats
+
+
+def scored_questions(
+    conv: dict[str, Any], known: Collection[str], stats: EvidenceStats
+) -> list[tuple[int, str, tuple[str, ...]]]:
+    """(category, question, evidence ids) of the conversation's questions of categories 1-4 with evidence (counted)."""
+    found = []
+    for qa in conv["qa"]:
+        stats.questions_total += 1
+        category = int(qa["category"])
+        if category not in CATEGORIES:
+            stats.skipped_category_5 += 1
+            continue
+        evidence = evidence_of(qa, known, conv["sample_id"], stats)
+        if not evidence:
+            stats.no_evidence.append((conv["sample_id"], qa["question"]))
+            continue
+        found.append((category, str(qa["question"]), evidence))
+    return found
 
 
 def evidence_of(qa: dict[str, Any], known: Collection[str], sample_id: str, stats: EvidenceStats) -> tuple[str, ...]:

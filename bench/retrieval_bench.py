@@ -61,7 +61,7 @@ import httpx
 
 from bench import retrieval_metric
 from bench.http_bench import machine_info, percentile
-from bench.locomo_bench import CATEGORIES, DEFAULT_LOCOMO, EvidenceStats, evidence_of
+from bench.locomo_bench import CATEGORIES, DEFAULT_LOCOMO, EvidenceStats, scored_questions
 from bench.locomo_ingest import (
     REPO,
     LocomoConversation,
@@ -112,18 +112,10 @@ def load(path: Path, limit: int | None) -> tuple[list[Conversation], EvidenceSta
     for conv in load_locomo(path, limit):
         c = conv["conversation"]
         utterances = utterances_of(c)
-        questions = []
-        for qa in conv["qa"]:
-            stats.questions_total += 1
-            category = int(qa["category"])
-            if category not in CATEGORIES:
-                stats.skipped_category_5 += 1
-                continue
-            evidence = evidence_of(qa, utterances, conv["sample_id"], stats)
-            if not evidence:
-                stats.no_evidence.append((conv["sample_id"], qa["question"]))
-                continue
-            questions.append(Question(conv["sample_id"], category, qa["question"], evidence))
+        questions = [
+            Question(conv["sample_id"], category, text, evidence)
+            for category, text, evidence in scored_questions(conv, utterances, stats)
+        ]
         conversations.append(
             Conversation(
                 sample_id=conv["sample_id"],
