@@ -189,6 +189,15 @@ async def assert_forgotten(service: MemoryServiceProcess, http: httpx.AsyncClien
     assert hub and marker.encode() not in hub and user.encode() not in hub
 
 
+async def writing(service: MemoryServiceProcess, http: httpx.AsyncClient, people: People) -> Writers:
+    """Seed both users, start the forgotten user's writers, and return once they have stored enough."""
+    live = await seed(http, people)
+    writers = Writers(service, people, live)
+    writers.start()
+    await writers.enough()
+    return writers
+
+
 @LATENCIES
 async def test_forget_during_twenty_concurrent_writers_leaves_nothing_of_the_user(tmp_path: Path, latency_ms: int):
     service = MemoryServiceProcess(tmp_path, SETTINGS, durable_latency_ms=latency_ms)
@@ -196,10 +205,7 @@ async def test_forget_during_twenty_concurrent_writers_leaves_nothing_of_the_use
     people = People()
     try:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as http:
-            live = await seed(http, people)
-            writers = Writers(service, people, live)
-            writers.start()
-            await writers.enough()
+            writers = await writing(service, http, people)
             acked_before = writers.acked
             assert await task_hub(http, names.user_prefix(people.user))  # background work of the user is there
             assert people.user.encode() in task_hub_bytes(service)  # ... and its payloads in the task hub's file
@@ -247,10 +253,7 @@ async def test_a_forget_killed_midway_is_finished_after_a_restart(tmp_path: Path
     people = People()
     try:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as http:
-            live = await seed(http, people)
-            writers = Writers(service, people, live)
-            writers.start()
-            await writers.enough()
+            writers = await writing(service, http, people)
             deleting = asyncio.create_task(http.delete(f"/users/{people.user}"))
 
             async def begun() -> bool:
@@ -267,7 +270,7 @@ async def test_a_forget_killed_midway_is_finished_after_a_restart(tmp_path: Path
         service.start()
         async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as http:
             # Refused while pending (409), and the session is gone once the cleanup timer has finished the forget.
-            refused = await store(http, people.user, live[0], "after-restart", people.marker, "Noted.")
+            refused = await store(http, people.user, writers.live[0], "after-restart", people.marker, "Noted.")
             assert refused.status_code in (404, 409), refused.text
             await completed(service, people, within=45)
             await assert_forgotten(service, http, people)
