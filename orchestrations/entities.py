@@ -1,9 +1,9 @@
 """The session entity: the hot pool's bounded state of one session, and the claims that order its compaction.
 
-It is a dispatcher: it decodes the operation's input, applies a pure transition of ``memory_core.session`` and stores
-the result. Background work talks to it; the request path never does (it reads and writes the store). Every
-operation reads its input only when it has one (an operation signalled without input arrives as null) and answers
-with plain JSON.
+It is a dispatcher: it validates the operation's input into its model (``orchestrations.payloads``: the one the
+orchestrator that sends it builds), applies a pure transition of ``memory_core.session`` and stores the result.
+Background work talks to it; the request path never does (it reads and writes the store). Every operation reads its
+input only when it has one (an operation signalled without input arrives as null) and answers with plain JSON.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from memory_core import session as rules
 from memory_core import telemetry
 from memory_core.config import get_settings
 from orchestrations import names
-from orchestrations.payloads import FinishOperation
-from orchestrations.tracing import carrier_of, without_trace
+from orchestrations.payloads import ApplyCompactionOperation, FinishOperation, SyncOperation
+from orchestrations.tracing import carrier_of
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ Transition = tuple[rules.HotSession | None, Any, bool]
 
 
 def session_operation(state: rules.HotSession | None, operation: str, data: Any) -> Transition:
-    """Apply one operation: ``(new state or None to delete, result, state changed)``.
+    """Apply one operation to its input as received (validated here into the operation's payload model).
+
+    Returns ``(new state or None to delete, result, state changed)``.
 
     Operations on a session that is not hot change nothing (and create nothing), except ``sync``, which builds the
     state from the store's snapshot, and ``finish``, which leaves the final, text-free state of an ended session.
@@ -49,7 +51,7 @@ def session_operation(state: rules.HotSession | None, operation: str, data: Any)
     if operation == names.GET:
         return state, _dump(state), False
     if operation == names.SYNC:
-        new_state, claim = rules.sync(state, rules.SessionSnapshot.model_validate(data), keep, chunk)
+        new_state, claim = rules.sync(state, SyncOperation.model_validate(data), keep, chunk)
         return new_state, _dump(claim), new_state != state
     if operation == names.FINISH:
         done = FinishOperation.model_validate(data)
@@ -61,7 +63,7 @@ def session_operation(state: rules.HotSession | None, operation: str, data: Any)
     if state is None:
         return None, None, False
     if operation == names.APPLY_COMPACTION:
-        new_state, claim = rules.apply_compaction(state, rules.CompactionDone.model_validate(data), keep, chunk)
+        new_state, claim = rules.apply_compaction(state, ApplyCompactionOperation.model_validate(data), keep, chunk)
         return new_state, _dump(claim), new_state != state
     return rules.release_claim(state), None, True
 
@@ -71,11 +73,12 @@ def session_entity(context: df.DurableEntityContext) -> None:
     """One session's hot state: the pure transitions of ``memory_core.session``."""
     data = _raw_input(context)
     attrs = {"durable.entity.name": names.SESSION_ENTITY, "durable.entity.operation": context.operation_name}
+    # The trace is read before the input is validated, so that a malformed input's failure is in the sender's trace.
     with (
         telemetry.remote_parent(carrier_of(data), override=True),
         telemetry.span(f"entity session.{context.operation_name}", attributes=attrs),
     ):
-        _run_operation(context, without_trace(data))
+        _run_operation(context, data)
 
 
 def _run_operation(context: df.DurableEntityContext, data: Any) -> None:

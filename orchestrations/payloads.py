@@ -1,7 +1,16 @@
 """What orchestrators, activities and the session entity send each other: pydantic models, validated on entry.
 
-Every payload is small (ids, counters, a bounded summary): turn texts never ride a Durable message, they are read
-from the store by the activity that needs them.
+The sender builds the model and sends its JSON dump; the receiver validates the JSON into the same model on its first
+line (activities, the entity's operations) or as it takes a task's result (orchestrators). Every payload is small
+(ids, counters, a bounded summary): turn texts never ride a Durable message, they are read from the store by the
+activity that needs them.
+
+Inputs: ``BatchJob``, ``CompactJob``, ``EvictJob``, ``ReflectJob`` (activities; ``BatchJob``, ``SessionRef`` and
+``EvictJob`` also start orchestrations); ``SyncOperation``, ``ApplyCompactionOperation``, ``FinishOperation`` (the
+session entity's operations that carry input; ``get``, ``release_claim`` and ``delete`` carry none). Results:
+``SessionSnapshot`` (index), ``CompactionDone`` (compact), ``ReflectionOutcome`` (reflect), a plain bool (evict),
+``Claim`` or null (the entity's ``sync`` and ``apply_compaction``), ``BatchOutcome`` and ``EvictionOutcome``
+(orchestrations).
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-from memory_core.session import Claim
+from memory_core.session import Claim, CompactionDone, SessionSnapshot
 
 
 class Traced(BaseModel):
@@ -64,6 +73,20 @@ class ReflectJob(SessionRef):
     now: datetime
 
 
+class SyncOperation(Traced, SessionSnapshot):
+    """The session entity's ``sync`` operation: the store's snapshot of the session (the index activity's result).
+
+    On the wire: the snapshot's fields, and ``trace`` beside them when there is one.
+    """
+
+
+class ApplyCompactionOperation(Traced, CompactionDone):
+    """The session entity's ``apply_compaction`` operation: a compaction step's outcome (the compact activity's result).
+
+    On the wire: the outcome's fields, and ``trace`` beside them when there is one.
+    """
+
+
 class FinishOperation(SessionRef):
     """The session entity's ``finish`` operation: the session ended; its reflection finished at ``now``."""
 
@@ -76,3 +99,11 @@ class BatchOutcome(SessionRef):
     indexed_through: int = 0
     chunks_compacted: int = 0
     skipped: str | None = None
+
+
+class EvictionOutcome(BaseModel):
+    """What an eviction did: whether the session was marked idle (its entity is then deleted)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    evicted: bool

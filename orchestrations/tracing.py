@@ -34,13 +34,6 @@ def carrier_of(data: Any) -> Carrier:
     return None
 
 
-def without_trace(data: Any) -> Any:
-    """A payload without its ``trace`` (what the operation itself reads)."""
-    if isinstance(data, dict) and "trace" in data:
-        return {k: v for k, v in data.items() if k != "trace"}
-    return data
-
-
 def orchestration_span_id(instance_id: str) -> int:
     """The span id of an orchestration: 64 bits of its instance id's digest (never 0)."""
     return int.from_bytes(hashlib.sha256(instance_id.encode()).digest()[:8], "big") or 1

@@ -13,19 +13,23 @@ from collections.abc import Generator
 from typing import Any
 
 import azure.durable_functions as df
+from pydantic import StrictBool, TypeAdapter
 
 from memory_core.domain import SessionStatus
 from memory_core.service import ReflectionOutcome
-from memory_core.session import Claim, SessionSnapshot
+from memory_core.session import Claim, CompactionDone, SessionSnapshot
 from orchestrations import names
 from orchestrations.payloads import (
+    ApplyCompactionOperation,
     BatchJob,
     BatchOutcome,
     CompactJob,
+    EvictionOutcome,
     EvictJob,
     FinishOperation,
     ReflectJob,
     SessionRef,
+    SyncOperation,
 )
 from orchestrations.tracing import Carrier, traced_orchestrator
 
@@ -38,10 +42,8 @@ RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_number_o
 
 Orchestration = Generator[Any, Any, Any]
 
-
-def _traced(data: Any, trace: Carrier) -> Any:
-    """An entity operation's input with the trace context of the orchestration (the entity strips it)."""
-    return {**data, "trace": trace} if trace and isinstance(data, dict) else data
+# The evict activity's result: whether it marked the session idle.
+_EVICTED = TypeAdapter(StrictBool)
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.BATCH_ORCHESTRATOR)
@@ -68,7 +70,8 @@ def _index_and_compact(context: df.DurableOrchestrationContext, job: BatchJob) -
     if snapshot.status is SessionStatus.ENDED:
         return outcome.model_copy(update={"skipped": "the session has ended"})
     entity = names.session_entity(job.user_id, job.session_id)
-    claimed = yield context.call_entity(entity, names.SYNC, _traced(snapshot.model_dump(mode="json"), job.trace))
+    sync = SyncOperation(**dict(snapshot), trace=job.trace)
+    claimed = yield context.call_entity(entity, names.SYNC, sync.model_dump(mode="json"))
     compacted = 0
     while claimed is not None:
         claim = Claim.model_validate(claimed)
@@ -82,7 +85,8 @@ def _index_and_compact(context: df.DurableOrchestrationContext, job: BatchJob) -
             yield context.call_entity(entity, names.RELEASE_CLAIM)
             raise
         compacted += 1
-        claimed = yield context.call_entity(entity, names.APPLY_COMPACTION, _traced(done, job.trace))
+        applied = ApplyCompactionOperation(**dict(CompactionDone.model_validate(done)), trace=job.trace)
+        claimed = yield context.call_entity(entity, names.APPLY_COMPACTION, applied.model_dump(mode="json"))
     return outcome.model_copy(update={"chunks_compacted": compacted})
 
 
@@ -127,7 +131,8 @@ def evict_session(context: df.DurableOrchestrationContext, trace: Carrier) -> Or
     """
     job = EvictJob.model_validate(context.get_input()).model_copy(update={"trace": trace})
     yield from _index_and_compact(context, BatchJob(user_id=job.user_id, session_id=job.session_id, trace=trace))
-    evicted = yield context.call_activity_with_retry(names.EVICT_ACTIVITY, RETRY, job.model_dump(mode="json"))
-    if evicted:
+    result = yield context.call_activity_with_retry(names.EVICT_ACTIVITY, RETRY, job.model_dump(mode="json"))
+    outcome = EvictionOutcome(evicted=_EVICTED.validate_python(result))
+    if outcome.evicted:
         context.signal_entity(names.session_entity(job.user_id, job.session_id), names.DELETE)
-    return {"evicted": bool(evicted)}
+    return outcome.model_dump(mode="json")
