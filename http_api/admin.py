@@ -5,7 +5,7 @@ from __future__ import annotations
 import azure.durable_functions as df
 import azure.functions as func
 
-from http_api.openapi import openapi_document
+from http_api.openapi import openapi_document, route
 from http_api.responses import error_response, json_response, parse_query, respond
 from memory_core import api
 from memory_core.config import get_settings
@@ -16,13 +16,13 @@ from orchestrations.host import DurableSessionHost
 bp = df.Blueprint()
 
 
-@bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@route(bp, "GET /health")
 async def health(req: func.HttpRequest) -> func.HttpResponse:
     """Whether the service is up, and what it runs on."""
     return await respond(req, api.health)
 
 
-@bp.route(route="stats", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@route(bp, "GET /stats")
 async def stats(req: func.HttpRequest) -> func.HttpResponse:
     """The hot pool's statistics."""
     return await respond(req, api.stats)
@@ -33,7 +33,7 @@ async def stats(req: func.HttpRequest) -> func.HttpResponse:
 # "a%2Fb"); the query forms (DELETE and GET /users?user_id=...) take any id.
 
 
-@bp.route(route="users/{user_id}", methods=["DELETE"], auth_level=func.AuthLevel.ADMIN)
+@route(bp, "DELETE /users/{user_id}")
 @bp.durable_client_input(client_name="client")
 async def forget_user(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Delete everything of a user named in the path."""
@@ -43,7 +43,7 @@ async def forget_user(req: func.HttpRequest, client: df.DurableOrchestrationClie
     )
 
 
-@bp.route(route="users", methods=["DELETE"], auth_level=func.AuthLevel.ADMIN)
+@route(bp, "DELETE /users")
 @bp.durable_client_input(client_name="client")
 async def forget_user_by_query(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Delete everything of a user named in the query string (any id)."""
@@ -51,13 +51,13 @@ async def forget_user_by_query(req: func.HttpRequest, client: df.DurableOrchestr
     return await respond(req, lambda s: api.forget_user(s, host, parse_query(req, UserQuery, s).user_id))
 
 
-@bp.route(route="users/{user_id}/export", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@route(bp, "GET /users/{user_id}/export")
 async def export_user(req: func.HttpRequest) -> func.HttpResponse:
     """Everything stored about a user named in the path, as JSON."""
     return await respond(req, lambda s: api.export_user(s, UserRef.model_validate(dict(req.route_params)).user_id))
 
 
-@bp.route(route="users", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@route(bp, "GET /users")
 async def export_user_by_query(req: func.HttpRequest) -> func.HttpResponse:
     """Everything stored about a user named in the query string (any id), as JSON."""
     return await respond(req, lambda s: api.export_user(s, parse_query(req, UserQuery, s).user_id))

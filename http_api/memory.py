@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import azure.durable_functions as df
 import azure.functions as func
 
+from http_api.openapi import endpoint, route
 from http_api.responses import parse_body, parse_query, respond, route_url
 from memory_core import api
 from memory_core.models import (
@@ -31,16 +32,16 @@ from orchestrations.host import DurableSessionHost
 bp = df.Blueprint()
 
 
-@bp.route(route="sessions/start", methods=["POST"])
+@route(bp, "POST /sessions/start")
 async def start_session(req: func.HttpRequest) -> func.HttpResponse:
     """Start a session, or restore an existing one, and return its context."""
     return await respond(req, lambda s: api.start_session(s, parse_body(req, StartSessionRequest, s, caller=True)))
 
 
-REFLECTION_ROUTE = "sessions/reflection"
+REFLECTION_ROUTE = endpoint("GET /sessions/reflection").path.lstrip("/")
 
 
-@bp.route(route="sessions/end", methods=["POST"])
+@route(bp, "POST /sessions/end")
 @bp.durable_client_input(client_name="client")
 async def end_session(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """End a session and start its reflection; 202 with the URL of its status on this service."""
@@ -54,7 +55,7 @@ async def end_session(req: func.HttpRequest, client: df.DurableOrchestrationClie
     return await respond(req, end, 202)
 
 
-@bp.route(route=REFLECTION_ROUTE, methods=["GET"])
+@route(bp, "GET /sessions/reflection")
 @bp.durable_client_input(client_name="client")
 async def reflection_status(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """The session's reflection in Durable's status shape: 202 while it runs, 200 once it is done."""
@@ -66,13 +67,13 @@ async def reflection_status(req: func.HttpRequest, client: df.DurableOrchestrati
     )
 
 
-@bp.route(route="memory/context", methods=["POST"])
+@route(bp, "POST /memory/context")
 async def get_context(req: func.HttpRequest) -> func.HttpResponse:
     """The session's ready-to-inject context, with every turn stored so far."""
     return await respond(req, lambda s: api.get_context(s, parse_body(req, ContextRequest, s, caller=True)))
 
 
-@bp.route(route="memory/store", methods=["POST"])
+@route(bp, "POST /memory/store")
 @bp.durable_client_input(client_name="client")
 async def store_turn(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Store one turn: 201 once it is durable, 200 for a repeat of a stored turn_id."""
@@ -86,19 +87,19 @@ def _stored_status(response: StoreTurnResponse) -> int:
     return 200 if response.duplicate else 201
 
 
-@bp.route(route="memory/retrieve", methods=["POST"])
+@route(bp, "POST /memory/retrieve")
 async def retrieve(req: func.HttpRequest) -> func.HttpResponse:
     """Hybrid search over the user's memory."""
     return await respond(req, lambda s: api.retrieve(s, parse_body(req, RetrieveRequest, s, caller=True)))
 
 
-@bp.route(route="insights", methods=["POST"])
+@route(bp, "POST /insights")
 async def insights(req: func.HttpRequest) -> func.HttpResponse:
     """The user's long-term insights."""
     return await respond(req, lambda s: api.insights(s, parse_body(req, InsightsRequest, s, caller=True)))
 
 
-@bp.route(route="summaries", methods=["POST"])
+@route(bp, "POST /summaries")
 async def summaries(req: func.HttpRequest) -> func.HttpResponse:
     """The user's session summaries, newest first."""
     return await respond(req, lambda s: api.summaries(s, parse_body(req, SummariesRequest, s, caller=True)))

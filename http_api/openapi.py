@@ -9,10 +9,13 @@ out, and a caller without a principal (401) or naming another user (403) is refu
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
+import azure.durable_functions as df
+import azure.functions as func
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -152,6 +155,38 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         caller=False,
     ),
 )
+
+AUTH_LEVELS: dict[Auth, func.AuthLevel] = {
+    "anonymous": func.AuthLevel.ANONYMOUS,
+    "function": func.AuthLevel.FUNCTION,
+    "admin": func.AuthLevel.ADMIN,
+}
+
+
+def endpoint(operation: str) -> Endpoint:
+    """The endpoint declared for ``operation``, written ``"POST /memory/store"``.
+
+    Raises:
+        LookupError: No endpoint of ``ENDPOINTS`` has that method and path.
+    """
+    method, _, path = operation.partition(" ")
+    for candidate in ENDPOINTS:
+        if candidate.method == method.lower() and candidate.path == path:
+            return candidate
+    raise LookupError(f"{operation!r} is not declared in http_api.openapi.ENDPOINTS")
+
+
+def route(bp: df.Blueprint, operation: str) -> Callable[..., Any]:
+    """``bp.route`` for ``operation`` as ``ENDPOINTS`` declares it: its path, method and key level.
+
+    So a route is declared once, in ``ENDPOINTS``, and what the host serves cannot drift from the OpenAPI document;
+    an operation missing from the table fails when the blueprint is imported.
+    """
+    declared = endpoint(operation)
+    return bp.route(  # type: ignore[no-any-return]
+        route=declared.path.lstrip("/"), methods=[declared.method.upper()], auth_level=AUTH_LEVELS[declared.auth]
+    )
+
 
 _SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "function": [{"functionKey": []}, {"functionKeyHeader": []}],

@@ -15,6 +15,7 @@ from pathlib import Path
 import azure.durable_functions as df
 import azure.functions as func
 
+from http_api.openapi import route
 from http_api.responses import error_response, respond
 from memory_core import api
 
@@ -59,7 +60,7 @@ def inspector_asset(req: func.HttpRequest) -> func.HttpResponse:
     return _file_response(name, ASSETS[name])
 
 
-@bp.route(route="inspector/users", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+@route(bp, "GET /inspector/users")
 async def inspector_users(req: func.HttpRequest) -> func.HttpResponse:
     """The users of the most recently active sessions, each with those sessions."""
     return await respond(req, api.list_users)

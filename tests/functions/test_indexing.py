@@ -7,34 +7,43 @@ import json
 from pathlib import Path
 from typing import Any
 
+import azure.durable_functions as df
 import azure.functions as func
 import pytest
 
+from http_api import openapi
 from memory_core.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
-HTTP_ROUTES = {
-    # function name: (route, method, auth level, has a durable client)
-    "start_session": ("sessions/start", "POST", func.AuthLevel.FUNCTION, False),
-    "end_session": ("sessions/end", "POST", func.AuthLevel.FUNCTION, True),
-    "reflection_status": ("sessions/reflection", "GET", func.AuthLevel.FUNCTION, True),
-    "get_context": ("memory/context", "POST", func.AuthLevel.FUNCTION, False),
-    "store_turn": ("memory/store", "POST", func.AuthLevel.FUNCTION, True),
-    "retrieve": ("memory/retrieve", "POST", func.AuthLevel.FUNCTION, False),
-    "insights": ("insights", "POST", func.AuthLevel.FUNCTION, False),
-    "summaries": ("summaries", "POST", func.AuthLevel.FUNCTION, False),
-    "health": ("health", "GET", func.AuthLevel.ANONYMOUS, False),
-    "openapi": ("openapi.json", "GET", func.AuthLevel.ANONYMOUS, False),
-    "stats": ("stats", "GET", func.AuthLevel.ADMIN, False),
-    "forget_user": ("users/{user_id}", "DELETE", func.AuthLevel.ADMIN, True),
-    "forget_user_by_query": ("users", "DELETE", func.AuthLevel.ADMIN, True),
-    "export_user": ("users/{user_id}/export", "GET", func.AuthLevel.ADMIN, False),
-    "export_user_by_query": ("users", "GET", func.AuthLevel.ADMIN, False),
-    # the memory inspector: its page and listing need the admin key; its script and stylesheet hold no data
-    "inspector_page": ("inspector", "GET", func.AuthLevel.ADMIN, False),
-    "inspector_users": ("inspector/users", "GET", func.AuthLevel.ADMIN, False),
-    "inspector_asset": ("inspector/assets/{name}", "GET", func.AuthLevel.ANONYMOUS, False),
+# The HTTP functions (name: has a durable client). The API's routes, methods and key levels are declared once, in
+# http_api.openapi.ENDPOINTS, and the decorators take them from there; the tests below check what the host indexes.
+HTTP_FUNCTIONS = {
+    "start_session": False,
+    "end_session": True,
+    "reflection_status": True,
+    "get_context": False,
+    "store_turn": True,
+    "retrieve": False,
+    "insights": False,
+    "summaries": False,
+    "health": False,
+    "openapi": False,
+    "stats": False,
+    "forget_user": True,
+    "forget_user_by_query": True,
+    "export_user": False,
+    "export_user_by_query": False,
+    "inspector_page": False,
+    "inspector_users": False,
+    "inspector_asset": False,
+}
+# Served outside the API's table: the OpenAPI document itself, and the memory inspector's page (admin key) and its
+# script and stylesheet (no data in them).
+OTHER_ROUTES = {
+    ("openapi.json", "GET", func.AuthLevel.ANONYMOUS),
+    ("inspector", "GET", func.AuthLevel.ADMIN),
+    ("inspector/assets/{name}", "GET", func.AuthLevel.ANONYMOUS),
 }
 ENTITIES = {"session_entity": "session"}
 ORCHESTRATORS = {"process_turns", "reflect_session", "evict_session"}
@@ -58,25 +67,38 @@ def _binding_types(fn: Any) -> list[str]:
 
 
 def test_the_app_has_exactly_the_expected_functions(functions: dict[str, Any]) -> None:
-    expected = {*HTTP_ROUTES, *ENTITIES, *ORCHESTRATORS, *ACTIVITIES, *MCP_TOOLS, "cleanup_timer"}
+    expected = {*HTTP_FUNCTIONS, *ENTITIES, *ORCHESTRATORS, *ACTIVITIES, *MCP_TOOLS, "cleanup_timer"}
     assert set(functions) == expected
 
 
-@pytest.mark.parametrize("name", sorted(HTTP_ROUTES))
-def test_http_function_has_its_route_method_and_auth_level(functions: dict[str, Any], name: str) -> None:
-    route, method, auth, has_client = HTTP_ROUTES[name]
-    fn = functions[name]
+def _served(fn: Any) -> tuple[str, str, func.AuthLevel]:
     trigger = fn.get_trigger()
     assert trigger.type == "httpTrigger"
-    assert trigger.route == route
-    assert [m.value for m in trigger.methods] == [method]
-    assert trigger.auth_level == auth
-    expected = ["durableClient", "http", "httpTrigger"] if has_client else ["http", "httpTrigger"]
+    (method,) = trigger.methods
+    raw = next(json.loads(b) for b in fn.get_raw_bindings() if json.loads(b)["type"] == "httpTrigger")
+    assert raw["authLevel"] == trigger.auth_level.name and raw["route"] == trigger.route
+    return str(trigger.route), method.value, trigger.auth_level
+
+
+def test_http_functions_serve_exactly_the_openapi_endpoints_and_the_pages(functions: dict[str, Any]) -> None:
+    served = [_served(functions[name]) for name in HTTP_FUNCTIONS]
+    declared = [(e.path.lstrip("/"), e.method.upper(), openapi.AUTH_LEVELS[e.auth]) for e in openapi.ENDPOINTS]
+    assert sorted(served, key=str) == sorted([*declared, *OTHER_ROUTES], key=str)
+    assert ("memory/store", "POST", func.AuthLevel.FUNCTION) in served
+    assert ("stats", "GET", func.AuthLevel.ADMIN) in served and ("health", "GET", func.AuthLevel.ANONYMOUS) in served
+
+
+def test_a_route_missing_from_the_openapi_table_fails_at_import() -> None:
+    with pytest.raises(LookupError, match="POST /memory/forget"):
+        openapi.route(df.Blueprint(), "POST /memory/forget")
+
+
+@pytest.mark.parametrize("name", sorted(HTTP_FUNCTIONS))
+def test_http_function_has_a_durable_client_where_it_needs_one(functions: dict[str, Any], name: str) -> None:
+    fn = functions[name]
+    expected = ["durableClient", "http", "httpTrigger"] if HTTP_FUNCTIONS[name] else ["http", "httpTrigger"]
     assert _binding_types(fn) == expected
-    raw = [json.loads(b) for b in fn.get_raw_bindings()]
-    http_in = next(b for b in raw if b["type"] == "httpTrigger")
-    assert http_in["authLevel"] == auth.name and http_in["route"] == route
-    if has_client:
+    if HTTP_FUNCTIONS[name]:
         # The SDK wraps a client function; the wrapper keeps the user's async function.
         assert callable(fn.get_user_function().client_function)
 
