@@ -275,6 +275,11 @@ class DevHost:
             await self._worker.stop()
         if self._proxy is not None:
             await self._proxy.close()
+        # A private name because the SDK leaves no public way: the durable client's calls share one module-level
+        # aiohttp session, made on the loop of the first call and closed only by http_utils._close_session
+        # (azure/durable_functions/models/utils/http_utils.py, whose docstring says no shutdown hook calls it).
+        # Left open, it warns at exit and a later host in the same process reuses it on a closed loop.
+        # tests/unit/test_sdk_private_names.py fails when that changes.
         try:
             from azure.durable_functions.models.utils import http_utils
 

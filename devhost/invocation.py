@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import azure.functions as func
+
+# A private module because the SDK leaves no public way: func.Context's abstract trace_context and retry_context
+# return these ABCs, which azure.functions defines in azure/functions/_abc.py and does not re-export (its __init__.py
+# exports Context, TimerRequest, InputStream and Out from there). tests/unit/test_sdk_private_names.py fails when
+# that changes.
 from azure.functions import _abc
 
 logger = logging.getLogger("devhost.functions")

@@ -27,7 +27,10 @@ bp = df.Blueprint()
 
 
 def _raw_input(context: df.DurableEntityContext) -> Any:
-    # The SDK's get_input() fails on an operation sent without input; such operations carry none.
+    # A private name because the SDK leaves no public way: get_input() runs json.loads on the operation's raw input,
+    # which is None for an operation sent without input (get, release_claim, delete), and so raises TypeError
+    # (azure/durable_functions/models/DurableEntityContext.py, get_input; azure/durable_functions/entity.py sets
+    # context._input from the batch's "input"). tests/unit/test_sdk_private_names.py fails when either changes.
     return context.get_input() if context._input is not None else None
 
 

@@ -43,6 +43,10 @@ _EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 
 def instance_management(client: df.DurableOrchestrationClient) -> InstanceManagement:
     """The management API behind the client binding: its ``rpcBaseUrl`` (the SDK keeps the binding private)."""
+    # A private name because the SDK leaves no public way: the client keeps the binding it was built from, and with
+    # it rpcBaseUrl, only in _orchestration_bindings (azure/durable_functions/models/DurableOrchestrationClient.py,
+    # __init__); its public methods page no listing (see orchestrations/management.py), and the public management
+    # URLs are the webhook with the system key. tests/unit/test_sdk_private_names.py fails when that changes.
     base_url = client._orchestration_bindings.rpc_base_url
     if not base_url:
         raise RuntimeError("The durable client binding has no rpcBaseUrl (Durable extension 2.x is required)")
