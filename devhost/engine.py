@@ -43,7 +43,7 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,6 +72,7 @@ from devhost.store import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     ActivityItem,
+    EntityMessage,
     GroupCommitter,
     InboxMessage,
     Instance,
@@ -157,6 +158,47 @@ def split_scheduler_id(entity_id: str) -> tuple[str, str]:
     return name, key
 
 
+def queued_entity_input(action_input: str | None) -> str | None:
+    """An orchestration's entity operation input as it is queued and batched: the action's JSON text, JSON-encoded."""
+    return json.dumps(action_input) if action_input is not None else None
+
+
+def entity_batch_request(entity_id: str, state: str | None, operations: Sequence[EntityMessage]) -> str:
+    """The entity trigger's value for one batch, as the extension sends it.
+
+    Args:
+        entity_id: the entity's scheduler id (`@name@key`).
+        state: its state as JSON text, None when it does not exist.
+        operations: the queued operations, in arrival order (inputs as queued, see `queued_entity_input`).
+    """
+    name, key = split_scheduler_id(entity_id)
+    return json.dumps(
+        {
+            "self": {"name": name, "key": key},
+            "exists": state is not None,
+            "state": state,
+            "batch": [{"name": m.operation, "input": m.input, "isSignal": m.is_signal} for m in operations],
+        }
+    )
+
+
+@dataclass
+class EntityBatchResult:
+    """An entity function's answer to one batch: whether the entity exists after it, its state, one result each."""
+
+    exists: bool
+    state: str | None  # JSON text
+    results: list[dict[str, Any]]  # {"isError": bool, "result": JSON text}, one per operation
+    response: dict[str, Any]  # the whole answer (`signals` included)
+
+
+def read_entity_batch_response(returned: str) -> EntityBatchResult:
+    """Decode what an entity function returned for a batch."""
+    response = json.loads(returned)
+    results = list(response.get("results") or [])
+    return EntityBatchResult(bool(response.get("entityExists")), response.get("entityState"), results, response)
+
+
 def validate_instance_id(instance_id: str) -> None:
     r"""Instance ids as Azure Storage accepts them: 1-100 characters, no `/ \\ # ?` nor control characters."""
     if not instance_id or len(instance_id) > 100:
@@ -216,6 +258,14 @@ class DurableEngine:
                 len(self._timers),
             )
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="devhost-dispatcher")
+
+    async def pause(self) -> None:
+        """Stop dispatching: nothing new runs until `start()` resumes (activities and entity batches running go on)."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+            self._dispatcher = None
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop dispatching; let running activities and entity batches finish for a while, then cancel them.
@@ -574,6 +624,28 @@ class DurableEngine:
         horizon = time.time() + self.latency.max_delay
         return max(at, Store.last_entity_visible_at(db, entity_id, sender, horizon))
 
+    def idle(self) -> bool:
+        """Whether nothing is queued or running.
+
+        No orchestration message (durable timers included), activity or entity operation is left, and nothing is
+        about to be dispatched.
+        """
+        if self._dirty_instances or self._dirty_entities or self._activities or self._entity_tasks:
+            return False
+        return self.store.queued_work() == 0
+
+    async def wait_idle(self, within: float = 60.0, interval: float = 0.002) -> None:
+        """Return once the back end is `idle()`: what was started has run to its end.
+
+        For tests and tools that drive the host step by step. Work that cannot end (a suspended instance's messages)
+        raises TimeoutError after `within` seconds.
+        """
+        deadline = time.monotonic() + within
+        while not self.idle():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the durable back end still had work after {within}s")
+            await asyncio.sleep(interval)
+
     async def wait_for_completion(self, instance_id: str, within: float) -> None:
         """Wait until the instance is in a terminal state or the timeout passes."""
         instance = self.store.get_instance(instance_id)
@@ -837,7 +909,7 @@ class DurableEngine:
         request = {
             "op": work.operation,
             "signal": work.signal,
-            "input": json.dumps(work.input) if work.input is not None else None,
+            "input": queued_entity_input(work.input),
             "id": work.request_id,
             "parent": instance.instance_id,
             "parentExecution": instance.execution_id,
@@ -888,7 +960,7 @@ class DurableEngine:
             db,
             work.name,
             work.operation or "",
-            json.dumps(work.input) if work.input is not None else None,
+            queued_entity_input(work.input),
             is_signal=work.signal,
             request_id=None if work.signal else work.request_id,
             parent_instance_id=instance.instance_id,
@@ -1118,29 +1190,21 @@ class DurableEngine:
         name, key = split_scheduler_id(entity_id)
         function = self.index.entities.get(name)
         state = self.store.get_entity_state(entity_id)
-        request = {
-            "self": {"name": name, "key": key},
-            "exists": state is not None,
-            "state": state,
-            "batch": [{"name": m.operation, "input": m.input, "isSignal": m.is_signal} for m in batch],
-        }
         exists, new_state = state is not None, state
         results: list[dict[str, Any]]
         if function is None:
             error = json.dumps(f"The entity function '{name}' does not exist in this app")
             results = [{"isError": True, "result": error} for _ in batch]
         else:
-            body = json.dumps(request)
+            body = entity_batch_request(entity_id, state, batch)
             loop = asyncio.get_running_loop()
             with invocation(function.function_name, "(null)") as outcome:
                 try:
                     returned = await loop.run_in_executor(
                         self._executor, partial(function.handle, **{function.trigger_name: body})
                     )
-                    response = json.loads(returned)
-                    exists = bool(response.get("entityExists"))
-                    new_state = response.get("entityState")
-                    results = list(response.get("results") or [])
+                    answer = read_entity_batch_response(returned)
+                    exists, new_state, results = answer.exists, answer.state, answer.results
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

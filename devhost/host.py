@@ -159,8 +159,12 @@ class DevHost:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, *, durable: bool = True) -> None:
         """Load settings and the app, start the durable back end (here or in its worker process), start serving.
+
+        Args:
+            durable: False leaves this host's durable back end and timer triggers stopped until `start_durable()`:
+                orchestrations it is asked to start stay Pending, and signals stay queued (tests use it).
 
         Raises:
             AppLoadError, SettingError, StateDirInUseError, WorkerStartError, OSError: the host cannot start (see
@@ -186,10 +190,23 @@ class DevHost:
             self._engine = DurableEngine(self._store, self.index, self._executor, self._script_root, self.latency)
         self._configure_durable_api()
         await self._serve()
-        if self._engine is not None and self._store is not None:
+        if durable:
+            await self.start_durable()
+
+    async def start_durable(self) -> None:
+        """Start the durable back end's dispatching and the timer triggers (once; nothing to do in the "http" role)."""
+        if self._engine is not None and self._store is not None and self._timers is None:
             await self._engine.start()
             self._timers = TimerRunner(self.index.timers, self._store, self._invoke_timer)
             self._timers.start()
+
+    async def pause_durable(self) -> None:
+        """Stop the timer triggers and the durable back end's dispatching until `start_durable()` (tests use it)."""
+        if self._timers is not None:
+            await self._timers.stop()
+            self._timers = None
+        if self._engine is not None:
+            await self._engine.pause()
 
     async def stop(self) -> None:
         """Stop timers, the server and the durable back end (or its worker process); close the store."""
@@ -297,6 +314,11 @@ class DevHost:
     def base_url(self) -> str:
         """`http://localhost:<port>`."""
         return f"http://{self.options.public_hostname}:{self.port}"
+
+    @property
+    def engine(self) -> DurableEngine | None:
+        """The durable back end when it runs in this process (roles "single" and "durable"), else None."""
+        return self._engine
 
     @property
     def client_binding(self) -> str:

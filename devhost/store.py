@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,9 +186,9 @@ class EntityMessage:
     operation: str
     input: str | None
     is_signal: bool
-    request_id: str | None
-    parent_instance_id: str | None
-    parent_execution_id: str | None
+    request_id: str | None = None
+    parent_instance_id: str | None = None
+    parent_execution_id: str | None = None
 
 
 def database_path(state_dir: Path, hub_name: str) -> Path:
@@ -359,6 +360,47 @@ class Store:
             rows += [EntityRow(*row) for row in self._db.execute(entity_sql, [*entity_args, limit])]
         rows.sort(key=lambda row: row.instance_id if isinstance(row, Instance) else row.entity_id)
         return rows[:limit]
+
+    def put_instance(
+        self,
+        instance_id: str,
+        name: str,
+        status: str,
+        *,
+        created_time: float,
+        last_updated_time: float | None = None,
+        input_text: str | None = None,
+        output_text: str | None = None,
+    ) -> None:
+        """Write an instance row in the given state, without history or messages (it replaces one with that id).
+
+        For tests and tools that need a task hub in a given state (an old finished instance, a running one): the
+        back end runs nothing for such a row until a message arrives for it (a terminate, say).
+        """
+        with self.transaction() as db:
+            Store.delete_instance_data(db, instance_id)
+            db.execute(
+                "INSERT OR REPLACE INTO instances (instance_id, execution_id, name, version, status, input, output, "
+                "custom_status, created_time, last_updated_time) VALUES (?, ?, ?, '', ?, ?, ?, NULL, ?, ?)",
+                (
+                    instance_id,
+                    uuid.uuid4().hex,
+                    name,
+                    status,
+                    input_text,
+                    output_text,
+                    created_time,
+                    created_time if last_updated_time is None else last_updated_time,
+                ),
+            )
+
+    def queued_work(self) -> int:
+        """How many orchestration messages, activities and entity operations are queued (visible or not)."""
+        row = self._db.execute(
+            "SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM activities) "
+            "+ (SELECT COUNT(*) FROM entity_messages)"
+        ).fetchone()
+        return int(row[0])
 
     def get_entity(self, entity_id: str) -> EntityRow | None:
         """One existing entity by its scheduler id, or None."""
