@@ -9,7 +9,7 @@ from typing import Any
 
 import azure.functions as func
 
-from tests.functions.durable import FakeDurableClient
+from tests.functions.taskhub import TaskHub
 
 
 @dataclass
@@ -46,11 +46,14 @@ def http_request(
 
 
 class Api:
-    """The app's HTTP functions by function name; durable-client ones get the fake client."""
+    """The app's HTTP functions by function name; durable-client ones get the task hub's client.
 
-    def __init__(self, functions: dict[str, Any], client: FakeDurableClient | None) -> None:
+    On a running task hub a call returns once the background work it started has run to its end.
+    """
+
+    def __init__(self, functions: dict[str, Any], hub: TaskHub | None) -> None:
         self.functions = functions
-        self.client = client
+        self.hub = hub
 
     def route_of(self, name: str) -> str:
         return str(self.functions[name].get_trigger().route)
@@ -59,8 +62,8 @@ class Api:
         fn = self.functions[name].get_user_function()
         client_function = getattr(fn, "client_function", None)
         if client_function is not None:
-            assert self.client is not None, f"{name} needs a durable client"
-            response = await client_function(req=req, client=self.client)
+            assert self.hub is not None, f"{name} needs a durable client"
+            response = await self.hub.call(client_function, req=req)
         else:
             response = fn(req=req)
             if inspect.isawaitable(response):

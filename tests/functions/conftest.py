@@ -1,18 +1,23 @@
-"""Fixtures of the Functions-layer tests: the indexed app, settings on a temporary SQLite file, a fake client."""
+"""Fixtures of the Functions-layer tests: the indexed app, settings on a temporary SQLite file, a local task hub."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devhost.functions import FunctionIndex, index_app
 from memory_core import runtime
 from memory_core.config import Settings, get_settings
 from memory_core.service import MemoryService
 from tests.functions.api_client import Api
-from tests.functions.durable import AppFunctions, FakeDurableClient
+from tests.functions.taskhub import HUB_NAME, NEVER, RecordingManagement, TaskHub
 
 # Small pool figures so a few turns exercise compaction and reflection.
 TEST_SETTINGS = {
@@ -33,16 +38,25 @@ TEST_SETTINGS = {
 
 @pytest.fixture(scope="session")
 def functions() -> dict[str, Any]:
-    """The app's functions by function name. ``get_functions()`` is not idempotent: index once per test session."""
+    """The app's functions by function name. ``get_functions()`` is not idempotent: index once per test session.
+
+    devhost indexes the app object once per process too (``devhost.functions.index_app``): it does so here.
+    """
     from function_app import app
 
     app.functions_bindings = None
-    return {fn.get_function_name(): fn for fn in app.get_functions()}
+    indexed = {fn.get_function_name(): fn for fn in app.get_functions()}
+    app.functions_bindings = None
+    index_app(app)
+    return indexed
 
 
 @pytest.fixture(scope="session")
-def app_functions(functions: dict[str, Any]) -> AppFunctions:
-    return AppFunctions(functions)
+def app_index(functions: dict[str, Any]) -> FunctionIndex:
+    """devhost's index of the app: its orchestrators, activities and entities by Durable name."""
+    from function_app import app
+
+    return index_app(app)
 
 
 @pytest.fixture(autouse=True)
@@ -72,34 +86,71 @@ async def service() -> AsyncIterator[MemoryService]:
 
 
 @pytest.fixture
-def client(app_functions: AppFunctions, service: MemoryService) -> FakeDurableClient:
-    """A fake client whose orchestrations stay pending until the test runs them."""
-    return FakeDurableClient(app_functions)
+def durable_settings(settings_env: Callable[..., None]) -> None:
+    """The task hub's name (host.json reads it) and a cleanup schedule that never fires: the tests fire the timer."""
+    settings_env(DURABLE_HUB_NAME=HUB_NAME, CLEANUP_SCHEDULE=NEVER)
+
+
+@pytest.fixture
+def hub_dir(tmp_path: Path) -> Iterator[Path]:
+    """Where a test's task hubs keep their state: in memory where there is a tmpfs (devhost commits with
+    ``synchronous=FULL``, and hundreds of tests each create a task hub)."""
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(prefix="functions-taskhub-", dir=shm))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+async def task_hubs(
+    functions: dict[str, Any], durable_settings: None, service: MemoryService, hub_dir: Path
+) -> AsyncIterator[Callable[[bool], Awaitable[TaskHub]]]:
+    """Starts a task hub (its durable back end running or not) that stops with the test."""
+    async with AsyncExitStack() as stack:
+
+        async def start(running: bool) -> TaskHub:
+            state_dir = hub_dir / ("running-hub" if running else "pending-hub")
+            return await stack.enter_async_context(TaskHub.started(state_dir, running=running))
+
+        yield start
+
+
+@pytest.fixture
+async def hub(task_hubs: Callable[[bool], Awaitable[TaskHub]]) -> TaskHub:
+    """The task hub with its durable back end stopped: orchestrations stay pending until the test resumes it."""
+    return await task_hubs(False)
+
+
+@pytest.fixture
+async def running_hub(task_hubs: Callable[[bool], Awaitable[TaskHub]]) -> TaskHub:
+    """The task hub with its durable back end running: what the app starts runs to its end."""
+    return await task_hubs(True)
 
 
 @pytest.fixture(autouse=True)
-def fake_management(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The host lists, terminates and purges through the fake client's management API, and purges at once."""
+def recorded_management(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forgetting lists, terminates and purges through the app's management API, the terminations recorded on the
+    client; a forget purges at once what has finished."""
     from orchestrations import host
 
-    monkeypatch.setattr(host, "instance_management", lambda client: client.management)
+    real = host.instance_management
+    monkeypatch.setattr(host, "instance_management", lambda client: RecordingManagement(real(client), client))
     monkeypatch.setattr(host, "QUIET_SECONDS", 0.0)
     monkeypatch.setattr(host, "FORGET_PASS_PAUSE_SECONDS", 0.01)
 
 
 @pytest.fixture
-def running_client(app_functions: AppFunctions, service: MemoryService) -> FakeDurableClient:
-    """A fake client that runs every orchestration it starts to its end."""
-    return FakeDurableClient(app_functions, run=True)
-
-
-@pytest.fixture
-def api(functions: dict[str, Any], client: FakeDurableClient) -> Api:
+def api(functions: dict[str, Any], hub: TaskHub) -> Api:
     """The HTTP functions, with orchestrations left pending."""
-    return Api(functions, client)
+    return Api(functions, hub)
 
 
 @pytest.fixture
-def running_api(functions: dict[str, Any], running_client: FakeDurableClient) -> Api:
-    """The HTTP functions, with every orchestration run to its end as it starts."""
-    return Api(functions, running_client)
+def running_api(functions: dict[str, Any], running_hub: TaskHub) -> Api:
+    """The HTTP functions; each call returns once the background work it started has run to its end."""
+    return Api(functions, running_hub)

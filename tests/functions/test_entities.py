@@ -1,21 +1,48 @@
-"""The session entity through its registered handle, with the batches the Durable extension sends."""
+"""The session entity through its registered handle, with the batches the Durable extension sends.
+
+devhost builds each batch (``devhost.engine.entity_batch_request``) from operations queued as an orchestration
+queues them, and decodes the answer as its durable back end does.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from devhost.engine import entity_batch_request, queued_entity_input, read_entity_batch_response, scheduler_id
+from devhost.functions import FunctionIndex
+from devhost.store import EntityMessage
 from memory_core import session as rules
 from memory_core.domain import SessionStatus, Turn
 from orchestrations import names
-from tests.functions.durable import SESSION, T0, USER, AppFunctions, BatchOutcome, OperationResult, run_entity
 
 pytestmark = pytest.mark.filterwarnings("ignore:azure.functions df_loads was called without expected_type")
 
+T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+USER, SESSION = "alice", "s1"
 KEY = names.session_key(USER, SESSION)  # the functions conftest sets K_TURN_BUFFER=2, L_TURN_CHUNKS=2
+
+
+@dataclass
+class OperationResult:
+    """One entry of an entity batch's ``results``, decoded."""
+
+    is_error: bool
+    value: Any
+
+
+@dataclass
+class BatchOutcome:
+    """An entity batch's output, decoded."""
+
+    raw: dict[str, Any]
+    exists: bool
+    state: Any
+    results: list[OperationResult]
 
 
 def snapshot(turn_count: int, compacted_through: int = 0, summary: str = "", **extra: Any) -> dict[str, Any]:
@@ -51,11 +78,24 @@ def done(chunk_count: int, through: int, summary: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def session_entity(app_functions: AppFunctions):
-    handle = app_functions.entities[names.SESSION_ENTITY]
+def session_entity(app_index: FunctionIndex):
+    """Run one batch of signals, as an orchestration sends them, on a session entity in ``state`` (None: none)."""
+    entity = app_index.entities[names.SESSION_ENTITY]
+    entity_id = scheduler_id(names.SESSION_ENTITY, KEY)
 
     def run(state: Any, *operations: tuple[str, Any]) -> BatchOutcome:
-        outcome = run_entity(handle, names.SESSION_ENTITY, KEY, state, list(operations))
+        batch = [
+            EntityMessage(n, entity_id, op, queued_entity_input(None if value is None else json.dumps(value)), True)
+            for n, (op, value) in enumerate(operations)
+        ]
+        body = entity_batch_request(entity_id, None if state is None else json.dumps(state), batch)
+        answer = read_entity_batch_response(entity.handle(**{entity.trigger_name: body}))
+        outcome = BatchOutcome(
+            raw=answer.response,
+            exists=answer.exists,
+            state=None if answer.state is None else json.loads(answer.state),
+            results=[OperationResult(r["isError"], json.loads(r["result"])) for r in answer.results],
+        )
         assert len(outcome.results) == len(operations)
         assert outcome.raw["signals"] == []
         return outcome

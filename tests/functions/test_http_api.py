@@ -1,12 +1,15 @@
-"""Every HTTP endpoint through its registered function, with real ``func.HttpRequest`` objects and a fake client."""
+"""Every HTTP endpoint through its registered function, with real ``func.HttpRequest`` objects and a local task hub."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import azure.durable_functions as df
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,12 +22,15 @@ from memory_core.runtime import close_service
 from memory_core.service import MemoryService
 from orchestrations import names
 from tests.functions.api_client import Api
-from tests.functions.durable import FakeDurableClient
+from tests.functions.taskhub import TaskHub
 
 pytestmark = pytest.mark.filterwarnings("ignore:azure.functions df_loads was called without expected_type")
 
 USER = "alice"
 COUNT = default_counter().count
+workflows = importlib.import_module(
+    "orchestrations.workflows"
+)  # the module: the package's `workflows` is its blueprint
 NOT_FOUND = {"error": "SessionNotFoundError", "detail": "Session not found", "field": "session_id"}
 
 # A valid body of every POST endpoint, by function name.
@@ -96,6 +102,25 @@ async def evicted_session(service: MemoryService, session_id: str, turns: int) -
     )
 
 
+def fail_reflections(monkeypatch: pytest.MonkeyPatch, error: Exception, times: int) -> None:
+    """The next ``times`` reflections raise ``error``; the activity's retries follow one another at once (the app's
+    policy waits 2 s before each)."""
+    real = MemoryService.reflect
+    left = [times]
+
+    async def reflect(self: MemoryService, *args: Any, **kwargs: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            raise error
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryService, "reflect", reflect)
+    attempts = workflows.RETRY.max_number_of_attempts
+    monkeypatch.setattr(
+        workflows, "RETRY", df.RetryOptions(first_retry_interval_in_milliseconds=1, max_number_of_attempts=attempts)
+    )
+
+
 async def finished_session(api: Api, session_id: str = "done") -> dict[str, Any]:
     """A session with three facts, ended and reflected (needs a client that runs orchestrations)."""
     await start(api, session_id, restore=False)
@@ -110,7 +135,7 @@ async def finished_session(api: Api, session_id: str = "done") -> dict[str, Any]
 
 
 async def test_start_without_id_creates_a_session_with_a_generated_id(
-    api: Api, client: FakeDurableClient, service: MemoryService
+    api: Api, hub: TaskHub, service: MemoryService
 ) -> None:
     body = await start(api)
     assert re.fullmatch(r"[0-9a-f]{32}", body["session_id"])
@@ -118,7 +143,7 @@ async def test_start_without_id_creates_a_session_with_a_generated_id(
     assert set(body) == set(models.ContextResponse.model_fields)
     record = await service.store.get_session(USER, body["session_id"])
     assert record is not None and record.status is SessionStatus.ACTIVE
-    assert client.entities == {} and client.starts == []  # nothing of Durable on the request path
+    assert await hub.entities() == set() and hub.client.starts == []  # nothing of Durable on the request path
 
 
 async def test_start_with_restore_false_and_an_explicit_id_creates_it(api: Api) -> None:
@@ -177,9 +202,7 @@ async def test_start_under_a_taken_id_is_409(api: Api) -> None:
 # -- /memory/store ----------------------------------------------------------------------------------------------
 
 
-async def test_store_answers_once_the_turn_is_stored(
-    api: Api, client: FakeDurableClient, service: MemoryService
-) -> None:
+async def test_store_answers_once_the_turn_is_stored(api: Api, hub: TaskHub, service: MemoryService) -> None:
     await start(api, "s1", restore=False)
     reply = await store(api, "s1", "I live in Lisbon.", turn_id="turn-1", metadata={"lang": "en"})
     assert reply.status == 201
@@ -193,7 +216,7 @@ async def test_store_answers_once_the_turn_is_stored(
     }
     (stored,) = await service.store.get_turns(USER, "s1")
     assert (stored.turn_id, stored.user_message, stored.metadata) == ("turn-1", "I live in Lisbon.", {"lang": "en"})
-    assert client.starts == [] and client.entities == {}  # one turn starts no background work
+    assert hub.client.starts == [] and await hub.entities() == set()  # one turn starts no background work
 
 
 async def test_store_generates_a_turn_id_when_none_is_given(api: Api) -> None:
@@ -202,14 +225,12 @@ async def test_store_generates_a_turn_id_when_none_is_given(api: Api) -> None:
     assert reply.status == 201 and re.fullmatch(r"[0-9a-f]{32}", reply.body["turn_id"])
 
 
-async def test_a_turn_that_makes_a_chunk_due_starts_one_batch_of_background_work(
-    api: Api, client: FakeDurableClient
-) -> None:
+async def test_a_turn_that_makes_a_chunk_due_starts_one_batch_of_background_work(api: Api, hub: TaskHub) -> None:
     await start(api, "s1", restore=False)
     for n in range(1, 8):
         assert (await store(api, "s1", f"message {n}", turn_id=f"t{n}")).status == 201
     # K=2, L=2: chunk 1-2 is due at turn 4, chunk 3-4 at turn 6; each starts one instance, with ids and counts only.
-    assert client.starts == [
+    assert hub.client.starts == [
         (
             names.BATCH_ORCHESTRATOR,
             names.batch_instance_id(USER, "s1", 4),
@@ -221,32 +242,32 @@ async def test_a_turn_that_makes_a_chunk_due_starts_one_batch_of_background_work
             {"user_id": USER, "session_id": "s1", "through_seq": 6},
         ),
     ]
-    assert all(i.startswith(names.user_prefix(USER)) for _, i, _ in client.starts)
+    assert all(i.startswith(names.user_prefix(USER)) for _, i, _ in hub.client.starts)
 
 
 async def test_background_work_compacts_chunks_in_order_and_keeps_the_entity_small(
-    running_api: Api, running_client: FakeDurableClient, service: MemoryService
+    running_api: Api, running_hub: TaskHub, service: MemoryService
 ) -> None:
     await start(running_api, "s1", restore=False)
     for n in range(1, 8):
         assert (await store(running_api, "s1", f"message {n} " + "x" * 30_000, turn_id=f"t{n}")).status == 201
-    assert {i.status for i in running_client.instances.values()} == {"Completed"}
+    assert set((await running_hub.statuses()).values()) == {"Completed"}
     record = await service.store.get_session(USER, "s1")
     # K=2, L=2: after 7 turns chunks 1-2 and 3-4 are folded (5-6 waits for two turns after it).
     assert (record.turn_count, record.compacted_through, record.chunk_count, record.indexed_through) == (7, 4, 2, 6)
     assert [(c.first_seq, c.last_seq) for c in await service.store.get_chunks(USER, "s1")] == [(1, 2), (3, 4)]
-    state = running_client.entity_state(names.SESSION_ENTITY, entity_key("s1"))
+    state = await running_hub.entity_state(names.SESSION_ENTITY, entity_key("s1"))
     assert (state["turn_count"], state["compacted_through"], state["claimed_through"]) == (6, 4, 4)
     assert state["cumulative_summary"] == record.cumulative_summary
     assert len(json.dumps(state)) < 8 * 1024  # 30,000-character messages never reach the entity
-    for instance in running_client.instances.values():
-        assert len(json.dumps(instance.input)) < 8 * 1024
+    for instance in (await running_hub.instances()).values():
+        assert len(json.dumps(instance.input_)) < 8 * 1024
     context = await running_api.post("get_context", {"user_id": USER, "session_id": "s1"})
     assert context.body["turn_count"] == 7 and context.body["cumulative_summary"] == record.cumulative_summary
 
 
 async def test_a_batch_that_cannot_be_started_leaves_the_turn_stored(
-    api: Api, client: FakeDurableClient, service: MemoryService, caplog: pytest.LogCaptureFixture
+    api: Api, hub: TaskHub, service: MemoryService, caplog: pytest.LogCaptureFixture
 ) -> None:
     await start(api, "s1", restore=False)
     for n in range(1, 4):
@@ -255,7 +276,7 @@ async def test_a_batch_that_cannot_be_started_leaves_the_turn_stored(
     async def broken(*args: Any, **kwargs: Any) -> str:
         raise Exception("task hub storage unavailable: secret-connection-string")
 
-    client.start_new = broken  # type: ignore[method-assign]
+    hub.client.start_new = broken  # type: ignore[method-assign]
     reply = await store(api, "s1", "four", turn_id="t4")  # K=2, L=2: turn 4 makes chunk 1-2 due
     assert reply.status == 201 and reply.body["seq"] == 4
     assert [t.turn_id for t in await service.store.get_turns(USER, "s1")] == ["t1", "t2", "t3", "t4"]
@@ -270,19 +291,19 @@ async def test_store_into_an_evicted_session_makes_it_hot_again(api: Api, servic
     assert record.status is SessionStatus.ACTIVE and record.turn_count == 3
 
 
-async def test_store_into_an_unknown_session_is_404(api: Api, client: FakeDurableClient) -> None:
+async def test_store_into_an_unknown_session_is_404(api: Api, hub: TaskHub) -> None:
     reply = await store(api, "nope", "Hi")
     assert (reply.status, reply.body) == (404, NOT_FOUND)
-    assert client.starts == []
+    assert hub.client.starts == []
 
 
-async def test_store_after_end_was_answered_is_409_at_once(api: Api, client: FakeDurableClient) -> None:
+async def test_store_after_end_was_answered_is_409_at_once(api: Api, hub: TaskHub) -> None:
     # The reflection has not even started: the store knows the session ended, and refuses the turn now.
     await start(api, "s1", restore=False)
     assert (await api.post("end_session", {"user_id": USER, "session_id": "s1"})).status == 202
     reply = await store(api, "s1", "Too late", turn_id="late")
     assert reply.status == 409 and reply.body["error"] == "SessionEndedError" and reply.body["field"] == "session_id"
-    assert [s for s in client.starts if s[0] == names.BATCH_ORCHESTRATOR] == []
+    assert [s for s in hub.client.starts if s[0] == names.BATCH_ORCHESTRATOR] == []
 
 
 async def test_a_retried_turn_is_the_same_turn_at_any_distance(api: Api, service: MemoryService) -> None:
@@ -347,9 +368,7 @@ async def test_context_of_an_unknown_session_is_404(api: Api) -> None:
     assert (reply.status, reply.body) == (404, NOT_FOUND)
 
 
-async def test_context_shows_a_stored_turn_at_once_with_no_background_work_run(
-    api: Api, client: FakeDurableClient
-) -> None:
+async def test_context_shows_a_stored_turn_at_once_with_no_background_work_run(api: Api, hub: TaskHub) -> None:
     await start(api, "s1", restore=False)
     for n in range(1, 4):
         stored = await store(api, "s1", f"message {n}", turn_id=f"t{n}")
@@ -360,7 +379,7 @@ async def test_context_shows_a_stored_turn_at_once_with_no_background_work_run(
             "get_context", {"user_id": USER, "session_id": "s1", "after_turn_id": stored.body["turn_id"]}
         )
         assert with_id.status == 200 and with_id.body == reply.body
-    assert all(i.status == "Pending" for i in client.instances.values())
+    assert all(status == "Pending" for status in (await hub.statuses()).values())
 
 
 async def test_context_after_a_turn_that_was_never_stored_is_404_naming_it(api: Api) -> None:
@@ -453,9 +472,7 @@ async def test_summaries_lists_the_sessions_newest_first(running_api: Api) -> No
 # -- /sessions/end ----------------------------------------------------------------------------------------------
 
 
-async def test_end_marks_the_session_and_starts_the_reflection(
-    api: Api, client: FakeDurableClient, service: MemoryService
-) -> None:
+async def test_end_marks_the_session_and_starts_the_reflection(api: Api, hub: TaskHub, service: MemoryService) -> None:
     await start(api, "s1", restore=False)
     reply = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
     assert reply.status == 202
@@ -464,13 +481,11 @@ async def test_end_marks_the_session_and_starts_the_reflection(
     # The status URL is this service's own route (the caller's key), never Durable's API with its system key.
     assert reply.body["statusQueryGetUri"] == "http://localhost:7071/sessions/reflection?user_id=alice&session_id=s1"
     assert set(reply.body) == {"user_id", "session_id", "status", "id", "statusQueryGetUri"}
-    assert client.starts == [(names.REFLECTION_ORCHESTRATOR, instance_id, {"user_id": USER, "session_id": "s1"})]
+    assert hub.client.starts == [(names.REFLECTION_ORCHESTRATOR, instance_id, {"user_id": USER, "session_id": "s1"})]
     assert (await service.store.get_session(USER, "s1")).status is SessionStatus.ENDED
 
 
-async def test_the_reflection_status_follows_the_instance_for_that_session_only(
-    running_api: Api, running_client: FakeDurableClient
-) -> None:
+async def test_the_reflection_status_follows_the_instance_for_that_session_only(running_api: Api) -> None:
     ended = await finished_session(running_api, "s1")
     query = {"user_id": USER, "session_id": "s1"}
     reply = await running_api.get("reflection_status", query)
@@ -486,22 +501,25 @@ async def test_the_reflection_status_follows_the_instance_for_that_session_only(
 
 
 async def test_a_running_reflection_is_202_and_a_failed_one_names_no_internals(
-    api: Api, client: FakeDurableClient
+    api: Api, hub: TaskHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await start(api, "s1", restore=False)
     await api.post("end_session", {"user_id": USER, "session_id": "s1"})
     query = {"user_id": USER, "session_id": "s1"}
     pending = await api.get("reflection_status", query)
     assert pending.status == 202 and pending.body["runtimeStatus"] == "Pending"
-    instance = client.instances[names.reflection_instance_id(USER, "s1")]
-    instance.status, instance.error = "Failed", "ConnectionError: AccountKey=secret at /srv/app.py:12"
+    # The durable worker picks the reflection up, and every attempt fails with internals in the message.
+    fail_reflections(monkeypatch, ConnectionError("AccountKey=secret at /srv/app.py:12"), times=5)
+    await hub.resume()
+    await hub.settle()
+    assert "AccountKey=secret" in (await hub.client.get_status(names.reflection_instance_id(USER, "s1"))).output
     failed = await api.get("reflection_status", query)
     assert failed.status == 200 and failed.body["runtimeStatus"] == "Failed"
     assert "secret" not in failed.text and "end the session again" in failed.body["output"]
 
 
 async def test_no_answer_of_the_service_carries_a_durable_key_or_management_url(running_api: Api) -> None:
-    # The fake client's management URLs carry code=key, as the extension's carry the system key on Azure.
+    # The task hub's management URLs carry its durable key (code=...), as the extension's carry the system key on Azure.
     answers = [await start(running_api, "s1", restore=False)]
     for n in range(1, 8):
         answers.append((await store(running_api, "s1", f"message {n}", turn_id=f"t{n}")).body)
@@ -514,49 +532,51 @@ async def test_no_answer_of_the_service_carries_a_durable_key_or_management_url(
     assert "code=" not in text and "runtime/webhooks" not in text and "rpcBaseUrl" not in text
 
 
-async def test_end_of_an_unknown_session_is_404(api: Api, client: FakeDurableClient) -> None:
+async def test_end_of_an_unknown_session_is_404(api: Api, hub: TaskHub) -> None:
     reply = await api.post("end_session", {"user_id": USER, "session_id": "nope"})
     assert (reply.status, reply.body) == (404, NOT_FOUND)
-    assert client.starts == []
+    assert hub.client.starts == []
 
 
-async def test_ending_twice_returns_the_same_reflection_while_it_runs(api: Api, client: FakeDurableClient) -> None:
+async def test_ending_twice_returns_the_same_reflection_while_it_runs(api: Api, hub: TaskHub) -> None:
     await start(api, "s1", restore=False)
     first = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
     second = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
     assert first.status == second.status == 202
     assert first.body["id"] == second.body["id"]
-    assert len(client.starts) == 1
+    assert len(hub.client.starts) == 1
 
 
 async def test_ending_twice_after_the_reflection_is_done_starts_nothing(
-    running_api: Api, running_client: FakeDurableClient, service: MemoryService
+    running_api: Api, running_hub: TaskHub, service: MemoryService
 ) -> None:
     first = await finished_session(running_api, "s1")
-    instance = running_client.instances[first["id"]]
-    assert instance.status == "Completed"
+    instance = (await running_hub.instances())[first["id"]]
+    assert instance.runtime_status.value == "Completed"
     assert instance.output["summary"] and instance.output["insights_added"]
-    final = running_client.entity_state(names.SESSION_ENTITY, entity_key("s1"))
+    final = await running_hub.entity_state(names.SESSION_ENTITY, entity_key("s1"))
     assert final["status"] == "ended" and final["cumulative_summary"] == "" and final["recent"] == []
     record = await service.store.get_session(USER, "s1")
     assert record is not None and record.status is SessionStatus.ENDED and record.reflected_at is not None
 
     second = await running_api.post("end_session", {"user_id": USER, "session_id": "s1"})
     assert second.status == 202 and second.body["id"] == first["id"]
-    assert [s for s in running_client.starts if s[0] == names.REFLECTION_ORCHESTRATOR] == [
+    assert [s for s in running_hub.client.starts if s[0] == names.REFLECTION_ORCHESTRATOR] == [
         (names.REFLECTION_ORCHESTRATOR, first["id"], {"user_id": USER, "session_id": "s1"})
     ]
 
 
-async def test_a_failed_reflection_is_started_again(running_api: Api, running_client: FakeDurableClient) -> None:
+async def test_a_failed_reflection_is_started_again(
+    running_api: Api, running_hub: TaskHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await start(running_api, "s1", restore=False)
-    running_client.activity_failures[names.REFLECT_ACTIVITY] = 5  # every attempt of the first run fails
+    fail_reflections(monkeypatch, RuntimeError("reflect failed (injected)"), times=5)  # every attempt of the first run
     first = await running_api.post("end_session", {"user_id": USER, "session_id": "s1"})
-    assert running_client.instances[first.body["id"]].status == "Failed"
+    assert (await running_hub.statuses())[first.body["id"]] == "Failed"
     second = await running_api.post("end_session", {"user_id": USER, "session_id": "s1"})
     assert second.body["id"] == first.body["id"]
-    assert running_client.instances[first.body["id"]].status == "Completed"
-    assert len(running_client.starts) == 2
+    assert (await running_hub.statuses())[first.body["id"]] == "Completed"
+    assert len(running_hub.client.starts) == 2
 
 
 # -- /health ----------------------------------------------------------------------------------------------------
@@ -586,14 +606,15 @@ async def test_health_names_the_bad_setting_when_the_service_cannot_start(
 
 
 async def test_every_endpoint_is_503_when_the_service_cannot_start(
-    functions: dict[str, Any], settings_env: Any, app_functions: Any
+    functions: dict[str, Any], settings_env: Any, durable_settings: None, hub_dir: Path
 ) -> None:
     settings_env(STORE="cosmos")  # without COSMOS_ENDPOINT
-    api = Api(functions, FakeDurableClient(app_functions))
-    for name, body in VALID.items():
-        reply = await api.post(name, body)
-        assert reply.status == 503, name
-        assert "COSMOS_ENDPOINT" in reply.body["detail"]
+    async with TaskHub.started(hub_dir, running=False) as hub:
+        api = Api(functions, hub)
+        for name, body in VALID.items():
+            reply = await api.post(name, body)
+            assert reply.status == 503, name
+            assert "COSMOS_ENDPOINT" in reply.body["detail"]
 
 
 # -- /stats -----------------------------------------------------------------------------------------------------
@@ -636,24 +657,29 @@ async def test_stats_count_the_hot_sessions_from_their_records(api: Api, service
 
 
 async def test_forget_removes_everything_of_the_user_and_nothing_else(
-    running_api: Api, running_client: FakeDurableClient, service: MemoryService
+    running_api: Api, running_hub: TaskHub, service: MemoryService
 ) -> None:
     await finished_session(running_api, "old")
     await start(running_api, "hot", restore=False)
     for n in range(1, 4):
         await store(running_api, "hot", f"I have {n} dogs.", turn_id=f"t{n}")
-    running_client.run_orchestrations = False
+    await running_hub.pause()
     await store(running_api, "hot", "Still here.", turn_id="t4")  # makes a chunk due: its batch stays pending
-    bob = Api(running_api.functions, running_client)
+    bob = Api(running_api.functions, running_hub)
     assert (await bob.post("start_session", {"user_id": "bob", "session_id": "b1", "restore": False})).status == 200
     for n in range(4):
         await bob.post("store_turn", {**VALID["store_turn"], "user_id": "bob", "session_id": "b1", "turn_id": f"b{n}"})
-    alice_instances = {i for i in running_client.instances if i.startswith(names.user_prefix(USER))}
-    bob_instances = set(running_client.instances) - alice_instances
+    instances = set(await running_hub.instances())
+    alice_instances = {i for i in instances if i.startswith(names.user_prefix(USER))}
+    bob_instances = instances - alice_instances
     assert len(alice_instances) == 2 and len(bob_instances) == 1
-    alice_entities = {e for e in running_client.entities if e.startswith(f"@session@{names.user_entity_prefix(USER)}")}
+    alice_entities = {
+        e for e in await running_hub.entities() if e.startswith(f"@session@{names.user_entity_prefix(USER)}")
+    }
     assert alice_entities  # the ended session's final state
 
+    # The durable worker takes work again once the forget has asked the pending batch to stop: it never runs.
+    running_hub.client.on_terminate = running_hub.resume
     reply = await running_api.delete("forget_user", user_id=USER)
     assert reply.status == 200
     assert reply.body == {
@@ -670,11 +696,11 @@ async def test_forget_removes_everything_of_the_user_and_nothing_else(
         "began_at": reply.body["began_at"],
     }
     assert reply.body["insights"] >= 1
-    assert set(running_client.instances) == bob_instances
-    assert not alice_entities & set(running_client.entities)
-    assert [t for t, _ in running_client.terminated] == [names.batch_instance_id(USER, "hot", 4)]
-    assert running_client.entity_state(names.SESSION_ENTITY, entity_key("hot")) is None
-    assert running_client.entity_state(names.SESSION_ENTITY, entity_key("old")) is None
+    assert set(await running_hub.instances()) == bob_instances
+    assert not alice_entities & await running_hub.entities()
+    assert [t for t, _ in running_hub.client.terminated] == [names.batch_instance_id(USER, "hot", 4)]
+    assert await running_hub.entity_state(names.SESSION_ENTITY, entity_key("hot")) is None
+    assert await running_hub.entity_state(names.SESSION_ENTITY, entity_key("old")) is None
     exported = await service.store.export_user(USER)
     assert exported.sessions == exported.turns == exported.insights == exported.summaries == []
     assert (await service.store.get_session("bob", "b1")) is not None
@@ -913,7 +939,7 @@ async def test_metadata_nested_too_deep_is_400(api: Api, depth: int) -> None:
     assert reply.body["field"] == "metadata" and "32 levels" in reply.body["detail"]
 
 
-async def test_metadata_nested_32_levels_is_accepted(running_api: Api, running_client: FakeDurableClient) -> None:
+async def test_metadata_nested_32_levels_is_accepted(running_api: Api) -> None:
     await start(running_api, "s1", restore=False)
     nested: Any = []
     for _ in range(30):
@@ -929,13 +955,16 @@ async def test_a_body_over_a_megabyte_is_400(api: Api) -> None:
     assert reply.status == 400 and "1048576 bytes" in reply.body["detail"]
 
 
-async def test_limits_follow_the_settings(functions: dict[str, Any], settings_env: Any, app_functions: Any) -> None:
+async def test_limits_follow_the_settings(
+    functions: dict[str, Any], settings_env: Any, durable_settings: None, hub_dir: Path
+) -> None:
     settings_env(MAX_TOP_K=3)
-    api = Api(functions, FakeDurableClient(app_functions))
     try:
-        assert (await api.post("retrieve", {**VALID["retrieve"], "top_k": 3})).status == 200
-        reply = await api.post("retrieve", {**VALID["retrieve"], "top_k": 4})
-        assert reply.status == 400 and reply.body["detail"] == "top_k: must be at most 3"
+        async with TaskHub.started(hub_dir, running=False) as hub:
+            api = Api(functions, hub)
+            assert (await api.post("retrieve", {**VALID["retrieve"], "top_k": 3})).status == 200
+            reply = await api.post("retrieve", {**VALID["retrieve"], "top_k": 4})
+            assert reply.status == 400 and reply.body["detail"] == "top_k: must be at most 3"
     finally:
         await close_service()
 
@@ -962,7 +991,8 @@ async def test_no_body_gives_a_server_error(api: Api, name: str, body: Any) -> N
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=st.text(min_size=1, max_size=60), top_k=st.integers(min_value=-2, max_value=60))
 async def test_no_query_gives_a_server_error(running_api: Api, query: str, top_k: int) -> None:
-    if not running_api.client.instances:  # type: ignore[union-attr]
+    assert running_api.hub is not None
+    if not await running_api.hub.instances():
         await finished_session(running_api)
     reply = await running_api.post("retrieve", {"user_id": USER, "query": query, "top_k": top_k})
     assert reply.status in (200, 400), (query, reply.body)
@@ -976,7 +1006,7 @@ async def test_no_query_gives_a_server_error(running_api: Api, query: str, top_k
     metadata=st.dictionaries(st.text(max_size=10), JSON, max_size=4),
 )
 async def test_any_stored_turn_is_in_the_context_and_its_background_work_completes(
-    running_api: Api, running_client: FakeDurableClient, user_message: str, metadata: dict[str, Any]
+    running_api: Api, running_hub: TaskHub, user_message: str, metadata: dict[str, Any]
 ) -> None:
     await running_api.post("start_session", {"user_id": USER, "session_id": "s1"})
     reply = await store(running_api, "s1", user_message, metadata=metadata)
@@ -984,7 +1014,7 @@ async def test_any_stored_turn_is_in_the_context_and_its_background_work_complet
     if reply.status == 201:
         context = await running_api.post("get_context", VALID["get_context"])
         assert context.status == 200 and context.body["active_context"][-2]["content"] == user_message
-        assert {i.status for i in running_client.instances.values()} <= {"Completed"}
+        assert set((await running_hub.statuses()).values()) <= {"Completed"}
 
 
 # -- unexpected failures ----------------------------------------------------------------------------------------
@@ -1017,34 +1047,39 @@ async def test_an_unexpected_error_in_the_service_is_a_generic_500(api: Api, mon
     assert reply.status == 500 and "internal-key-name" not in reply.text
 
 
-async def test_a_failing_durable_client_is_a_generic_500(api: Api, client: FakeDurableClient) -> None:
+async def test_a_failing_durable_client_is_a_generic_500(api: Api, hub: TaskHub) -> None:
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise ConnectionError("http://127.0.0.1:17071/durabletask/ refused")
 
     await start(api, "s1", restore=False)
-    client.get_status = broken  # type: ignore[method-assign]
+    hub.client.get_status = broken  # type: ignore[method-assign]
     reply = await api.post("end_session", {"user_id": USER, "session_id": "s1"})
     assert reply.status == 500 and "17071" not in reply.text
 
 
 async def test_entity_state_and_every_durable_payload_stay_small_with_32000_character_messages(
-    functions: dict[str, Any], settings_env: Any, app_functions: Any
+    functions: dict[str, Any], settings_env: Any, durable_settings: None, hub_dir: Path
 ) -> None:
     settings_env(K_TURN_BUFFER=5, L_TURN_CHUNKS=2, MAX_MESSAGE_CHARS=32_000)
-    client = FakeDurableClient(app_functions, run=True)
-    api = Api(functions, client)
     try:
-        await start(api, "big", restore=False)
-        for n in range(1, 10):  # batches at turns 7 and 9; five recent turns of 2 x 32,000 characters each
-            body = {"user_id": USER, "session_id": "big", "user_message": "é" * 32_000, "agent_message": "ü" * 32_000}
-            assert (await api.post("store_turn", {**body, "turn_id": f"t{n}"})).status == 201
-        assert {i.status for i in client.instances.values()} == {"Completed"}
-        state = client.entity_state(names.SESSION_ENTITY, entity_key("big"))
-        assert state["turn_count"] == 9 and len(state["recent"]) == 5
-        assert len(json.dumps(state)) < 32 * 1024
-        payloads = [i.input for i in client.instances.values()] + [value for _, value in client.activity_calls]
-        payloads += [op.input for op in client.operations] + [op.result for op in client.operations]
-        payloads += [i.output for i in client.instances.values()]
-        assert max(len(json.dumps(p)) for p in payloads) < 8 * 1024
+        async with TaskHub.started(hub_dir, running=True) as hub:
+            api = Api(functions, hub)
+            await start(api, "big", restore=False)
+            for n in range(1, 10):  # batches at turns 7 and 9; five recent turns of 2 x 32,000 characters each
+                body = {
+                    "user_id": USER,
+                    "session_id": "big",
+                    "user_message": "é" * 32_000,
+                    "agent_message": "ü" * 32_000,
+                }
+                assert (await api.post("store_turn", {**body, "turn_id": f"t{n}"})).status == 201
+            instances = await hub.statuses()
+            assert set(instances.values()) == {"Completed"}
+            state = await hub.entity_state(names.SESSION_ENTITY, entity_key("big"))
+            assert state["turn_count"] == 9 and len(state["recent"]) == 5
+            assert len(json.dumps(state)) < 32 * 1024
+            # inputs, activity inputs, entity operations' inputs and results, outputs: as the histories hold them
+            payloads = [payload for instance_id in instances for payload in hub.payloads(instance_id)]
+            assert max(len(json.dumps(p)) for p in payloads) < 8 * 1024
     finally:
         await close_service()

@@ -14,7 +14,7 @@ from memory_core.fields import PATH_UNSAFE_CHARS
 from memory_core.service import MemoryService
 from orchestrations import names
 from tests.functions.api_client import Api
-from tests.functions.durable import FakeDurableClient
+from tests.functions.taskhub import TaskHub
 
 pytestmark = pytest.mark.filterwarnings("ignore:azure.functions df_loads was called without expected_type")
 
@@ -66,7 +66,7 @@ async def a_finished_session(api: Api, user: str, session: str) -> dict[str, Any
 
 @pytest.mark.parametrize("odd", ODD_IDS, ids=range(len(ODD_IDS)))
 async def test_an_odd_id_goes_through_every_route(
-    running_api: Api, running_client: FakeDurableClient, service: MemoryService, odd: str
+    running_api: Api, running_hub: TaskHub, service: MemoryService, odd: str
 ) -> None:
     user = session = odd
     ended = await a_finished_session(running_api, user, session)
@@ -90,12 +90,13 @@ async def test_an_odd_id_goes_through_every_route(
     assert summaries.status == 200 and [s["session_id"] for s in summaries.body["items"]] == [session]
 
     # Durable: every instance id and entity key is a digest under the user's prefix
-    assert running_client.instances
-    for instance_id in running_client.instances:
+    instances = await running_hub.instances()
+    assert instances
+    for instance_id in instances:
         assert SAFE_KEY.fullmatch(instance_id) and instance_id.startswith(names.user_prefix(user)), instance_id
     key = names.session_key(user, session)
     assert SAFE_KEY.fullmatch(key) and key.startswith(names.user_entity_prefix(user)) and len(key) == 51
-    assert running_client.entity_state(names.SESSION_ENTITY, key) is not None
+    assert await running_hub.entity_state(names.SESSION_ENTITY, key) is not None
 
     # export, in the query string always and in the path when the id fits it
     exported = await running_api.get("export_user_by_query", {"user_id": user})

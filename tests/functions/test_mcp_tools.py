@@ -12,6 +12,7 @@ import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from memory_core.models import (
     UserQuery,
 )
 from tests.functions.api_client import Api, Reply
-from tests.functions.durable import FakeDurableClient
+from tests.functions.taskhub import TaskHub
 from tests.functions.test_caller_identity import ALICE, BOB, principal
 
 pytestmark = pytest.mark.filterwarnings("ignore:azure.functions df_loads was called without expected_type")
@@ -85,11 +86,14 @@ def read_envelope(returned: str) -> ToolReply:
 
 
 class Tools:
-    """The MCP tool functions by tool name; those with a durable client get the fake one."""
+    """The MCP tool functions by tool name; those with a durable client get the task hub's.
 
-    def __init__(self, functions: dict[str, Any], client: FakeDurableClient) -> None:
+    On a running task hub a call returns once the background work it started has run to its end.
+    """
+
+    def __init__(self, functions: dict[str, Any], hub: TaskHub) -> None:
         self.functions = functions
-        self.client = client
+        self.hub = hub
 
     async def call(
         self, tool: str, arguments: dict[str, Any] | None = None, headers: dict[str, str] | None = None
@@ -98,7 +102,7 @@ class Tools:
         context = context_json(tool, arguments if arguments is not None else {}, headers)
         client_function = getattr(fn, "client_function", None)
         if client_function is not None:
-            returned = await client_function(context=context, client=self.client)
+            returned = await self.hub.call(client_function, context=context)
         else:
             returned = fn(context=context)
             if inspect.isawaitable(returned):
@@ -113,13 +117,13 @@ class Tools:
 
 
 @pytest.fixture
-def tools(functions: dict[str, Any], client: FakeDurableClient) -> Tools:
-    return Tools(functions, client)
+def tools(functions: dict[str, Any], hub: TaskHub) -> Tools:
+    return Tools(functions, hub)
 
 
 @pytest.fixture
-def running_tools(functions: dict[str, Any], running_client: FakeDurableClient) -> Tools:
-    return Tools(functions, running_client)
+def running_tools(functions: dict[str, Any], running_hub: TaskHub) -> Tools:
+    return Tools(functions, running_hub)
 
 
 def trigger_binding(fn: Any) -> dict[str, Any]:
@@ -209,7 +213,7 @@ def test_properties_of_refuses_a_field_without_one_json_type() -> None:
 # -- the guide's flow through the tools ----------------------------------------------------------------------------
 
 
-async def test_the_guide_flow_through_the_tools(running_tools: Tools, running_client: FakeDurableClient) -> None:
+async def test_the_guide_flow_through_the_tools(running_tools: Tools) -> None:
     started = await running_tools.ok("get_memory_context", {"user_id": USER})
     session = started["session_id"]
     assert started["restored"] is False and started["turn_count"] == 0
@@ -262,7 +266,7 @@ async def test_the_status_url_needs_the_host_header(tools: Tools) -> None:
     assert ended["statusQueryGetUri"] == "http://localhost:7071/sessions/reflection?user_id=alice&session_id=s1"
     fn = tools.functions["mcp_end_session"].get_user_function().client_function
     bare = json.dumps({"name": "end_session", "arguments": {"user_id": USER, "session_id": "s1"}})
-    reply = read_envelope(await fn(context=bare, client=tools.client))  # a transport the extension could not see
+    reply = read_envelope(await fn(context=bare, client=tools.hub.client))  # a transport the extension could not see
     assert not reply.is_error and reply.structured["statusQueryGetUri"] is None
 
 
@@ -311,10 +315,11 @@ async def test_a_turn_for_an_ended_session_is_the_same_conflict(tools: Tools, ap
 
 
 async def test_an_unavailable_service_is_the_same_503_body(
-    functions: dict[str, Any], app_functions: Any, settings_env: Callable[..., None]
+    functions: dict[str, Any], settings_env: Callable[..., None], durable_settings: None, hub_dir: Path
 ) -> None:
     settings_env(K_TURN_BUFFER="0")  # a bad setting: the service cannot start
-    reply = await Tools(functions, FakeDurableClient(app_functions)).call("list_insights", {"user_id": USER})
+    async with TaskHub.started(hub_dir, running=False) as hub:
+        reply = await Tools(functions, hub).call("list_insights", {"user_id": USER})
     http = await Api(functions, None).post("insights", {"user_id": USER})
     assert http.status == 503 and reply.is_error
     assert reply.structured == http.body and reply.structured["error"] == "ServiceUnavailable"

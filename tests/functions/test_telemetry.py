@@ -1,8 +1,8 @@
 """The span tree of one store and one reflection, client to store and model, in the SDK's in-memory exporter.
 
 The Python client calls the app's HTTP functions through an ``httpx`` transport (``Api``); orchestrations run to
-their end through the fake Durable client. Tracers and instruments are the test's own providers (patched in), so no
-other test sees a span or a trace context.
+their end on the local task hub (devhost's durable back end, in this process). Tracers and instruments are the
+test's own providers (patched in), so no other test sees a span or a trace context.
 """
 
 from __future__ import annotations
