@@ -7,7 +7,7 @@ import azure.functions as func
 
 from http_api.openapi import openapi_document, route
 from http_api.responses import error_response, json_response, parse_query, respond
-from memory_core import api
+from memory_core import use_cases
 from memory_core.config import get_settings
 from memory_core.errors import MemoryServiceError
 from memory_core.models import UserQuery, UserRef
@@ -19,13 +19,13 @@ bp = df.Blueprint()
 @route(bp, "GET /health")
 async def health(req: func.HttpRequest) -> func.HttpResponse:
     """Whether the service is up, and what it runs on."""
-    return await respond(req, api.health)
+    return await respond(req, use_cases.health)
 
 
 @route(bp, "GET /stats")
 async def stats(req: func.HttpRequest) -> func.HttpResponse:
     """The hot pool's statistics."""
-    return await respond(req, api.stats)
+    return await respond(req, use_cases.stats)
 
 
 # A user id travels in the path (/users/{user_id}) only when no server or proxy can read it differently: without a
@@ -39,7 +39,7 @@ async def forget_user(req: func.HttpRequest, client: df.DurableOrchestrationClie
     """Delete everything of a user named in the path."""
     host = DurableSessionHost(client)
     return await respond(
-        req, lambda s: api.forget_user(s, host, UserRef.model_validate(dict(req.route_params)).user_id)
+        req, lambda s: use_cases.forget_user(s, host, UserRef.model_validate(dict(req.route_params)).user_id)
     )
 
 
@@ -48,19 +48,21 @@ async def forget_user(req: func.HttpRequest, client: df.DurableOrchestrationClie
 async def forget_user_by_query(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Delete everything of a user named in the query string (any id)."""
     host = DurableSessionHost(client)
-    return await respond(req, lambda s: api.forget_user(s, host, parse_query(req, UserQuery, s).user_id))
+    return await respond(req, lambda s: use_cases.forget_user(s, host, parse_query(req, UserQuery, s).user_id))
 
 
 @route(bp, "GET /users/{user_id}/export")
 async def export_user(req: func.HttpRequest) -> func.HttpResponse:
     """Everything stored about a user named in the path, as JSON."""
-    return await respond(req, lambda s: api.export_user(s, UserRef.model_validate(dict(req.route_params)).user_id))
+    return await respond(
+        req, lambda s: use_cases.export_user(s, UserRef.model_validate(dict(req.route_params)).user_id)
+    )
 
 
 @route(bp, "GET /users")
 async def export_user_by_query(req: func.HttpRequest) -> func.HttpResponse:
     """Everything stored about a user named in the query string (any id), as JSON."""
-    return await respond(req, lambda s: api.export_user(s, parse_query(req, UserQuery, s).user_id))
+    return await respond(req, lambda s: use_cases.export_user(s, parse_query(req, UserQuery, s).user_id))
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -13,7 +13,7 @@ import azure.functions as func
 
 from http_api.openapi import endpoint, route
 from http_api.responses import parse_body, parse_query, respond, route_url
-from memory_core import api
+from memory_core import use_cases
 from memory_core.models import (
     ContextRequest,
     EndSessionRequest,
@@ -35,7 +35,9 @@ bp = df.Blueprint()
 @route(bp, "POST /sessions/start")
 async def start_session(req: func.HttpRequest) -> func.HttpResponse:
     """Start a session, or restore an existing one, and return its context."""
-    return await respond(req, lambda s: api.start_session(s, parse_body(req, StartSessionRequest, s, caller=True)))
+    return await respond(
+        req, lambda s: use_cases.start_session(s, parse_body(req, StartSessionRequest, s, caller=True))
+    )
 
 
 REFLECTION_ROUTE = endpoint("GET /sessions/reflection").path.lstrip("/")
@@ -48,7 +50,7 @@ async def end_session(req: func.HttpRequest, client: df.DurableOrchestrationClie
     host = DurableSessionHost(client)
 
     async def end(service: MemoryService) -> EndSessionResponse:
-        ended = await api.end_session(service, host, parse_body(req, EndSessionRequest, service, caller=True))
+        ended = await use_cases.end_session(service, host, parse_body(req, EndSessionRequest, service, caller=True))
         query = urlencode({"user_id": ended.user_id, "session_id": ended.session_id})
         return ended.model_copy(update={"statusQueryGetUri": f"{route_url(req, REFLECTION_ROUTE)}?{query}"})
 
@@ -62,7 +64,7 @@ async def reflection_status(req: func.HttpRequest, client: df.DurableOrchestrati
     host = DurableSessionHost(client)
     return await respond(
         req,
-        lambda s: api.reflection_status(host, parse_query(req, ReflectionStatusRequest, s, caller=True)),
+        lambda s: use_cases.reflection_status(host, parse_query(req, ReflectionStatusRequest, s, caller=True)),
         lambda status: 200 if status.finished else 202,
     )
 
@@ -70,7 +72,7 @@ async def reflection_status(req: func.HttpRequest, client: df.DurableOrchestrati
 @route(bp, "POST /memory/context")
 async def get_context(req: func.HttpRequest) -> func.HttpResponse:
     """The session's ready-to-inject context, with every turn stored so far."""
-    return await respond(req, lambda s: api.get_context(s, parse_body(req, ContextRequest, s, caller=True)))
+    return await respond(req, lambda s: use_cases.get_context(s, parse_body(req, ContextRequest, s, caller=True)))
 
 
 @route(bp, "POST /memory/store")
@@ -79,7 +81,7 @@ async def store_turn(req: func.HttpRequest, client: df.DurableOrchestrationClien
     """Store one turn: 201 once it is durable, 200 for a repeat of a stored turn_id."""
     host = DurableSessionHost(client)
     return await respond(
-        req, lambda s: api.store_turn(s, host, parse_body(req, StoreTurnRequest, s, caller=True)), _stored_status
+        req, lambda s: use_cases.store_turn(s, host, parse_body(req, StoreTurnRequest, s, caller=True)), _stored_status
     )
 
 
@@ -90,16 +92,16 @@ def _stored_status(response: StoreTurnResponse) -> int:
 @route(bp, "POST /memory/retrieve")
 async def retrieve(req: func.HttpRequest) -> func.HttpResponse:
     """Hybrid search over the user's memory."""
-    return await respond(req, lambda s: api.retrieve(s, parse_body(req, RetrieveRequest, s, caller=True)))
+    return await respond(req, lambda s: use_cases.retrieve(s, parse_body(req, RetrieveRequest, s, caller=True)))
 
 
 @route(bp, "POST /insights")
 async def insights(req: func.HttpRequest) -> func.HttpResponse:
     """The user's long-term insights."""
-    return await respond(req, lambda s: api.insights(s, parse_body(req, InsightsRequest, s, caller=True)))
+    return await respond(req, lambda s: use_cases.insights(s, parse_body(req, InsightsRequest, s, caller=True)))
 
 
 @route(bp, "POST /summaries")
 async def summaries(req: func.HttpRequest) -> func.HttpResponse:
     """The user's session summaries, newest first."""
-    return await respond(req, lambda s: api.summaries(s, parse_body(req, SummariesRequest, s, caller=True)))
+    return await respond(req, lambda s: use_cases.summaries(s, parse_body(req, SummariesRequest, s, caller=True)))

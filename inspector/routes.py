@@ -17,7 +17,7 @@ import azure.functions as func
 
 from http_api.openapi import route
 from http_api.responses import error_response, respond
-from memory_core import api
+from memory_core import use_cases
 
 bp = df.Blueprint()
 
@@ -63,4 +63,4 @@ def inspector_asset(req: func.HttpRequest) -> func.HttpResponse:
 @route(bp, "GET /inspector/users")
 async def inspector_users(req: func.HttpRequest) -> func.HttpResponse:
     """The users of the most recently active sessions, each with those sessions."""
-    return await respond(req, api.list_users)
+    return await respond(req, use_cases.list_users)

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from http_api.memory import REFLECTION_ROUTE
 from http_api.responses import Failure, caller_principal, parse_fields, run_use_case
 from mcp_api.protocol import TRIGGER_ARG, ToolCall, properties_of, service_url, tool_properties_json, tool_result
-from memory_core import api
+from memory_core import use_cases
 from memory_core.errors import ForbiddenError
 from memory_core.models import (
     EndSessionRequest,
@@ -93,7 +93,7 @@ async def _answer(call: ToolCall, use_case: Callable[[MemoryService], Awaitable[
 async def mcp_get_memory_context(context: str) -> str:
     """``get_memory_context``: ``POST /sessions/start``."""
     call = ToolCall.parse(context)
-    return await _answer(call, lambda s: api.start_session(s, _fields(call, StartSessionRequest, s)))
+    return await _answer(call, lambda s: use_cases.start_session(s, _fields(call, StartSessionRequest, s)))
 
 
 @tool(
@@ -115,7 +115,7 @@ async def mcp_get_memory_context(context: str) -> str:
 async def mcp_store_turn(context: str, client: df.DurableOrchestrationClient) -> str:
     """``store_turn``: ``POST /memory/store``."""
     call, host = ToolCall.parse(context), DurableSessionHost(client)
-    return await _answer(call, lambda s: api.store_turn(s, host, _fields(call, StoreTurnRequest, s)))
+    return await _answer(call, lambda s: use_cases.store_turn(s, host, _fields(call, StoreTurnRequest, s)))
 
 
 @tool(
@@ -131,7 +131,7 @@ async def mcp_store_turn(context: str, client: df.DurableOrchestrationClient) ->
 async def mcp_search_memory(context: str) -> str:
     """``search_memory``: ``POST /memory/retrieve``."""
     call = ToolCall.parse(context)
-    return await _answer(call, lambda s: api.retrieve(s, _fields(call, RetrieveRequest, s)))
+    return await _answer(call, lambda s: use_cases.retrieve(s, _fields(call, RetrieveRequest, s)))
 
 
 @tool(
@@ -146,7 +146,7 @@ async def mcp_search_memory(context: str) -> str:
 async def mcp_list_insights(context: str) -> str:
     """``list_insights``: ``POST /insights``."""
     call = ToolCall.parse(context)
-    return await _answer(call, lambda s: api.insights(s, _fields(call, InsightsRequest, s)))
+    return await _answer(call, lambda s: use_cases.insights(s, _fields(call, InsightsRequest, s)))
 
 
 @tool(
@@ -158,7 +158,7 @@ async def mcp_list_insights(context: str) -> str:
 async def mcp_list_session_summaries(context: str) -> str:
     """``list_session_summaries``: ``POST /summaries``."""
     call = ToolCall.parse(context)
-    return await _answer(call, lambda s: api.summaries(s, _fields(call, SummariesRequest, s)))
+    return await _answer(call, lambda s: use_cases.summaries(s, _fields(call, SummariesRequest, s)))
 
 
 @tool(
@@ -175,7 +175,7 @@ async def mcp_end_session(context: str, client: df.DurableOrchestrationClient) -
     call, host = ToolCall.parse(context), DurableSessionHost(client)
 
     async def end(service: MemoryService) -> EndSessionResponse:
-        ended = await api.end_session(service, host, _fields(call, EndSessionRequest, service))
+        ended = await use_cases.end_session(service, host, _fields(call, EndSessionRequest, service))
         return ended.model_copy(update={"statusQueryGetUri": _status_url(call.headers, ended)})
 
     return await _answer(call, end)
@@ -198,7 +198,7 @@ def _status_url(headers: Mapping[str, str], ended: EndSessionResponse) -> str | 
 async def mcp_get_reflection_status(context: str, client: df.DurableOrchestrationClient) -> str:
     """``get_reflection_status``: ``GET /sessions/reflection``."""
     call, host = ToolCall.parse(context), DurableSessionHost(client)
-    return await _answer(call, lambda s: api.reflection_status(host, _fields(call, ReflectionStatusRequest, s)))
+    return await _answer(call, lambda s: use_cases.reflection_status(host, _fields(call, ReflectionStatusRequest, s)))
 
 
 @tool(
@@ -219,6 +219,6 @@ async def mcp_forget_user(context: str, client: df.DurableOrchestrationClient) -
                 "Forgetting a user through MCP is turned off; the service's administrator can turn it on "
                 "(MCP_ALLOW_FORGET=true), or use DELETE /users with the master key"
             )
-        return await api.forget_user(service, host, _fields(call, UserQuery, service).user_id)
+        return await use_cases.forget_user(service, host, _fields(call, UserQuery, service).user_id)
 
     return await _answer(call, forget)

@@ -10,7 +10,7 @@ import azure.durable_functions as df
 import azure.functions as func
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from memory_core import api
+from memory_core import use_cases
 from memory_core.runtime import get_service
 from memory_core.service import MemoryService
 from orchestrations.host import DurableSessionHost
@@ -73,4 +73,4 @@ async def cleanup_timer(timer: func.TimerRequest, client: df.DurableOrchestratio
     if timer.past_due:
         logger.warning("Cleanup timer is past due")
     service = await get_service()
-    await api.cleanup(service, CleanupHost(client, service))
+    await use_cases.cleanup(service, CleanupHost(client, service))

@@ -10,8 +10,8 @@ import azure.durable_functions as df
 import pytest
 from azure.functions.timer import TimerRequest
 
-from memory_core import api
 from memory_core import session as rules
+from memory_core import use_cases
 from memory_core.service import MemoryService
 from orchestrations import host as host_module
 from orchestrations import names
@@ -115,7 +115,7 @@ async def test_the_cleanup_timer_carries_on_a_pending_forget(
 ) -> None:
     hub = running_hub
     # A forget whose DELETE never answered (the instance died): only its marker is left, with the user's work.
-    await service.store.begin_forget(USER, datetime.now(UTC) - api.FOLLOW_UP_AFTER - timedelta(seconds=1))
+    await service.store.begin_forget(USER, datetime.now(UTC) - use_cases.FOLLOW_UP_AFTER - timedelta(seconds=1))
     await service.store.begin_forget("bob", datetime.now(UTC))  # too young: its DELETE may still be at it
     await hot(hub, "s1")
     instance(hub, names.reflection_instance_id(USER, "s1"), "Completed")
@@ -125,5 +125,5 @@ async def test_the_cleanup_timer_carries_on_a_pending_forget(
     assert await hub.instances() == {} and await hub.entities() == set()
     # The entity was asked to delete itself in that run: the next one sees it gone.
     assert [p.user_id for p in await service.store.pending_forgets()] == [USER, "bob"]
-    assert await api.continue_forgets(service, DurableSessionHost(hub.client)) == 1
+    assert await use_cases.continue_forgets(service, DurableSessionHost(hub.client)) == 1
     assert [p.user_id for p in await service.store.pending_forgets()] == ["bob"]

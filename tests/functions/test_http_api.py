@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memory_core import api as use_cases
-from memory_core import models
+from memory_core import models, use_cases
 from memory_core.context import default_counter
 from memory_core.domain import SessionRecord, SessionStatus, Turn
 from memory_core.runtime import close_service

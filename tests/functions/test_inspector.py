@@ -8,7 +8,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from memory_core import api as use_cases
+from memory_core import use_cases
 from tests.functions.api_client import Api, http_request
 
 USER = "ada <b>lovelace</b>"

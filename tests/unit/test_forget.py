@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from memory_core import api
 from memory_core import session as rules
+from memory_core import use_cases
 from memory_core.adapters.sqlite import SqliteStore
 from memory_core.config import Settings
 from memory_core.errors import SessionNotFoundError, UserForgettingError
@@ -64,7 +64,7 @@ async def test_forget_answers_a_receipt_and_lets_the_user_come_back(service: Mem
     await stored_session(service, "alice", "s1", 3)
     await stored_session(service, "alice", "s2", 1)
     host = FakeHost()
-    receipt = await api.forget_user(service, host, "alice", wait_seconds=7)  # type: ignore[arg-type]
+    receipt = await use_cases.forget_user(service, host, "alice", wait_seconds=7)  # type: ignore[arg-type]
     assert (receipt.sessions, receipt.turns, receipt.histories_purged, receipt.entities_deleted) == (2, 4, 3, 2)
     assert receipt.complete and (receipt.pending.instances, receipt.pending.entities) == (0, 0)
     assert receipt.began_at is not None
@@ -72,30 +72,30 @@ async def test_forget_answers_a_receipt_and_lets_the_user_come_back(service: Mem
     assert (user_id, sorted(session_ids), wait) == ("alice", ["s1", "s2"], 7)
     assert await service.store.pending_forgets() == []
     # Complete: the user may come back.
-    await api.start_session(service, StartSessionRequest(user_id="alice", session_id="s1"))
+    await use_cases.start_session(service, StartSessionRequest(user_id="alice", session_id="s1"))
 
 
 async def test_a_pending_forget_refuses_the_user_until_the_cleanup_timer_completes_it(service: MemoryService):
     await stored_session(service, "alice", "s1", 3)
     host = FakeHost(pending_passes=2)
-    receipt = await api.forget_user(service, host, "alice", wait_seconds=0)  # type: ignore[arg-type]
+    receipt = await use_cases.forget_user(service, host, "alice", wait_seconds=0)  # type: ignore[arg-type]
     assert not receipt.complete
     assert (receipt.pending.instances, receipt.pending.entities) == (1, 2)
     assert [p.user_id for p in await service.store.pending_forgets()] == ["alice"]
     with pytest.raises(UserForgettingError):
-        await api.start_session(service, StartSessionRequest(user_id="alice"))
+        await use_cases.start_session(service, StartSessionRequest(user_id="alice"))
     request = StoreTurnRequest(user_id="alice", session_id="s1", user_message="more", agent_message="ok")
     with pytest.raises(UserForgettingError):
-        await api.store_turn(service, host, request)  # type: ignore[arg-type]
+        await use_cases.store_turn(service, host, request)  # type: ignore[arg-type]
 
-    assert await api.continue_forgets(service, host) == 0
+    assert await use_cases.continue_forgets(service, host) == 0
     assert len(host.calls) == 1  # too young: its DELETE may still be at it
-    later = datetime.now(UTC) + api.FOLLOW_UP_AFTER
-    assert await api.continue_forgets(service, host, later) == 0  # still pending after one more pass
-    assert await api.continue_forgets(service, host, later) == 1
+    later = datetime.now(UTC) + use_cases.FOLLOW_UP_AFTER
+    assert await use_cases.continue_forgets(service, host, later) == 0  # still pending after one more pass
+    assert await use_cases.continue_forgets(service, host, later) == 1
     assert await service.store.pending_forgets() == []
     assert host.calls[1:] == [("alice", [], 0.0), ("alice", [], 0.0)]
-    await api.start_session(service, StartSessionRequest(user_id="alice"))
+    await use_cases.start_session(service, StartSessionRequest(user_id="alice"))
 
 
 async def test_background_work_that_read_the_user_before_the_forget_writes_nothing_after_it(service: MemoryService):
