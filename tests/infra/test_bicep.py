@@ -562,9 +562,14 @@ CLIENT_ID = "11111111-2222-4333-8444-555555555555"
 
 
 def anonymous_routes() -> list[str]:
-    """The app's anonymous HTTP routes, read from the blueprints (every other route needs a key)."""
+    """The API's anonymous HTTP routes (every other route needs a key): those the endpoint table declares anonymous
+    (``http_api.openapi.ENDPOINTS``, whose entries the blueprints' decorators are built from) and the routes the
+    blueprints of ``http_api`` declare anonymous outside it (the OpenAPI document)."""
+    from http_api.openapi import ENDPOINTS
+
     declared = r'@bp\.route\(route="([^"]+)"[^)]*auth_level=func\.AuthLevel\.ANONYMOUS\)'
-    return sorted("/" + m[1] for path in ROOT.glob("http_api/*.py") for m in re.finditer(declared, path.read_text()))
+    outside = ["/" + m[1] for path in ROOT.glob("http_api/*.py") for m in re.finditer(declared, path.read_text())]
+    return sorted([e.path for e in ENDPOINTS if e.auth == "anonymous"] + outside)
 
 
 def caller_identity(client_id: str) -> str:
