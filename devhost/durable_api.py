@@ -3,6 +3,11 @@
 The same handler serves the public path and the client binding's `rpcBaseUrl`, which is every
 `DurableOrchestrationClient` call's target. Shapes, status codes and encodings follow the extension.
 
+It serves what the app and its tests use: starting instances, their status (with history), the instance query,
+terminate, purges, raising events, and reading and signalling entities. Suspend, resume, rewind, restart and listing
+entities answer 501 with a JSON `Message` saying devhost does not emulate them; their URL templates stay in the
+management URLs, whose keys the SDK copies into `create_check_status_response`'s payload as the extension sends them.
+
 It runs where the durable back end runs: in the durable worker process by default (`devhost.worker`), on its internal
 loopback port, which the host's public port proxies to (`devhost.proxy`). URLs it hands out name the public port:
 a proxied request keeps its `Host`, and a request made straight to the internal port (the SDK's client calls) gets
@@ -31,6 +36,9 @@ logger = logging.getLogger(__name__)
 # The extension's page size of an instance query without `top` (OrchestrationStatusQueryCondition.PageSize).
 PAGE_SIZE = 100
 CONTINUATION_HEADER = "x-ms-continuation-token"
+
+# Instance operations of the extension's HTTP API that devhost answers with 501.
+_NOT_EMULATED_OPERATIONS = ("suspend", "resume", "rewind", "restart")
 
 RUNTIME_STATUSES = (
     "Running",
@@ -76,6 +84,10 @@ def _error(status: int, message: str) -> web.Response:
     if status == 400:
         body["ExceptionMessage"] = message
     return web.json_response(body, status=status)
+
+
+def _not_emulated(what: str) -> web.Response:
+    return _error(501, f"devhost does not emulate {what} (see devhost/README.md)")
 
 
 def _loads(text: str | None) -> Any:
@@ -225,19 +237,6 @@ class DurableHttpApi:
                 return _error(400, "Invalid JSON content")
         version = request.query.get("version", "")
         instance_id = await self._engine.start_instance(name, instance_id or None, input_token, version)
-        timeout = request.query.get("timeout")
-        if timeout:
-            try:
-                await self._engine.wait_for_completion(instance_id, float(timeout))
-            except ValueError:
-                pass
-            instance = self._engine.store.get_instance(instance_id)
-            if instance is not None and instance.status == "Completed":
-                return web.json_response(_loads(instance.output), status=200)
-            if instance is not None and instance.status in TERMINAL_STATUSES:
-                return web.json_response(
-                    self._status_payload(instance, show_input=True, show_history=False, show_history_output=False)
-                )
         return self._check_status_response(request, instance_id)
 
     async def _instances(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
@@ -262,23 +261,11 @@ class DurableHttpApi:
             return await self._raise_event(request, instance_id, segments[2])
         if len(segments) != 2:
             return web.Response(status=404)
-        reason = request.query.get("reason")
         if operation == "terminate":
-            await self._engine.terminate(instance_id, reason)
+            await self._engine.terminate(instance_id, request.query.get("reason"))
             return web.Response(status=202)
-        if operation == "suspend":
-            await self._engine.suspend(instance_id, reason)
-            return web.Response(status=202)
-        if operation == "resume":
-            await self._engine.resume(instance_id, reason)
-            return web.Response(status=202)
-        if operation == "rewind":
-            self._engine.rewind(instance_id, reason)
-            return web.Response(status=202)
-        if operation == "restart":
-            new_id = _bool_param(request, "restartWithNewInstanceId", True)
-            restarted = await self._engine.restart(instance_id, new_id)
-            return self._check_status_response(request, restarted)
+        if operation in _NOT_EMULATED_OPERATIONS:
+            return _not_emulated(f"the {operation} operation")
         return web.Response(status=404)
 
     def _entity_payload(self, entity: EntityRow, *, show_input: bool) -> dict[str, Any]:
@@ -393,20 +380,12 @@ class DurableHttpApi:
         key = segments[1] if len(segments) > 1 else ""
         key = "" if key == "$" else key
         if request.method == "GET":
-            if len(segments) >= 2:
-                state = self._engine.store.get_entity_state(scheduler_id(name, key))
-                if state is None:
-                    return web.Response(status=404)
-                return web.Response(text=state, content_type="application/json")
-            entities = [
-                {
-                    "entityId": {"name": entity_name, "key": entity_key},
-                    "lastOperationTime": format_status_time(datetime.fromtimestamp(modified, UTC)),
-                    "state": json.loads(state) if _bool_param(request, "fetchState", False) else None,
-                }
-                for entity_name, entity_key, state, modified in self._engine.store.list_entities(name or None)
-            ]
-            return web.json_response(entities, headers={"x-ms-continuation-token": "null"})
+            if len(segments) < 2:
+                return _not_emulated("listing entities (the instance query lists them)")
+            state = self._engine.store.get_entity_state(scheduler_id(name, key))
+            if state is None:
+                return web.Response(status=404)
+            return web.Response(text=state, content_type="application/json")
         if request.method not in ("POST", "DELETE") or len(segments) < 2:
             return web.Response(status=404)
         operation = "delete" if request.method == "DELETE" else request.query.get("op", "")
@@ -429,9 +408,6 @@ class DurableHttpApi:
 # ---------------------------------------------------------------------- history for the status API
 
 _EVENT_NAMES = {int(t): "".join(part.capitalize() for part in t.name.split("_")) for t in EventType}
-_EVENT_NAMES[int(EventType.SUB_ORCHESTRATION_INSTANCE_CREATED)] = "SubOrchestrationInstanceCreated"
-_EVENT_NAMES[int(EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED)] = "SubOrchestrationInstanceCompleted"
-_EVENT_NAMES[int(EventType.SUB_ORCHESTRATION_INSTANCE_FAILED)] = "SubOrchestrationInstanceFailed"
 
 
 def _json_or_text(text: Any) -> Any:
@@ -443,13 +419,8 @@ def _json_or_text(text: Any) -> Any:
         return text
 
 
-_RESULT_EVENTS = (
-    EventType.TASK_COMPLETED,
-    EventType.TASK_FAILED,
-    EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
-    EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
-)
-_SCHEDULING_EVENTS = (EventType.TASK_SCHEDULED, EventType.SUB_ORCHESTRATION_INSTANCE_CREATED)
+_RESULT_EVENTS = (EventType.TASK_COMPLETED, EventType.TASK_FAILED)
+_SCHEDULING_EVENTS = (EventType.TASK_SCHEDULED,)
 
 
 def status_history(history: list[dict[str, Any]], show_output: bool, show_input: bool) -> list[dict[str, Any]]:
@@ -476,12 +447,10 @@ def status_history(history: list[dict[str, Any]], show_output: bool, show_input:
 
 
 def _add_result_fields(item: dict[str, Any], event: dict[str, Any], origin: dict[str, Any], show_output: bool) -> None:
-    """An activity's or sub-orchestration's result, with the name and time of the event that scheduled it."""
+    """An activity's result, with the name and time of the event that scheduled it."""
     item["FunctionName"] = origin.get("Name")
     item["ScheduledTime"] = origin.get("Timestamp")
-    if origin.get("InstanceId"):
-        item["InstanceId"] = origin.get("InstanceId")
-    if event["EventType"] in (EventType.TASK_FAILED, EventType.SUB_ORCHESTRATION_INSTANCE_FAILED):
+    if event["EventType"] == EventType.TASK_FAILED:
         item["Reason"] = event.get("Reason")
         if show_output:
             item["Details"] = event.get("Details")
@@ -498,8 +467,6 @@ def _add_event_fields(item: dict[str, Any], event: dict[str, Any], show_output: 
             item["Input"] = _json_or_text(event.get("Input"))
     elif event_type in _SCHEDULING_EVENTS:
         item["FunctionName"] = event.get("Name")
-        if event.get("InstanceId"):
-            item["InstanceId"] = event.get("InstanceId")
     elif event_type in (EventType.TIMER_CREATED, EventType.TIMER_FIRED):
         item["FireAt"] = event.get("FireAt")
         if event_type == EventType.TIMER_FIRED:

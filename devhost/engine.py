@@ -10,8 +10,7 @@ How work flows (every arrow is one SQLite transaction, committed before anything
   to the history, calls the SDK's own orchestrator handle with the whole history, replays the returned actions
   (`devhost.replay`) to find the new work, then commits in one transaction: the consumed messages deleted, the new
   history events (scheduling events, `OrchestratorCompleted`, and the completion if any), the new work items
-  (activity rows, timer messages that become visible at their fire time, entity messages, child instances) and the
-  instance's status;
+  (activity rows, timer messages that become visible at their fire time, entity messages) and the instance's status;
 * an activity runs (sync ones in the thread pool); its row is deleted and its `TaskCompleted`/`TaskFailed` message
   inserted in one transaction. A crash before that commit runs the activity again on restart (at-least-once);
 * an entity batch takes the entity's queued operations in arrival order, runs the SDK's entity handle, and commits
@@ -23,7 +22,7 @@ instance is only run again after its previous episode has committed. Writes go t
 its own savepoint, and nothing is acknowledged or acted on before that commit.
 
 Every message row (inbox, activities, entity_messages) has a `visible_at`: nothing consumes it earlier. Without
-`--durable-latency` it is 0 (at once), except for durable timers and scheduled signals (their fire time). With a
+`--durable-latency` it is 0 (at once), except for durable timers (their fire time). With a
 latency (`devhost.latency.QueueLatency`), every message is visible `latency + U(0, jitter)` after it is committed
 (timers: after their fire time), as when it rides an Azure Storage queue; the dispatcher's timer heap wakes its
 consumer then, and `start()` puts whatever is still invisible back on the heap after a restart. Consumers take
@@ -31,6 +30,11 @@ visible messages in the order they became visible, so messages from different se
 entity operations from one sender to one entity never do (see `_entity_visible_at`). Client management calls
 answer from the committed rows at once: a started instance is Pending until its ExecutionStarted is delivered, and
 entity state is the last one an entity batch committed.
+
+It emulates what this app and devhost's tests use: starts, status and instance queries, terminate, purges,
+activities with retries, durable timers, external events, entity calls and signals, `task_all`. Orchestrators that use
+sub-orchestrations, continue-as-new, `task_any` or `call_http` fail with a message naming the feature
+(`devhost.replay.NotEmulatedError`); the Durable HTTP API answers suspend, resume, rewind and restart with 501.
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
 
@@ -67,7 +70,7 @@ from devhost.history import (
 )
 from devhost.invocation import InvocationContext, invocation
 from devhost.latency import QueueLatency
-from devhost.replay import HTTP_ACTIVITY, NonDeterminismError, Replayer, ReplayResult, Work
+from devhost.replay import NonDeterminismError, NotEmulatedError, Replayer, ReplayResult, Work
 from devhost.store import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -109,6 +112,14 @@ def _nothing() -> None:
     return None
 
 
+def _dropping(messages: list[InboxMessage]) -> Episode | None:
+    """An episode that only deletes messages nothing will consume (None when there are none)."""
+    if not messages:
+        return None
+    ids = [(m.id,) for m in messages]
+    return Episode(lambda db: db.executemany("DELETE FROM inbox WHERE id = ?", ids), _nothing)
+
+
 @dataclass
 class Followups:
     """What a committed write sets going: activities to start, and orchestrations and entities to run."""
@@ -137,7 +148,6 @@ class Outcome:
     custom_status: str | None
     error: str | None
     done_event: Event | None = None
-    continue_as_new: bool = False
 
 
 @dataclass
@@ -232,8 +242,6 @@ class DurableEngine:
         self._activities: dict[int, asyncio.Task[None]] = {}
         self._entity_tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
-        self._completion_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._http_session: aiohttp.ClientSession | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -285,8 +293,6 @@ class DurableEngine:
                 task.cancel()
             if still_running:
                 await asyncio.wait(still_running, timeout=1.0)
-        if self._http_session is not None:
-            await self._http_session.close()
 
     # ------------------------------------------------------------------ notifications
 
@@ -395,23 +401,11 @@ class DurableEngine:
             )
         new_id = instance_id or uuid.uuid4().hex
         validate_instance_id(new_id)
-        at = await self._committer.submit(
-            lambda db: self._create_instance(db, new_id, name, input_token, version, None, None, None)
-        )
+        at = await self._committer.submit(lambda db: self._create_instance(db, new_id, name, input_token, version))
         self._deliver("instance", new_id, at)
         return new_id
 
-    def _create_instance(
-        self,
-        db: Any,
-        instance_id: str,
-        name: str,
-        input_token: str | None,
-        version: str,
-        parent_instance_id: str | None,
-        parent_execution_id: str | None,
-        parent_task_id: int | None,
-    ) -> float:
+    def _create_instance(self, db: Any, instance_id: str, name: str, input_token: str | None, version: str) -> float:
         """Insert the instance row and its ExecutionStarted message; returns when that message becomes visible."""
         existing = self.store.get_instance(instance_id)
         if existing is not None and existing.status in ACTIVE_STATUSES:
@@ -423,20 +417,8 @@ class DurableEngine:
             db.execute("DELETE FROM instances WHERE instance_id = ?", (instance_id,))
         db.execute(
             "INSERT INTO instances (instance_id, execution_id, name, version, status, input, output, custom_status, "
-            "created_time, last_updated_time, parent_instance_id, parent_execution_id, parent_task_id) "
-            "VALUES (?, ?, ?, ?, 'Pending', ?, NULL, NULL, ?, ?, ?, ?, ?)",
-            (
-                instance_id,
-                execution_id,
-                name,
-                version,
-                input_token,
-                now.timestamp(),
-                now.timestamp(),
-                parent_instance_id,
-                parent_execution_id,
-                parent_task_id,
-            ),
+            "created_time, last_updated_time) VALUES (?, ?, ?, ?, 'Pending', ?, NULL, NULL, ?, ?)",
+            (instance_id, execution_id, name, version, input_token, now.timestamp(), now.timestamp()),
         )
         started: Event = new_event(
             EventType.EXECUTION_STARTED,
@@ -446,11 +428,6 @@ class DurableEngine:
             Input=json.loads(input_token) if input_token is not None else None,
             OrchestrationInstance={"InstanceId": instance_id, "ExecutionId": execution_id},
         )
-        if parent_instance_id:
-            started["ParentInstance"] = {
-                "OrchestrationInstance": {"InstanceId": parent_instance_id, "ExecutionId": parent_execution_id},
-                "TaskScheduleId": parent_task_id,
-            }
         at = self.latency.deliver_at()
         Store.enqueue(db, instance_id, execution_id, started, at)
         return at
@@ -481,70 +458,11 @@ class DurableEngine:
 
     async def terminate(self, instance_id: str, reason: str | None) -> None:
         """Queue the termination of a running instance (410 when it has already finished)."""
-        await self._control(instance_id, EventType.EXECUTION_TERMINATED, reason)
-
-    async def suspend(self, instance_id: str, reason: str | None) -> None:
-        """Queue a suspension: the instance keeps its messages and runs nothing until resumed."""
-        await self._control(instance_id, EventType.EXECUTION_SUSPENDED, reason)
-
-    async def resume(self, instance_id: str, reason: str | None) -> None:
-        """Queue the resumption of a suspended instance."""
-        await self._control(instance_id, EventType.EXECUTION_RESUMED, reason)
-
-    async def _control(self, instance_id: str, event_type: EventType, reason: str | None) -> None:
         instance = self._require_instance(instance_id)
         if instance.status in TERMINAL_STATUSES:
             raise DurableError(410, f"Instance with ID {instance_id} is gone: either completed or failed")
-        event = new_event(event_type, utcnow(), Input=reason)
+        event = new_event(EventType.EXECUTION_TERMINATED, utcnow(), Input=reason)
         await self._send(instance_id, instance.execution_id, event)
-
-    async def restart(self, instance_id: str, new_instance_id: bool) -> str:
-        """Start the orchestration again with its original input, under a new id or the same one."""
-        instance = self._require_instance(instance_id)
-        target = uuid.uuid4().hex if new_instance_id else instance_id
-        return await self.start_instance(instance.name, target, instance.input, instance.version)
-
-    def rewind(self, instance_id: str, reason: str | None) -> None:
-        """Rewind a failed instance: drop its failure and the failed tasks' results, and run those tasks again."""
-        instance = self._require_instance(instance_id)
-        if instance.status != "Failed":
-            raise DurableError(
-                412,
-                f'This orchestration has status {instance.status}, but only orchestrations in the "Failed" state '
-                f"can be rewound.",
-            )
-        history = self.store.load_history(instance_id)
-        failed_ids = {e.get("TaskScheduledId") for e in history if e["EventType"] == EventType.TASK_FAILED}
-        kept = [
-            e
-            for e in history
-            if not (e["EventType"] == EventType.TASK_FAILED) and not (e["EventType"] == EventType.EXECUTION_COMPLETED)
-        ]
-        scheduled = [e for e in kept if e["EventType"] == EventType.TASK_SCHEDULED and e.get("EventId") in failed_ids]
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
-            Store.append_history(db, instance_id, 0, kept)
-            for event in scheduled:
-                db.execute(
-                    "INSERT INTO activities (instance_id, execution_id, task_id, name, input, visible_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        instance_id,
-                        instance.execution_id,
-                        event["EventId"],
-                        event.get("Name"),
-                        event.get("Input"),
-                        self.latency.deliver_at(),
-                    ),
-                )
-            db.execute(
-                "UPDATE instances SET status = 'Running', output = NULL, last_updated_time = ? WHERE instance_id = ?",
-                (time.time(), instance_id),
-            )
-        logger.info("Rewound instance %s (%s): %d failed tasks run again", instance_id, reason, len(scheduled))
-        for item in self.store.pending_activities():
-            if item.instance_id == instance_id and item.id not in self._activities:
-                self._spawn_activity(item)
 
     def purge(self, instance_id: str) -> PurgeResult:
         """Delete a finished instance and its history (404 when unknown, 412 while it runs).
@@ -605,24 +523,22 @@ class DurableEngine:
 
         self._deliver("entity", entity_id, await self._committer.submit(write))
 
-    def _entity_visible_at(self, db: Any, entity_id: str, sender: str | None, fire_at: float = 0.0) -> float:
+    def _entity_visible_at(self, db: Any, entity_id: str, sender: str | None) -> float:
         """When an entity operation committed now becomes visible: after the latency, and never before an earlier one.
 
         Messages from one sender (an orchestration, or the clients, which count as one sender) to one entity keep
         their order, as on Azure: the operation becomes visible no sooner than the last one from the same sender to
-        the same entity that is still queued. Scheduled signals not yet due do not count.
+        the same entity that is still queued.
 
         Args:
             db: the connection, inside the transaction that queues the operation.
             entity_id: the target's scheduler id.
             sender: the sending orchestration's instance id, None for a client.
-            fire_at: a scheduled signal's time (epoch seconds), 0.0 for "now".
         """
-        at = self.latency.deliver_at(fire_at)
+        at = self.latency.deliver_at()
         if not self.latency.enabled:
             return at
-        horizon = time.time() + self.latency.max_delay
-        return max(at, Store.last_entity_visible_at(db, entity_id, sender, horizon))
+        return max(at, Store.last_entity_visible_at(db, entity_id, sender))
 
     def idle(self) -> bool:
         """Whether nothing is queued or running.
@@ -637,30 +553,14 @@ class DurableEngine:
     async def wait_idle(self, within: float = 60.0, interval: float = 0.002) -> None:
         """Return once the back end is `idle()`: what was started has run to its end.
 
-        For tests and tools that drive the host step by step. Work that cannot end (a suspended instance's messages)
-        raises TimeoutError after `within` seconds.
+        For tests and tools that drive the host step by step. Work that does not end within `within` seconds (a long
+        durable timer) raises TimeoutError.
         """
         deadline = time.monotonic() + within
         while not self.idle():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the durable back end still had work after {within}s")
             await asyncio.sleep(interval)
-
-    async def wait_for_completion(self, instance_id: str, within: float) -> None:
-        """Wait until the instance is in a terminal state or the timeout passes."""
-        instance = self.store.get_instance(instance_id)
-        if instance is None or instance.status in TERMINAL_STATUSES:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._completion_waiters.setdefault(instance_id, []).append(future)
-        try:
-            await asyncio.wait_for(asyncio.shield(future), within)
-        except TimeoutError:
-            pass
-        finally:
-            waiters = self._completion_waiters.get(instance_id, [])
-            if future in waiters:
-                waiters.remove(future)
 
     # ------------------------------------------------------------------ orchestration episodes
 
@@ -673,68 +573,20 @@ class DurableEngine:
         instance = self.store.get_instance(instance_id)
         current = [m for m in messages if instance and m.execution_id in (None, instance.execution_id)]
         if instance is None or instance.status in TERMINAL_STATUSES or not current:
-            # messages for a finished, purged or replaced execution: nothing will consume them
-            dropped = [
-                (m.id,)
-                for m in messages
-                if m not in current or instance is None or instance.status in TERMINAL_STATUSES
-            ]
-            return Episode(lambda db: db.executemany("DELETE FROM inbox WHERE id = ?", dropped), _nothing)
+            return _dropping(messages)  # for a finished, purged or replaced execution: nothing will consume them
         terminate = next((m for m in current if m.event["EventType"] == EventType.EXECUTION_TERMINATED), None)
         if terminate is not None:
             return self._terminate(instance, terminate.event.get("Input"), now)
-        status, consumed, work_messages = self._sort_messages(instance, current)
-        consumed += [m for m in messages if m not in current]  # stale: for an earlier execution
+        stale = [m for m in messages if m not in current]  # for an earlier execution
         history = self.store.load_history(instance_id)
-        if not history and not any(m.event["EventType"] == EventType.EXECUTION_STARTED for m in work_messages):
-            work_messages = []  # events that arrived before the start is processed wait for it
-        if not work_messages:
-            return self._status_episode(instance, status, consumed, now)
-        status = "Running" if status == "Pending" else status
-        return self._orchestrator_episode(instance, history, status, consumed + work_messages, work_messages, now)
-
-    @staticmethod
-    def _sort_messages(
-        instance: Instance, current: list[InboxMessage]
-    ) -> tuple[str, list[InboxMessage], list[InboxMessage]]:
-        """Apply suspend/resume messages: (the new status, the messages they consume, the messages for the SDK)."""
-        status = instance.status
-        consumed: list[InboxMessage] = []
-        work_messages: list[InboxMessage] = []
-        for message in current:
-            event_type = message.event["EventType"]
-            if event_type == EventType.EXECUTION_SUSPENDED:
-                status = "Suspended"
-                consumed.append(message)
-            elif event_type == EventType.EXECUTION_RESUMED:
-                status = "Running" if status == "Suspended" else status
-                consumed.append(message)
-            else:
-                work_messages.append(message)
-        if status == "Suspended":
-            work_messages = []  # kept queued until the instance is resumed
-        return status, consumed, work_messages
-
-    @staticmethod
-    def _status_episode(instance: Instance, status: str, consumed: list[InboxMessage], now: datetime) -> Episode | None:
-        """An episode that only consumes control messages and sets the status (None when nothing changes)."""
-        if not consumed and status == instance.status:
-            return None
-
-        def update_status(db: Any) -> None:
-            db.executemany("DELETE FROM inbox WHERE id = ?", [(m.id,) for m in consumed])
-            db.execute(
-                "UPDATE instances SET status = ?, last_updated_time = ? WHERE instance_id = ?",
-                (status, now.timestamp(), instance.instance_id),
-            )
-
-        return Episode(update_status, _nothing)
+        if not history and not any(m.event["EventType"] == EventType.EXECUTION_STARTED for m in current):
+            return _dropping(stale)  # events that arrived before the start is processed wait for it
+        return self._orchestrator_episode(instance, history, stale + current, current, now)
 
     def _orchestrator_episode(
         self,
         instance: Instance,
         history: list[Event],
-        status: str,
         consumed: list[InboxMessage],
         work_messages: list[InboxMessage],
         now: datetime,
@@ -744,8 +596,7 @@ class DurableEngine:
         Args:
             instance: the instance row.
             history: the current execution's history so far.
-            status: the status once the episode has run, unless the orchestrator ends or fails.
-            consumed: every message the episode deletes (the new ones, control messages, stale ones).
+            consumed: every message the episode deletes (the new ones and stale ones).
             work_messages: the new messages the orchestrator sees.
             now: the episode's time.
         """
@@ -758,7 +609,7 @@ class DurableEngine:
         state, error, replay = self._run_orchestrator(instance, full_history)
         new_work: list[Work] = replay.new_work if replay else []
         scheduled = [self._scheduling_event(instance, work, started_at) for work in new_work]
-        outcome = self._episode_outcome(instance, status, state, error, replay, started_at)
+        outcome = self._episode_outcome(instance, state, error, started_at)
         appended = [*episode, *scheduled, new_event(EventType.ORCHESTRATOR_COMPLETED, started_at)]
         if outcome.done_event is not None:
             appended.append(outcome.done_event)
@@ -769,36 +620,13 @@ class DurableEngine:
             Store.append_history(db, instance_id, len(history), appended)
             for work in new_work:
                 self._persist_work(db, instance, work, followups)
-            if replay is not None and replay.canceled_timer_ids:
-                db.executemany(
-                    "DELETE FROM inbox WHERE instance_id = ? AND json_extract(event, '$.EventType') = ? "
-                    "AND json_extract(event, '$.TimerId') = ?",
-                    [(instance_id, int(EventType.TIMER_FIRED), timer_id) for timer_id in replay.canceled_timer_ids],
-                )
             db.execute(
                 "UPDATE instances SET status = ?, output = ?, custom_status = ?, last_updated_time = ? "
                 "WHERE instance_id = ?",
                 (outcome.status, outcome.output, outcome.custom_status, time.time(), instance_id),
             )
-            self._write_ending(db, instance, outcome, replay, followups)
 
-        def after_commit() -> None:
-            self._after_commit(followups)
-            if outcome.status in TERMINAL_STATUSES:
-                self._completed(instance_id)
-
-        return Episode(write, after_commit)
-
-    def _write_ending(
-        self, db: Any, instance: Instance, outcome: Outcome, replay: ReplayResult | None, followups: Followups
-    ) -> None:
-        """Inside the episode's transaction: start the next execution, or tell the parent this one has ended."""
-        if outcome.continue_as_new and replay is not None:
-            at = self._continue_as_new(db, instance, replay.continue_as_new_input)
-            followups.deliver("instance", instance.instance_id, at)
-        if outcome.status in TERMINAL_STATUSES and instance.parent_instance_id:
-            at = self._notify_parent(db, instance, outcome.status, outcome.output, outcome.error)
-            followups.deliver("instance", instance.parent_instance_id, at)
+        return Episode(write, partial(self._after_commit, followups))
 
     def _run_orchestrator(
         self, instance: Instance, full_history: list[Event]
@@ -811,25 +639,20 @@ class DurableEngine:
         replay: ReplayResult | None = None
         try:
             replay = Replayer(instance.instance_id, instance.execution_id, actions).run(full_history)
-        except NonDeterminismError as mismatch:
+        except (NonDeterminismError, NotEmulatedError) as mismatch:
             error = str(mismatch)
             logger.error("Orchestration %s (%s) failed: %s", instance.name, instance.instance_id, error)
         return state, error, replay
 
     @staticmethod
     def _episode_outcome(
-        instance: Instance,
-        status: str,
-        state: dict[str, Any] | None,
-        error: str | None,
-        replay: ReplayResult | None,
-        started_at: datetime,
+        instance: Instance, state: dict[str, Any] | None, error: str | None, started_at: datetime
     ) -> Outcome:
         """The status, output and custom status the episode leaves, and its ExecutionCompleted event if it ends."""
         custom_status = instance.custom_status
         if state is not None and state.get("customStatus") is not None:
             custom_status = json.dumps(state["customStatus"])
-        outcome = Outcome(status, instance.output, custom_status, error)
+        outcome = Outcome("Running", instance.output, custom_status, error)
         if error is not None:
             message = f"Orchestrator function '{instance.name}' failed: {error}"
             outcome.status = "Failed"
@@ -838,15 +661,11 @@ class DurableEngine:
                 EventType.EXECUTION_COMPLETED, started_at, OrchestrationStatus="Failed", Result=message
             )
         elif state is not None and state.get("isDone"):
-            if replay is not None and replay.continue_as_new:
-                outcome.continue_as_new = True
-                outcome.status = "ContinuedAsNew"
-            else:
-                outcome.status = "Completed"
-                outcome.output = json.dumps(state.get("output"))
-                outcome.done_event = new_event(
-                    EventType.EXECUTION_COMPLETED, started_at, OrchestrationStatus="Completed", Result=outcome.output
-                )
+            outcome.status = "Completed"
+            outcome.output = json.dumps(state.get("output"))
+            outcome.done_event = new_event(
+                EventType.EXECUTION_COMPLETED, started_at, OrchestrationStatus="Completed", Result=outcome.output
+            )
         return outcome
 
     def _invoke_orchestrator(
@@ -861,7 +680,7 @@ class DurableEngine:
             "input": json.loads(instance.input) if instance.input is not None else None,
             "instanceId": instance.instance_id,
             "isReplaying": False,
-            "parentInstanceId": instance.parent_instance_id,
+            "parentInstanceId": None,
             "upperSchemaVersion": 1,
             "upperSchemaVersionNew": 2,
         }
@@ -889,23 +708,13 @@ class DurableEngine:
             return None, f"The orchestrator returned an invalid state: {result!r}"
         return state, None
 
-    def _scheduling_event(self, instance: Instance, work: Work, at: datetime) -> Event:
+    @staticmethod
+    def _scheduling_event(instance: Instance, work: Work, at: datetime) -> Event:
         if work.kind == "activity":
             return new_event(EventType.TASK_SCHEDULED, at, work.event_id, Name=work.name, Version="", Input=work.input)
         if work.kind == "timer":
             assert work.fire_at is not None
             return new_event(EventType.TIMER_CREATED, at, work.event_id, FireAt=format_sdk_time(work.fire_at))
-        if work.kind == "suborchestration":
-            work.instance_id = work.instance_id or f"{instance.instance_id}:{work.event_id}"
-            return new_event(
-                EventType.SUB_ORCHESTRATION_INSTANCE_CREATED,
-                at,
-                work.event_id,
-                Name=work.name,
-                InstanceId=work.instance_id,
-                Input=work.input,
-                Version="",
-            )
         request = {
             "op": work.operation,
             "signal": work.signal,
@@ -939,8 +748,7 @@ class DurableEngine:
                 )
             )
         elif work.kind == "timer":
-            if work.canceled or work.fire_at is None:
-                return
+            assert work.fire_at is not None
             fired = new_event(
                 EventType.TIMER_FIRED, work.fire_at, TimerId=work.event_id, FireAt=format_sdk_time(work.fire_at)
             )
@@ -949,13 +757,10 @@ class DurableEngine:
             followups.deliver("instance", instance.instance_id, at)
         elif work.kind == "entity":
             self._persist_entity_message(db, instance, work, followups)
-        elif work.kind == "suborchestration":
-            self._persist_suborchestration(db, instance, work, followups)
 
     def _persist_entity_message(self, db: Any, instance: Instance, work: Work, followups: Followups) -> None:
-        """Queue an orchestration's call or signal (a scheduled signal becomes visible at its time)."""
-        fire_at = work.fire_at.timestamp() if work.fire_at is not None else 0.0
-        at = self._entity_visible_at(db, work.name, instance.instance_id, fire_at)
+        """Queue an orchestration's call or signal."""
+        at = self._entity_visible_at(db, work.name, instance.instance_id)
         Store.enqueue_entity_message(
             db,
             work.name,
@@ -969,83 +774,9 @@ class DurableEngine:
         )
         followups.deliver("entity", work.name, at)
 
-    def _persist_suborchestration(self, db: Any, instance: Instance, work: Work, followups: Followups) -> None:
-        """Create the child instance, or queue its failure for the parent when the id is taken by a running one."""
-        child_id = work.instance_id or f"{instance.instance_id}:{work.event_id}"
-        try:
-            at = self._create_instance(
-                db,
-                child_id,
-                work.name,
-                json.dumps(work.input) if work.input is not None else None,
-                "",
-                instance.instance_id,
-                instance.execution_id,
-                work.event_id,
-            )
-            followups.deliver("instance", child_id, at)
-        except DurableError as refused:
-            failed = new_event(
-                EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
-                utcnow(),
-                TaskScheduledId=work.event_id,
-                Reason=refused.message,
-                Details=None,
-            )
-            at = self.latency.deliver_at()
-            Store.enqueue(db, instance.instance_id, instance.execution_id, failed, at)
-            followups.deliver("instance", instance.instance_id, at)
-
-    def _continue_as_new(self, db: Any, instance: Instance, input_text: str | None) -> float:
-        """Start the instance's next execution; returns when its ExecutionStarted becomes visible."""
-        execution_id = uuid.uuid4().hex
-        input_token = json.dumps(input_text) if input_text is not None else None
-        db.execute("DELETE FROM history WHERE instance_id = ?", (instance.instance_id,))
-        db.execute("DELETE FROM activities WHERE instance_id = ?", (instance.instance_id,))
-        db.execute(
-            "UPDATE instances SET execution_id = ?, input = ?, output = NULL, status = 'Running' WHERE instance_id = ?",
-            (execution_id, input_token, instance.instance_id),
-        )
-        started = new_event(
-            EventType.EXECUTION_STARTED,
-            utcnow(),
-            Name=instance.name,
-            Version=instance.version,
-            Input=input_text,
-            OrchestrationInstance={"InstanceId": instance.instance_id, "ExecutionId": execution_id},
-        )
-        at = self.latency.deliver_at()
-        Store.enqueue(db, instance.instance_id, execution_id, started, at)
-        return at
-
-    def _notify_parent(self, db: Any, instance: Instance, status: str, output: str | None, error: str | None) -> float:
-        """Queue a sub-orchestration's completion or failure for its parent; returns when it becomes visible."""
-        assert instance.parent_instance_id is not None
-        now = utcnow()
-        if status == "Completed":
-            event = new_event(
-                EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
-                now,
-                TaskScheduledId=instance.parent_task_id,
-                Result=output,
-            )
-        else:
-            reason = error or f"The sub-orchestration {instance.instance_id} was {status.lower()}"
-            event = new_event(
-                EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
-                now,
-                TaskScheduledId=instance.parent_task_id,
-                Reason=f"Sub-orchestration '{instance.name}' failed: {reason}",
-                Details=None,
-            )
-        at = self.latency.deliver_at()
-        Store.enqueue(db, instance.parent_instance_id, instance.parent_execution_id, event, at)
-        return at
-
     def _terminate(self, instance: Instance, reason: str | None, now: datetime) -> Episode:
         history = self.store.load_history(instance.instance_id)
         event = new_event(EventType.EXECUTION_TERMINATED, now, Input=reason)
-        followups = Followups()
 
         def write(db: Any) -> None:
             db.execute("DELETE FROM inbox WHERE instance_id = ?", (instance.instance_id,))
@@ -1055,21 +786,11 @@ class DurableEngine:
                 "UPDATE instances SET status = 'Terminated', output = ?, last_updated_time = ? WHERE instance_id = ?",
                 (json.dumps(reason), now.timestamp(), instance.instance_id),
             )
-            if instance.parent_instance_id:
-                at = self._notify_parent(db, instance, "Terminated", None, f"terminated: {reason}")
-                followups.deliver("instance", instance.parent_instance_id, at)
 
         def after_commit() -> None:
             logger.info("Orchestration %s (%s) terminated: %s", instance.name, instance.instance_id, reason)
-            self._after_commit(followups)
-            self._completed(instance.instance_id)
 
         return Episode(write, after_commit)
-
-    def _completed(self, instance_id: str) -> None:
-        for future in self._completion_waiters.pop(instance_id, []):
-            if not future.done():
-                future.set_result(None)
 
     def _after_commit(self, followups: Followups) -> None:
         for item in followups.activities:
@@ -1098,16 +819,10 @@ class DurableEngine:
     async def _run_activity(self, item: ActivityItem) -> None:
         result_event: Event
         try:
-            if item.name == HTTP_ACTIVITY:
-                result = await self._call_http(item.input)
-                result_event = new_event(
-                    EventType.TASK_COMPLETED, utcnow(), TaskScheduledId=item.task_id, Result=json.dumps(result)
-                )
-            else:
-                result_text = await self._call_activity(item)
-                result_event = new_event(
-                    EventType.TASK_COMPLETED, utcnow(), TaskScheduledId=item.task_id, Result=result_text
-                )
+            result_text = await self._call_activity(item)
+            result_event = new_event(
+                EventType.TASK_COMPLETED, utcnow(), TaskScheduledId=item.task_id, Result=result_text
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -1148,26 +863,6 @@ class DurableEngine:
                 returned = await loop.run_in_executor(self._executor, partial(function.fn, **kwargs))
         datum = ActivityTriggerConverter.encode(returned, expected_type=None)
         return str(datum.value)
-
-    async def _call_http(self, request_text: str | None) -> dict[str, Any]:
-        """The built-in HTTP activity behind `context.call_http` (no managed-identity tokens)."""
-        request = json.loads(request_text or "{}")
-        if request.get("tokenSource"):
-            raise NotImplementedError("devhost does not support tokenSource in call_http")
-        if self._http_session is None:
-            self._http_session = aiohttp.ClientSession()
-        headers = {
-            k: (", ".join(v) if isinstance(v, list) else str(v)) for k, v in (request.get("headers") or {}).items()
-        }
-        async with self._http_session.request(
-            request.get("method", "GET"), request["uri"], data=request.get("content"), headers=headers
-        ) as response:
-            content = await response.text()
-            return {
-                "statusCode": response.status,
-                "headers": {k: response.headers.getall(k) for k in response.headers},
-                "content": content,
-            }
 
     # ------------------------------------------------------------------ entities
 

@@ -44,11 +44,6 @@ class QueueLatency:
         self.enabled = self.latency_ms > 0 or self.jitter_ms > 0
         self._random = random.Random(seed)
 
-    @property
-    def max_delay(self) -> float:
-        """The longest delay of one hop, in seconds."""
-        return (self.latency_ms + self.jitter_ms) / 1000
-
     def delay(self) -> float:
         """One hop's delay in seconds (0.0 when disabled)."""
         if not self.enabled:

@@ -1,14 +1,19 @@
 """What the Durable extension does with an orchestrator's `actions`: assign sequence ids, match them to history.
 
 The SDK returns the cumulative list of every action its generator scheduled. The extension (OutOfProcOrchestrationShim,
-schema V2) replays that list against the DTFx context: it walks the actions in order and *awaits each one*, WhenAll and
-WhenAny included, while DTFx feeds it the history events in order. Every scheduling API takes the next sequence id when
-it is called (WaitForExternalEvent takes none); a retried call is a loop of attempt, timer, attempt... whose later ids
-are taken when the failure is replayed. `Replayer` reproduces that walk with small callback-based tasks, so that:
+schema V2) replays that list against the DTFx context: it walks the actions in order and *awaits each one*, while DTFx
+feeds it the history events in order. Every scheduling API takes the next sequence id when it is called
+(WaitForExternalEvent takes none); a retried call is a loop of attempt, timer, attempt... whose later ids are taken
+when the failure is replayed. `Replayer` reproduces that walk with small callback-based tasks, so that:
 
-* every scheduling event in the history (TaskScheduled, TimerCreated, EventSent, SubOrchestrationInstanceCreated) is
-  checked against the action that now takes its id, by type and name: a difference is a non-determinism error;
+* every scheduling event in the history (TaskScheduled, TimerCreated, EventSent) is checked against the action that
+  now takes its id, by type and name: a difference is a non-determinism error;
 * the actions that have no scheduling event yet are the new work of this episode, in id order.
+
+Only the actions this app and devhost's tests need are emulated: activities (with retries), durable timers, external
+events, entity calls and signals, and WhenAll (the SDK wraps every `call_activity_with_retry` in one, so `task_all`
+works too). Sub-orchestrations, continue-as-new, `task_any`, `call_http` and cancelled timers raise
+`NotEmulatedError`, which fails the orchestration with a message naming the feature.
 """
 
 from __future__ import annotations
@@ -23,35 +28,40 @@ from typing import Any
 
 from devhost.history import Event, EventType, parse_time
 
-# actionType values of the out-of-proc protocol
+# actionType values of the out-of-proc protocol that devhost emulates
 CALL_ACTIVITY = 0
 CALL_ACTIVITY_WITH_RETRY = 1
-CALL_SUB_ORCHESTRATOR = 2
-CALL_SUB_ORCHESTRATOR_WITH_RETRY = 3
-CONTINUE_AS_NEW = 4
 CREATE_TIMER = 5
 WAIT_FOR_EXTERNAL_EVENT = 6
 CALL_ENTITY = 7
-CALL_HTTP = 8
 SIGNAL_ENTITY = 9
-SCHEDULED_SIGNAL_ENTITY = 10
-WHEN_ANY = 11
-WHEN_ALL = 12
+WHEN_ALL = 12  # also what the SDK sends for call_activity_with_retry: WhenAll([CallActivityWithRetry])
 
-# the activity name DTFx gives to a durable HTTP call (CallHttp)
-HTTP_ACTIVITY = "BuiltIn::HttpActivity"
+# the others, by the SDK feature that produces them
+NOT_EMULATED = {
+    2: "sub-orchestrations (call_sub_orchestrator)",
+    3: "sub-orchestrations (call_sub_orchestrator_with_retry)",
+    4: "continue_as_new",
+    8: "call_http",
+    10: "scheduled entity signals",
+    11: "task_any",
+}
 
 
 class NonDeterminismError(Exception):
     """The orchestrator's replay does not match the history it produced before."""
 
 
+class NotEmulatedError(Exception):
+    """The orchestrator used a Durable feature devhost does not emulate (see the module docstring)."""
+
+
 @dataclass
 class Work:
-    """One scheduled task: an activity, a timer, an entity message or a sub-orchestration.
+    """One scheduled task: an activity, a timer or an entity message.
 
-    `kind` is one of "activity", "timer", "entity", "suborchestration". For entities, `name` is the scheduler id
-    (`@name@key`) and `operation`/`signal`/`request_id` describe the message. `input` is the action's JSON text.
+    `kind` is one of "activity", "timer", "entity". For entities, `name` is the scheduler id (`@name@key`) and
+    `operation`/`signal`/`request_id` describe the message. `input` is the action's JSON text.
     """
 
     kind: str
@@ -62,9 +72,6 @@ class Work:
     operation: str | None = None
     signal: bool = False
     request_id: str | None = None
-    instance_id: str | None = None
-    canceled: bool = False
-    http_request: dict[str, Any] | None = None
 
 
 class _Task:
@@ -113,23 +120,11 @@ def _when_all(children: list[_Task]) -> _Task:
     return task
 
 
-def _when_any(children: list[_Task]) -> _Task:
-    task = _Task()
-    if not children:
-        task.complete()
-    for child in children:
-        child.then(lambda _child: task.complete())
-    return task
-
-
 @dataclass
 class ReplayResult:
-    """What the walk found: the work that has no scheduling event yet, and where the walk stopped."""
+    """What the walk found: the work that has no scheduling event yet."""
 
     new_work: list[Work] = field(default_factory=list)
-    canceled_timer_ids: list[int] = field(default_factory=list)
-    continue_as_new: bool = False
-    continue_as_new_input: str | None = None
 
 
 class Replayer:
@@ -151,7 +146,10 @@ class Replayer:
     # ------------------------------------------------------------------ the walk
 
     def run(self, history: list[Event]) -> ReplayResult:
-        """Walk the history; raise `NonDeterminismError` on a mismatch, else return the new work."""
+        """Walk the history and return the new work.
+
+        Raises `NonDeterminismError` on a mismatch, `NotEmulatedError` on an action devhost does not emulate.
+        """
         for event in history:
             event_type = event["EventType"]
             if event_type == EventType.ORCHESTRATOR_STARTED:
@@ -165,11 +163,6 @@ class Replayer:
                 self._resolve(event.get("TaskScheduledId"), event_type == EventType.TASK_FAILED)
             elif event_type == EventType.TIMER_FIRED:
                 self._resolve(event.get("TimerId"), False)
-            elif event_type in (
-                EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED,
-                EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
-            ):
-                self._resolve(event.get("TaskScheduledId"), event_type == EventType.SUB_ORCHESTRATION_INSTANCE_FAILED)
             elif event_type == EventType.EVENT_RAISED:
                 self._raise(event)
         self._result.new_work = [task.work for _, task in sorted(self._unmatched.items())]
@@ -200,37 +193,14 @@ class Replayer:
                 lambda: self._schedule(Work("activity", -1, action["functionName"], action.get("input"))),
                 action.get("retryOptions") or {},
             )
-        if action_type in (CALL_SUB_ORCHESTRATOR, CALL_SUB_ORCHESTRATOR_WITH_RETRY):
-
-            def start_child() -> _Task:
-                return self._schedule(
-                    Work(
-                        "suborchestration",
-                        -1,
-                        action["functionName"],
-                        action.get("input"),
-                        instance_id=action.get("instanceId"),
-                    )
-                )
-
-            if action_type == CALL_SUB_ORCHESTRATOR:
-                return start_child()
-            return self._with_retry(start_child, action.get("retryOptions") or {})
-        if action_type == CONTINUE_AS_NEW:
-            self._result.continue_as_new = True
-            self._result.continue_as_new_input = action.get("input")
-            return _completed()
         if action_type == CREATE_TIMER:
-            canceled = bool(action.get("isCanceled"))
-            task = self._schedule(Work("timer", -1, "", fire_at=parse_time(action["fireAt"]), canceled=canceled))
-            if canceled:
-                self._result.canceled_timer_ids.append(task.work.event_id)
-                task.complete()
-            return task
+            if action.get("isCanceled"):
+                raise NotEmulatedError("devhost does not emulate cancelled durable timers")
+            return self._schedule(Work("timer", -1, "", fire_at=parse_time(action["fireAt"])))
         if action_type == WAIT_FOR_EXTERNAL_EVENT:
             return self._wait_for_event(action["externalEventName"])
-        if action_type in (CALL_ENTITY, SIGNAL_ENTITY, SCHEDULED_SIGNAL_ENTITY):
-            signal = action_type != CALL_ENTITY
+        if action_type in (CALL_ENTITY, SIGNAL_ENTITY):
+            signal = action_type == SIGNAL_ENTITY
             work = Work(
                 "entity",
                 -1,
@@ -239,20 +209,13 @@ class Replayer:
                 operation=action.get("operation"),
                 signal=signal,
                 request_id=str(uuid.uuid4()),
-                fire_at=parse_time(action["fireAt"]) if action_type == SCHEDULED_SIGNAL_ENTITY else None,
             )
             task = self._schedule(work)
-            if signal:
-                return _completed()
-            return task
-        if action_type == CALL_HTTP:
-            request = action.get("httpRequest") or {}
-            return self._schedule(
-                Work("activity", -1, HTTP_ACTIVITY, json.dumps(request), http_request=request),
-            )
-        if action_type in (WHEN_ALL, WHEN_ANY):
-            children = [self._invoke(child) for child in action.get("compoundActions") or []]
-            return _when_all(children) if action_type == WHEN_ALL else _when_any(children)
+            return _completed() if signal else task
+        if action_type == WHEN_ALL:
+            return _when_all([self._invoke(child) for child in action.get("compoundActions") or []])
+        if action_type in NOT_EMULATED:
+            raise NotEmulatedError(f"devhost does not emulate {NOT_EMULATED[action_type]}")
         raise NonDeterminismError(f"Unknown action type {action_type!r} in the orchestrator's actions: {action!r}")
 
     def _schedule(self, work: Work) -> _ScheduledTask:
@@ -377,18 +340,12 @@ class Replayer:
             self._buffered_events.setdefault(name, deque()).append(event)
 
 
-_SCHEDULING_EVENTS = {
-    EventType.TASK_SCHEDULED,
-    EventType.TIMER_CREATED,
-    EventType.EVENT_SENT,
-    EventType.SUB_ORCHESTRATION_INSTANCE_CREATED,
-}
+_SCHEDULING_EVENTS = {EventType.TASK_SCHEDULED, EventType.TIMER_CREATED, EventType.EVENT_SENT}
 
 _KIND_OF_EVENT = {
     EventType.TASK_SCHEDULED: "activity",
     EventType.TIMER_CREATED: "timer",
     EventType.EVENT_SENT: "entity",
-    EventType.SUB_ORCHESTRATION_INSTANCE_CREATED: "suborchestration",
 }
 
 
@@ -401,7 +358,7 @@ def _completed() -> _Task:
 def _same_work(work: Work, event: Event) -> bool:
     if _KIND_OF_EVENT.get(event["EventType"]) != work.kind:
         return False
-    if work.kind in ("activity", "suborchestration"):
+    if work.kind == "activity":
         return bool(event.get("Name") == work.name)
     if work.kind == "entity":
         try:
@@ -416,8 +373,6 @@ def _describe_event(event: Event) -> str:
     kind = _KIND_OF_EVENT.get(event["EventType"], "an event")
     if kind == "activity":
         return f"an activity task named '{event.get('Name')}'"
-    if kind == "suborchestration":
-        return f"a sub-orchestration named '{event.get('Name')}'"
     if kind == "entity":
         try:
             operation = json.loads(event.get("Input") or "{}").get("op")
@@ -430,8 +385,6 @@ def _describe_event(event: Event) -> str:
 def _describe_work(work: Work) -> str:
     if work.kind == "activity":
         return f"an activity task named '{work.name}'"
-    if work.kind == "suborchestration":
-        return f"a sub-orchestration named '{work.name}'"
     if work.kind == "entity":
         return f"an entity operation '{work.operation}' on '{work.name}'"
     return "a durable timer"

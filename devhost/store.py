@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
--- One row per orchestration instance (its current execution).
+-- One row per orchestration instance (its current execution). A state directory written by an older devhost also
+-- has parent_instance_id, parent_execution_id and parent_task_id (sub-orchestrations, no longer emulated): unused.
 CREATE TABLE IF NOT EXISTS instances (
     instance_id TEXT PRIMARY KEY,
     execution_id TEXT NOT NULL,
@@ -49,10 +50,7 @@ CREATE TABLE IF NOT EXISTS instances (
     output TEXT,             -- JSON text of the output (NULL: none)
     custom_status TEXT,      -- JSON text (NULL: none)
     created_time REAL NOT NULL,
-    last_updated_time REAL NOT NULL,
-    parent_instance_id TEXT,
-    parent_execution_id TEXT,
-    parent_task_id INTEGER
+    last_updated_time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_created ON instances (created_time);
 -- The history of each instance's current execution, in order.
@@ -137,9 +135,6 @@ class Instance:
     custom_status: str | None
     created_time: float
     last_updated_time: float
-    parent_instance_id: str | None
-    parent_execution_id: str | None
-    parent_task_id: int | None
 
 
 @dataclass
@@ -489,19 +484,17 @@ class Store:
         return [EntityMessage(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7]) for r in rows]
 
     @staticmethod
-    def last_entity_visible_at(db: sqlite3.Connection, entity_id: str, sender: str | None, horizon: float) -> float:
-        """The latest `visible_at` (up to `horizon`) of the queued operations from one sender to one entity, or 0.0.
+    def last_entity_visible_at(db: sqlite3.Connection, entity_id: str, sender: str | None) -> float:
+        """The latest `visible_at` of the queued operations from one sender to one entity, or 0.0.
 
         Args:
             db: the connection, inside the transaction that queues the next operation.
             entity_id: the target entity's scheduler id.
             sender: the sending orchestration's instance id, or None for clients.
-            horizon: operations visible later than this are scheduled signals not yet sent, and do not count.
         """
         row = db.execute(
-            "SELECT MAX(visible_at) FROM entity_messages WHERE entity_id = ? AND parent_instance_id IS ? "
-            "AND visible_at <= ?",
-            (entity_id, sender, horizon),
+            "SELECT MAX(visible_at) FROM entity_messages WHERE entity_id = ? AND parent_instance_id IS ?",
+            (entity_id, sender),
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else 0.0
 
@@ -592,8 +585,7 @@ _ENTITY_BATCH_BY_VISIBILITY = _ENTITY_BATCH_WHERE + " ORDER BY visible_at, id LI
 _ACTIVITY_COLUMNS = "id, instance_id, execution_id, task_id, name, input, visible_at"
 
 _INSTANCE_COLUMNS = (
-    "instance_id, execution_id, name, version, status, input, output, custom_status, created_time, "
-    "last_updated_time, parent_instance_id, parent_execution_id, parent_task_id"
+    "instance_id, execution_id, name, version, status, input, output, custom_status, created_time, last_updated_time"
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -90,19 +89,6 @@ async def test_terminate_stops_a_running_instance(client: df.DurableOrchestratio
         await client.terminate("missing-instance", "x")
 
 
-async def test_suspend_and_resume(client: df.DurableOrchestrationClient):
-    instance_id = await client.start_new("wait_event", unique("suspend"))
-    await wait_for(client, instance_id, {"Running"})
-    await client.suspend(instance_id, "why")
-    await wait_for(client, instance_id, {"Suspended"})
-    await client.raise_event(instance_id, "go", "while suspended")
-    await asyncio.sleep(0.2)
-    assert (await client.get_status(instance_id)).runtime_status == OrchestrationRuntimeStatus.Suspended
-    await client.resume(instance_id, "why")
-    status = await wait_for(client, instance_id)
-    assert status.output == {"data": '"while suspended"'}  # the client JSON-encodes the data once more
-
-
 async def test_purge_one_instance(client: df.DurableOrchestrationClient):
     instance_id = await client.start_new("one_activity", unique("purge"), "x")
     await wait_for(client, instance_id)
@@ -170,29 +156,6 @@ async def test_duplicate_id_of_a_running_instance_is_refused_and_not_run_twice(
 async def test_start_of_unknown_orchestrator_raises(client: df.DurableOrchestrationClient):
     with pytest.raises(Exception, match="doesn't exist"):
         await client.start_new("no_such_orchestrator", None, None)
-
-
-async def test_restart_runs_again_with_the_original_input(client: df.DurableOrchestrationClient):
-    instance_id = await client.start_new("one_activity", unique("restart"), "again")
-    await wait_for(client, instance_id)
-    new_id = await client.restart(instance_id)
-    assert isinstance(new_id, dict) or new_id != instance_id
-    restarted_id = new_id["id"] if isinstance(new_id, dict) else new_id
-    status = await wait_for(client, restarted_id)
-    assert status.output == "Hello again"
-
-
-async def test_rewind_reruns_a_failed_activity(client: df.DurableOrchestrationClient, tmp_path):
-    instance_id = await client.start_new("flaky_no_retry", unique("rewind"), str(tmp_path / "attempts"))
-    failed = await wait_for(client, instance_id)
-    assert failed.runtime_status == OrchestrationRuntimeStatus.Failed
-    assert "first attempt fails" in failed.output
-    await client.rewind(instance_id, "try again")
-    status = await wait_for(client, instance_id)
-    assert status.runtime_status == OrchestrationRuntimeStatus.Completed
-    assert status.output == 2
-    with pytest.raises(Exception, match="412"):  # the extension answers 412 for an instance that has not failed
-        await client.rewind(instance_id, "not failed")
 
 
 async def test_wait_for_completion_or_check_status_response(client: df.DurableOrchestrationClient, host: DevHost):
@@ -323,6 +286,20 @@ async def test_start_over_http_returns_202_with_management_urls(http: aiohttp.Cl
         assert response.status == 410
     async with http.get(f"{API}/instances/unknown-instance") as response:
         assert response.status == 404
+
+
+@pytest.mark.parametrize("operation", ["suspend", "resume", "rewind", "restart"])
+async def test_operations_devhost_does_not_emulate_answer_501_saying_so(http: aiohttp.ClientSession, operation: str):
+    async with http.post(f"{API}/instances/any-instance/{operation}?reason=x") as response:
+        assert response.status == 501
+        body = await response.json()
+    assert body["Message"].startswith(f"devhost does not emulate the {operation} operation")
+
+
+async def test_listing_entities_answers_501(http: aiohttp.ClientSession):
+    async with http.get(f"{API}/entities/counter") as response:
+        assert response.status == 501
+        assert "devhost does not emulate listing entities" in (await response.json())["Message"]
 
 
 async def test_start_with_the_client_binding_from_an_http_function(http: aiohttp.ClientSession, host: DevHost):
