@@ -155,16 +155,19 @@ class MemoryService:
     async def open_session(self, user_id: str, session_id: str, now: datetime) -> tuple[SessionRecord, bool]:
         """The record of a session that is not ended; an evicted one is brought back (``restored`` true)."""
         started = time.perf_counter()
-        update = await self.store.update_session(user_id, session_id, lambda r: rules.revive(r, now))
-        record = update.record
+        record, revived = await self.store.get_session(user_id, session_id), False
+        if record is not None and record.status is SessionStatus.IDLE:
+            # Only an evicted session is written to: a hot one is read, without taking the store's write lock.
+            update = await self.store.update_session(user_id, session_id, lambda r: rules.revive(r, now))
+            record, revived = update.record, update.changed
         if record is None or record.status is SessionStatus.ENDED:
             raise SessionNotFoundError(user_id, session_id)
         elapsed = (time.perf_counter() - started) * 1000
-        if update.changed:
+        if revived:
             logger.info("✓ Cold session restored: %s/%s (%.0fms)", user_id, session_id, elapsed)
         else:
             logger.info("✓ Hot session: %s/%s (%.0fms)", user_id, session_id, elapsed)
-        return record, update.changed
+        return record, revived
 
     async def append_turn(self, user_id: str, session_id: str, turn: TurnInput, now: datetime) -> AppendOutcome:
         """Store a turn: numbered, counted and durable when this returns (see ``Store.append_turn``)."""
