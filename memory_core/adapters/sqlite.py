@@ -496,8 +496,7 @@ class SqliteStore:
             params.append(status.value)
         sql += " ORDER BY last_activity DESC LIMIT ?"
         params.append(-1 if limit is None else limit)  # SQLite: a negative LIMIT is no limit
-        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return [SessionRecord.model_validate(_load(r[0])) for r in rows]
+        return [SessionRecord.model_validate(d) for d in await self._docs(sql, params)]
 
     async def scan_sessions(
         self,
@@ -521,14 +520,12 @@ class SqliteStore:
             sql += " AND json_extract(doc, '$.reflected_at') IS NULL"
         sql += " ORDER BY last_activity LIMIT ?"
         params.append(limit)
-        rows = await self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return [SessionRecord.model_validate(_load(r[0])) for r in rows]
+        return [SessionRecord.model_validate(d) for d in await self._docs(sql, params)]
 
     async def recent_sessions(self, limit: int = 100) -> list[SessionRecord]:
         """Sessions of every user, whatever their status, most recently active first."""
         sql = "SELECT doc FROM sessions ORDER BY last_activity DESC LIMIT ?"
-        rows = await self._run(lambda conn: conn.execute(sql, (limit,)).fetchall())
-        return [SessionRecord.model_validate(_load(r[0])) for r in rows]
+        return [SessionRecord.model_validate(d) for d in await self._docs(sql, (limit,))]
 
     async def session_figures(self, status: SessionStatus, lagging_by: int) -> SessionFigures:
         """Count and activity of every user's sessions with ``status``."""
