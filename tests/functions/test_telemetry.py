@@ -100,6 +100,12 @@ def ancestry(exported: tuple[ReadableSpan, ...], name: str) -> list[str]:
     return names
 
 
+def metric_names(reader: InMemoryMetricReader) -> set[str]:
+    """The names of the metrics the reader has collected."""
+    data = reader.get_metrics_data()
+    return {metric.name for rm in data.resource_metrics for sm in rm.scope_metrics for metric in sm.metrics}
+
+
 def no_text(exported: tuple[ReadableSpan, ...]) -> None:
     for span in exported:
         for value in (span.attributes or {}).values():
@@ -132,12 +138,7 @@ async def test_one_store_is_one_trace_from_the_client_to_the_store(
     assert "user.id" not in use_case.attributes and "gen_ai.conversation.id" not in use_case.attributes
     assert "append_turn sqlite" in children["memory.store"]
     no_text(exported)
-    names = {
-        metric.name
-        for rm in metric_reader.get_metrics_data().resource_metrics
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-    }
+    names = metric_names(metric_reader)
     assert {"http.server.request.duration", "memory.turns.stored"} <= names
 
 
@@ -175,12 +176,7 @@ async def test_a_batch_and_a_reflection_continue_the_trace_through_orchestration
     assert chat.kind is SpanKind.CLIENT and chat.attributes is not None
     assert chat.attributes["gen_ai.operation.name"] == "chat"
     no_text(exported)
-    names = {
-        metric.name
-        for rm in metric_reader.get_metrics_data().resource_metrics
-        for sm in rm.scope_metrics
-        for metric in sm.metrics
-    }
+    names = metric_names(metric_reader)
     assert {"memory.reflection.duration", "memory.model.calls", "gen_ai.client.operation.duration"} <= names
 
 
