@@ -21,7 +21,7 @@ from pathlib import Path
 from devhost.__main__ import main as devhost_main
 from devhost.config import apply_settings, load_local_settings
 from devhost.easyauth import TOKEN_PREFIX, easy_auth_enabled
-from memory_core.config import load_settings
+from memory_core.config import Settings, load_settings
 from memory_core.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent
@@ -41,6 +41,12 @@ def _port(argv: list[str]) -> str:
     return "7071"
 
 
+def _packaged_model(settings: Settings) -> str:
+    if settings.LOCAL_EMBEDDING_QUANTIZATION == "weights":
+        return "all-MiniLM-L6-v2 (int8 weights, packaged)"
+    return "all-MiniLM-L6-v2 (int8, packaged; int8 products)"
+
+
 def banner(port: str) -> str:
     """The guide's start-up banner, from the settings in force."""
     settings = load_settings()
@@ -55,7 +61,7 @@ def banner(port: str) -> str:
     }[settings.LLM_PROVIDER]
     embeddings = {
         "none": "none (full-text search only)",
-        "local": "local ONNX model " + (settings.LOCAL_EMBEDDING_MODEL or "all-MiniLM-L6-v2 (int8, packaged)"),
+        "local": "local ONNX model " + (settings.LOCAL_EMBEDDING_MODEL or _packaged_model(settings)),
         "azure_openai": f"Azure OpenAI: {settings.AZURE_OPENAI_EMBEDDING_DEPLOYMENT}",
         "openai": f"OpenAI-compatible: {settings.OPENAI_EMBEDDING_MODEL}",
     }[settings.EMBEDDINGS_PROVIDER]

