@@ -10,7 +10,6 @@ imported only when an embedder is built, so ``memory_core`` imports without them
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from memory_core.adapters.local_quantize import default_cache, prepared_model
+from memory_core.adapters.local_quantize import default_cache, file_sha256, prepared_model
 from memory_core.errors import ConfigurationError, ModelOutputError
 
 if TYPE_CHECKING:
@@ -92,13 +91,7 @@ class LocalEmbedder:
         if not tokenizer_path.is_file():
             raise ConfigurationError(f"Tokenizer file not found: {tokenizer_path}", field="LOCAL_EMBEDDING_TOKENIZER")
         if expected_sha256 is not None:
-            actual = _sha256(model_path)
-            if actual.lower() != expected_sha256.strip().lower():
-                raise ConfigurationError(
-                    f"Embedding model {model_path} has sha256 {actual}, expected {expected_sha256}; "
-                    "refusing to load a model that is not the pinned one",
-                    field="LOCAL_EMBEDDING_MODEL",
-                )
+            _check_pinned(model_path, expected_sha256, "load")
         try:
             import onnxruntime
             import tokenizers
@@ -275,13 +268,7 @@ def _packaged_embedder(settings: Settings, tokenizer_override: Path | None) -> L
     tokenizer_path = tokenizer_override or packaged_tokenizer_file()
     if settings.LOCAL_EMBEDDING_QUANTIZATION == "weights":
         return LocalEmbedder(packaged_model, tokenizer_path, PACKAGED_MODEL_NAME, packaged_sha)
-    actual = _sha256(packaged_model)
-    if actual != packaged_sha:  # checked before it is prepared: the prepared file's name only carries the hash
-        raise ConfigurationError(
-            f"Embedding model {packaged_model} has sha256 {actual}, expected {packaged_sha}; "
-            "refusing to prepare a model that is not the pinned one",
-            field="LOCAL_EMBEDDING_MODEL",
-        )
+    _check_pinned(packaged_model, packaged_sha, "prepare")  # the prepared file's name only carries the hash
     cache = Path(settings.LOCAL_MODEL_CACHE).expanduser() if settings.LOCAL_MODEL_CACHE else default_cache()
     prepared = prepared_model(packaged_model, packaged_sha, cache)
     return LocalEmbedder(prepared, tokenizer_path, DYNAMIC_MODEL_NAME)
@@ -327,14 +314,21 @@ def packaged_tokenizer_file() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError as exc:
         raise ConfigurationError(f"Cannot read embedding model {path}: {exc}", field="LOCAL_EMBEDDING_MODEL") from None
-    return digest.hexdigest()
+
+
+def _check_pinned(model_path: Path, expected_sha256: str, use: str) -> None:
+    """Refuse to ``use`` (load, prepare) a model file whose sha256 is not ``expected_sha256``."""
+    actual = _sha256(model_path)
+    if actual.lower() != expected_sha256.strip().lower():
+        raise ConfigurationError(
+            f"Embedding model {model_path} has sha256 {actual}, expected {expected_sha256}; "
+            f"refusing to {use} a model that is not the pinned one",
+            field="LOCAL_EMBEDDING_MODEL",
+        )
 
 
 def _load_tokenizer(tokenizers: Any, path: Path, max_length: int) -> tuple[Any, int]:

@@ -88,7 +88,7 @@ def prepared_model(source: Path, source_sha256: str, cache: Path) -> Path:
             with _without_preprocessing_hint():
                 quantize_dynamic(floats, quantized, per_channel=True, weight_type=QuantType.QInt8)
             digest = Path(work) / "model.sha256"
-            digest.write_text(_sha256(quantized) + "\n", encoding="ascii")
+            digest.write_text(file_sha256(quantized) + "\n", encoding="ascii")
             os.replace(quantized, target)
             os.replace(digest, recorded)
     except OSError as exc:
@@ -102,12 +102,13 @@ def prepared_model(source: Path, source_sha256: str, cache: Path) -> Path:
 
 def _intact(target: Path, recorded: Path) -> bool:
     try:
-        return target.is_file() and recorded.read_text(encoding="ascii").strip() == _sha256(target)
+        return target.is_file() and recorded.read_text(encoding="ascii").strip() == file_sha256(target)
     except OSError:
         return False
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The file's sha256, read in 1 MiB blocks (``OSError`` when it cannot be read)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
