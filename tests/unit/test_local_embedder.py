@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,40 @@ async def test_embedding_runs_in_a_worker_thread(embedder, monkeypatch):
     task.cancel()
     assert threads and threads[0] != threading.get_ident()
     assert ticks > 1
+
+
+def test_model_runs_at_once_are_bounded_by_the_cores():
+    assert local_embedder.run_slots(2, cpus=2) == 1
+    assert local_embedder.run_slots(2, cpus=8) == 4
+    assert local_embedder.run_slots(4, cpus=2) == 1
+    assert local_embedder.run_slots(0, cpus=1) == 1
+
+
+async def test_concurrent_embeds_take_turns_rather_than_oversubscribe_the_cores(embedder, monkeypatch):
+    """Many callers at once (several batches' index activities) run the model no more than run_slots at a time."""
+    slots = local_embedder.run_slots(local_embedder._DEFAULT_INTRA_OP_THREADS)
+    running, most = 0, 0
+    lock = threading.Lock()
+    original = embedder._embed_sync
+
+    def counting(texts):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.02)  # long enough for every caller to have started, were they not bounded
+            return original(texts)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(embedder, "_embed_sync", counting)
+    texts = [f"caller {i} asks about trains to Lyon" for i in range(slots + 5)]
+    vectors = await asyncio.gather(*(embedder.embed([text]) for text in texts))
+    assert most == slots
+    alone = np.stack([original([text])[0] for text in texts])
+    np.testing.assert_allclose(np.array([v[0] for v in vectors]), alone, atol=1e-5)
 
 
 def test_checksum_mismatch_is_refused():
