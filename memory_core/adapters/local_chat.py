@@ -19,6 +19,7 @@ server, a local one included: see the README).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -335,6 +336,10 @@ def _summarize_session(chunks: Sequence[Chunk], turns: Sequence[Turn], max_words
 class LocalChatModel:
     """A ``ChatModel`` that needs no network: extractive summaries and pattern-matched insights (see the module).
 
+    Each call runs in a thread, as a remote model's call waits on the network: the work is pure Python (sentences,
+    lemmas, scores; the first call also loads the lemma dictionary), and on the event loop it would hold up every
+    other function of the process meanwhile (the local host's durable worker answers the Durable client there).
+
     Attributes:
         name: The model's name as recorded with what it produced.
     """
@@ -354,7 +359,7 @@ class LocalChatModel:
             Plain text, one line per speaker turn, at most ``max_words`` words.
         """
         started = time.perf_counter()
-        text = _summarize_turns(turns, previous_summary, max_words)
+        text = await asyncio.to_thread(_summarize_turns, turns, previous_summary, max_words)
         _log_call("summarize", started, len(turns), f"{_word_count(text)} words")
         return text
 
@@ -370,7 +375,7 @@ class LocalChatModel:
             Plain text of at most ``max_words`` words; each chunk contributes a sentence when the budget allows.
         """
         started = time.perf_counter()
-        text = _summarize_session(chunks, turns, max_words)
+        text = await asyncio.to_thread(_summarize_session, chunks, turns, max_words)
         _log_call("summarize_session", started, len(turns), f"{len(chunks)} chunks in, {_word_count(text)} words")
         return text
 
@@ -384,7 +389,7 @@ class LocalChatModel:
             One candidate per distinct (key, text), with every turn it was stated in, in order of first mention.
         """
         started = time.perf_counter()
-        found = extract_insights(turns)
+        found = await asyncio.to_thread(extract_insights, turns)
         _log_call("extract_insights", started, len(turns), f"{len(found)} insights")
         return found
 

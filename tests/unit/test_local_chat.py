@@ -1,7 +1,9 @@
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from memory_core.adapters import local_chat
 from memory_core.adapters.local_chat import MAX_INSIGHT_CHARS, LocalChatModel, extract_insights
 from memory_core.domain import Chunk, Turn
 from memory_core.ports import ChatModel
@@ -383,3 +386,27 @@ async def test_summaries_never_exceed_max_words(messages, previous, max_words):
     assert len((await model.summarize(turns, previous, max_words)).split()) <= max_words
     chunks = [chunk(0, previous)] if previous else []
     assert len((await model.summarize_session(chunks, turns, max_words)).split()) <= max_words
+
+
+@pytest.mark.parametrize(
+    ("function", "call"),
+    [
+        ("_summarize_turns", lambda model: model.summarize([turn(1, "I live in Lyon.")])),
+        ("_summarize_session", lambda model: model.summarize_session([chunk(0, "Lyon.")], [])),
+        ("extract_insights", lambda model: model.extract_insights([turn(1, "I live in Lyon.")])),
+    ],
+)
+async def test_the_local_model_leaves_the_event_loop_free_while_it_works(monkeypatch, function, call):
+    """A summary or an extraction runs off the event loop, as a remote model's call would wait on the network."""
+    released = threading.Event()
+
+    def blocking(*args):
+        assert released.wait(5), "the event loop did not run while the local model worked"
+        return [] if function == "extract_insights" else "text"
+
+    monkeypatch.setattr(local_chat, function, blocking)
+
+    async def release() -> None:
+        released.set()
+
+    await asyncio.gather(call(LocalChatModel()), release())
