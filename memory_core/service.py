@@ -276,53 +276,58 @@ class MemoryService:
         return SessionSnapshot.of(record, recent)
 
     async def compact(self, claim: Claim, now: datetime) -> CompactionDone:
-        """Compact the claimed chunk (``_compact``) in a ``memory.compact`` span."""
-        with self._span("compact", claim.user_id, claim.session_id, **{"memory.chunk.index": claim.index}):
+        """Compact the claimed chunks (``_compact``) in a ``memory.compact`` span."""
+        attributes = {"memory.chunk.index": claim.index, "memory.chunk.count": claim.chunks}
+        with self._span("compact", claim.user_id, claim.session_id, **attributes):
             return await self._compact(claim, now)
 
     async def _compact(self, claim: Claim, now: datetime) -> CompactionDone:
-        """Compact the claimed chunk: write the chunk document and fold it into the cumulative summary.
+        """Compact the claimed chunks in order: write each chunk's document and fold it into the cumulative summary.
 
-        A chunk that was compacted already (a retry, a replay, or another worker) is not compacted again: the
-        answer is the session's compaction as the store has it.
+        A chunk that was compacted already (a retry, a replay, or another worker) is not compacted again, and each
+        chunk is committed on its own, so a retry after a failure goes on from the first chunk not folded. The answer
+        is the session's compaction as the store has it.
         """
         record = await self.store.get_session(claim.user_id, claim.session_id)
         if record is None:
             raise SessionNotFoundError(claim.user_id, claim.session_id)
         guard = SessionGuard.of(record)
-        if record.compacted_through == claim.first_seq - 1 and record.chunk_count == claim.index:
-            turns = await self.store.get_turns(
-                claim.user_id,
-                claim.session_id,
-                after_seq=claim.first_seq - 1,
-                limit=claim.last_seq - claim.first_seq + 1,
-            )
-            if not turns:
-                raise SessionNotFoundError(claim.user_id, claim.session_id)  # forgotten since it was read
-            chunk_summary = await self.chat.summarize(turns, "", max_words=120)
-            cumulative = await self.chat.summarize(turns, record.cumulative_summary, max_words=250)
-            chunk = Chunk(
-                user_id=claim.user_id,
-                session_id=claim.session_id,
-                index=claim.index,
-                first_seq=turns[0].seq,
-                last_seq=turns[-1].seq,
-                summary=chunk_summary,
-                timestamp=turns[-1].timestamp,
-            )
-            vectors = await self._embed([chunk_summary])
-            if not await self.store.put_chunk(chunk, vectors[0] if vectors else None, guard=guard):
-                raise SessionNotFoundError(claim.user_id, claim.session_id)  # forgotten meanwhile
-            compacted = _guarded(
-                lambda r: rules.record_compaction(r, claim.index, chunk.first_seq, chunk.last_seq, cumulative), guard
-            )
-            update = await self.store.update_session(claim.user_id, claim.session_id, compacted)
-            record = update.record or record
+        for index, first_seq, last_seq in claim.parts():
+            if record.compacted_through == first_seq - 1 and record.chunk_count == index:
+                record = await self._compact_chunk(record, guard, index, first_seq, last_seq)
         return CompactionDone(
             chunk_count=record.chunk_count,
             through_seq=record.compacted_through,
             summary=rules.bounded_summary(record.cumulative_summary),
         )
+
+    async def _compact_chunk(
+        self, record: SessionRecord, guard: SessionGuard, index: int, first_seq: int, last_seq: int
+    ) -> SessionRecord:
+        """Write chunk ``index`` (seqs ``first..last``) and fold it into the record's cumulative summary."""
+        user_id, session_id = record.user_id, record.session_id
+        turns = await self.store.get_turns(user_id, session_id, after_seq=first_seq - 1, limit=last_seq - first_seq + 1)
+        if not turns:
+            raise SessionNotFoundError(user_id, session_id)  # forgotten since it was read
+        chunk_summary = await self.chat.summarize(turns, "", max_words=120)
+        cumulative = await self.chat.summarize(turns, record.cumulative_summary, max_words=250)
+        chunk = Chunk(
+            user_id=user_id,
+            session_id=session_id,
+            index=index,
+            first_seq=turns[0].seq,
+            last_seq=turns[-1].seq,
+            summary=chunk_summary,
+            timestamp=turns[-1].timestamp,
+        )
+        vectors = await self._embed([chunk_summary])
+        if not await self.store.put_chunk(chunk, vectors[0] if vectors else None, guard=guard):
+            raise SessionNotFoundError(user_id, session_id)  # forgotten meanwhile
+        compacted = _guarded(
+            lambda r: rules.record_compaction(r, index, chunk.first_seq, chunk.last_seq, cumulative), guard
+        )
+        update = await self.store.update_session(user_id, session_id, compacted)
+        return update.record or record
 
     async def evict(self, user_id: str, session_id: str, cutoff: datetime) -> bool:
         """Move the session out of the hot pool (``idle``, restorable) if nothing happened in it after ``cutoff``."""

@@ -36,6 +36,12 @@ RECENT_REFS = 10  # turn references the hot state keeps
 PREVIEW_CHARS = 64  # at most this many characters of the user message kept as a turn's preview...
 PREVIEW_BYTES = 96  # ...and at most this many bytes of JSON
 MAX_SUMMARY_BYTES = 3_000  # the cumulative summary as JSON (a 250-word English summary is about 1,600)
+# Chunks one claim may hold. A claim costs four Durable hops (the compact activity's message and result, the entity's
+# operation and answer), each seconds long on Azure Storage's queues (host.json's maxQueuePollingInterval, the
+# local host's --durable-latency): a session that fell behind (a burst of turns, a slow model) folds its due chunks
+# in claims of up to this many, in order, instead of one chunk per four hops. The bound keeps one activity short with
+# a remote model (two summaries per chunk).
+MAX_CHUNKS_PER_CLAIM = 8
 
 
 class TurnInput(BaseModel):
@@ -336,7 +342,7 @@ class HotSession(BaseModel):
 
 
 class Claim(BaseModel):
-    """A chunk claimed for compaction: ``index`` and the seqs it holds."""
+    """Chunks claimed for compaction: ``chunks`` consecutive chunks from ``index``, holding seqs ``first..last``."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -345,6 +351,13 @@ class Claim(BaseModel):
     index: int
     first_seq: int
     last_seq: int
+    chunks: int = Field(1, ge=1, le=MAX_CHUNKS_PER_CLAIM)
+
+    def parts(self) -> list[tuple[int, int, int]]:
+        """Each claimed chunk as (index, first seq, last seq), in order."""
+        size = (self.last_seq - self.first_seq + 1) // self.chunks
+        starts = [self.first_seq + n * size for n in range(self.chunks)]
+        return [(self.index + n, start, start + size - 1) for n, start in enumerate(starts)]
 
 
 class CompactionDone(BaseModel):
@@ -389,14 +402,22 @@ def sync(
 
 
 def claim_chunk(state: HotSession, keep_recent: int, chunk_size: int) -> tuple[HotSession, Claim | None]:
-    """Claim the next chunk when it is due and no other chunk is being compacted."""
+    """Claim the next due chunks (up to ``MAX_CHUNKS_PER_CLAIM``) when no other claim is being compacted."""
     if state.status == "ended" or state.claimed_through > state.compacted_through:
         return state, None
-    first, last = next_chunk(state, chunk_size)
-    if last + keep_recent > state.turn_count:
+    first, _ = next_chunk(state, chunk_size)
+    due = (state.turn_count - keep_recent - first + 1) // chunk_size  # chunks followed by K turns
+    if due < 1:
         return state, None
+    chunks = min(due, MAX_CHUNKS_PER_CLAIM)
+    last = first + chunks * chunk_size - 1
     claim = Claim(
-        user_id=state.user_id, session_id=state.session_id, index=state.chunk_count, first_seq=first, last_seq=last
+        user_id=state.user_id,
+        session_id=state.session_id,
+        index=state.chunk_count,
+        first_seq=first,
+        last_seq=last,
+        chunks=chunks,
     )
     return state.model_copy(update={"claimed_through": last}), claim
 

@@ -49,7 +49,7 @@ _EVICTED = TypeAdapter(StrictBool)
 @bp.orchestration_trigger(context_name="context", orchestration=names.BATCH_ORCHESTRATOR)
 @traced_orchestrator(names.BATCH_ORCHESTRATOR)
 def process_turns(context: df.DurableOrchestrationContext, trace: Carrier) -> Orchestration:
-    """Index a batch of stored turns, then compact every chunk that is due, one at a time and in order."""
+    """Index a batch of stored turns, then compact the chunks that are due, in order."""
     job = BatchJob.model_validate(context.get_input()).model_copy(update={"trace": trace})
     outcome = yield from _index_and_compact(context, job)
     return outcome.model_dump(mode="json")
@@ -58,8 +58,8 @@ def process_turns(context: df.DurableOrchestrationContext, trace: Carrier) -> Or
 def _index_and_compact(context: df.DurableOrchestrationContext, job: BatchJob) -> Orchestration:
     """Index the session's turns up to the job's end, then compact the chunks the session entity hands out.
 
-    The entity claims the next due chunk for one orchestration at a time, so chunks fold into the cumulative summary
-    in order even when batches overlap. Returns a ``BatchOutcome``.
+    The entity claims the next due chunks (up to ``MAX_CHUNKS_PER_CLAIM`` at once) for one orchestration at a time,
+    so chunks fold into the cumulative summary in order even when batches overlap. Returns a ``BatchOutcome``.
     """
     indexed = yield context.call_activity_with_retry(names.INDEX_ACTIVITY, RETRY, job.model_dump(mode="json"))
     outcome = BatchOutcome(user_id=job.user_id, session_id=job.session_id)
@@ -84,7 +84,7 @@ def _index_and_compact(context: df.DurableOrchestrationContext, job: BatchJob) -
             # Give the chunk back so that a later batch claims it again; the turns themselves are stored.
             yield context.call_entity(entity, names.RELEASE_CLAIM)
             raise
-        compacted += 1
+        compacted += claim.chunks
         applied = ApplyCompactionOperation(**dict(CompactionDone.model_validate(done)), trace=job.trace)
         claimed = yield context.call_entity(entity, names.APPLY_COMPACTION, applied.model_dump(mode="json"))
     return outcome.model_copy(update={"chunks_compacted": compacted})

@@ -116,18 +116,43 @@ def test_sync_creates_a_small_versioned_state_from_the_store_snapshot(session_en
 def test_sync_claims_the_next_chunk_once_k_turns_follow_it_and_one_at_a_time(session_entity) -> None:
     outcome = session_entity(None, (names.SYNC, snapshot(4)), (names.SYNC, snapshot(6)))
     first, second = outcome.results
-    assert first.value == {"user_id": USER, "session_id": SESSION, "index": 0, "first_seq": 1, "last_seq": 2}
+    assert first.value == {
+        "user_id": USER,
+        "session_id": SESSION,
+        "index": 0,
+        "first_seq": 1,
+        "last_seq": 2,
+        "chunks": 1,
+    }
     assert second.value is None  # chunk 3-4 is due too, but chunk 1-2 is still being compacted
     assert (outcome.state["claimed_through"], outcome.state["compacted_through"]) == (2, 0)
 
 
+def test_a_session_that_fell_behind_claims_its_due_chunks_together(session_entity) -> None:
+    """Four due chunks go in one claim (one activity, four Durable hops), not in four claims one after another."""
+    outcome = session_entity(None, (names.SYNC, snapshot(10)))
+    claim = outcome.results[0].value
+    assert (claim["index"], claim["first_seq"], claim["last_seq"], claim["chunks"]) == (0, 1, 8, 4)
+    assert outcome.state["claimed_through"] == 8
+    far_behind = session_entity(None, (names.SYNC, snapshot(rules.MAX_CHUNKS_PER_CLAIM * 4)))
+    capped = far_behind.results[0].value  # twice as many chunks are due: the first MAX_CHUNKS_PER_CLAIM go now
+    assert (capped["last_seq"], capped["chunks"]) == (rules.MAX_CHUNKS_PER_CLAIM * 2, rules.MAX_CHUNKS_PER_CLAIM)
+
+
 def test_apply_compaction_folds_the_chunk_claims_the_next_and_is_idempotent(session_entity) -> None:
-    claimed = session_entity(None, (names.SYNC, snapshot(6))).state
+    claimed = session_entity(None, (names.SYNC, snapshot(4)), (names.SYNC, snapshot(6))).state  # 3-4 came due later
     outcome = session_entity(
         claimed, (names.APPLY_COMPACTION, done(1, 2, "turns 1-2")), (names.APPLY_COMPACTION, done(1, 2, "turns 1-2"))
     )
     following, repeated = outcome.results
-    assert following.value == {"user_id": USER, "session_id": SESSION, "index": 1, "first_seq": 3, "last_seq": 4}
+    assert following.value == {
+        "user_id": USER,
+        "session_id": SESSION,
+        "index": 1,
+        "first_seq": 3,
+        "last_seq": 4,
+        "chunks": 1,
+    }
     assert repeated.value is None
     state = outcome.state
     assert (state["compacted_through"], state["claimed_through"], state["chunk_count"]) == (2, 4, 1)

@@ -81,8 +81,15 @@ def snapshot(turn_count: int, status: SessionStatus = SessionStatus.ACTIVE) -> d
     return rules.SessionSnapshot.of(record, [turn]).model_dump(mode="json")
 
 
-def claim(index: int, first: int, last: int) -> dict[str, Any]:
-    return {"user_id": USER, "session_id": SESSION, "index": index, "first_seq": first, "last_seq": last}
+def claim(index: int, first: int, last: int, chunks: int = 1) -> dict[str, Any]:
+    return {
+        "user_id": USER,
+        "session_id": SESSION,
+        "index": index,
+        "first_seq": first,
+        "last_seq": last,
+        "chunks": chunks,
+    }
 
 
 def compacted(chunks: int, through: int) -> dict[str, Any]:
@@ -96,10 +103,10 @@ def test_a_batch_indexes_then_compacts_every_chunk_the_entity_hands_out(function
     context = Context(
         BATCH,
         {
-            names.INDEX_ACTIVITY: [snapshot(20)],
+            names.INDEX_ACTIVITY: [snapshot(35)],
             names.SYNC: [claim(0, 1, 10)],
-            names.COMPACT_ACTIVITY: [compacted(1, 10), compacted(2, 20)],
-            names.APPLY_COMPACTION: [claim(1, 11, 20), None],
+            names.COMPACT_ACTIVITY: [compacted(1, 10), compacted(3, 30)],
+            names.APPLY_COMPACTION: [claim(1, 11, 30, chunks=2), None],  # the turns came faster than the compaction
         },
     )
     tasks, output = run(functions, names.BATCH_ORCHESTRATOR, context)
@@ -112,14 +119,15 @@ def test_a_batch_indexes_then_compacts_every_chunk_the_entity_hands_out(function
         ("entity", names.APPLY_COMPACTION),
     ]
     assert tasks[0].value == BATCH
-    assert tasks[1].value == snapshot(20)
+    assert tasks[1].value == snapshot(35)
     assert tasks[2].value == {"claim": claim(0, 1, 10), "now": "2026-05-01T09:00:00Z"}
     assert tasks[3].value == compacted(1, 10)
+    assert tasks[4].value["claim"] == claim(1, 11, 30, chunks=2)
     assert output == {
         "user_id": USER,
         "session_id": SESSION,
-        "indexed_through": 20,
-        "chunks_compacted": 2,
+        "indexed_through": 35,
+        "chunks_compacted": 3,
         "skipped": None,
     }
 

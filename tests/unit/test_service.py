@@ -199,6 +199,24 @@ async def test_a_chunk_is_compacted_once_whoever_repeats_it(service: MemoryServi
     assert await service.compact(skipped, T0) == done  # not the next chunk: the store's state is the answer
 
 
+async def test_a_claim_of_several_chunks_folds_each_in_order_and_a_retry_goes_on_where_it_stopped(
+    service: MemoryService,
+):
+    await service.start_session("alice", "s1", restore=False, now=T0)
+    for i in range(1, 15):
+        await service.append_turn("alice", "s1", turn(i), T0)
+    first = rules.Claim(user_id="alice", session_id="s1", index=0, first_seq=1, last_seq=4)
+    await service.compact(first, T0)  # as if the activity of a 3-chunk claim failed after its first chunk
+    calls = len(service.chat.calls)
+    claim = rules.Claim(user_id="alice", session_id="s1", index=0, first_seq=1, last_seq=12, chunks=3)
+    done = await service.compact(claim, T0)
+    assert (done.chunk_count, done.through_seq) == (3, 12)
+    assert len(service.chat.calls) == calls + 4  # two summaries for each of chunks 1 and 2; chunk 0 not again
+    chunks = await service.store.get_chunks("alice", "s1")
+    assert [(c.index, c.first_seq, c.last_seq) for c in chunks] == [(0, 1, 4), (1, 5, 8), (2, 9, 12)]
+    assert await service.compact(claim, T0) == done
+
+
 async def test_ending_refuses_later_turns_and_keeps_every_earlier_one(service: MemoryService):
     await service.start_session("alice", "s1", restore=False, now=T0)
     await service.append_turn("alice", "s1", turn(1), T0)
