@@ -16,6 +16,11 @@ free loopback port with its state in a temporary folder, and measures:
   background work the stores start (indexing, compaction) competes for the same cores;
 * **reflection**: seconds from POST /sessions/end of a 20-turn session until its status is Completed.
 
+Each of these starts on a quiet service: the bench first waits until no orchestration is Pending or Running (the
+Durable HTTP API's instance query), so that the background work one phase started (600 stores start 60 batches of
+indexing and compaction, seconds of CPU) does not run into the next phase's figures; a phase's own background work
+is in its figures. The waits are reported (``settled_seconds``), and each is followed by a few unmeasured requests.
+
 Every ratio is to GET /health's median of the same run and phase. Each client is its own httpx.AsyncClient with one
 keep-alive connection; the load generator shares the machine (and its cores) with the service. Writes the figures
 to ``<out>/http_bench.json`` and a chart to ``<out>/http_bench.png``.
@@ -45,6 +50,10 @@ from tests.support.service import MemoryServiceProcess
 CONTEXT_TURNS = 12
 REFLECTED_TURNS = 20
 Request = Callable[[int, httpx.AsyncClient, int], Awaitable[httpx.Response]]
+DURABLE_INSTANCES = "/runtime/webhooks/durabletask/instances"
+# Unmeasured requests after a wait for background work: a machine idle for seconds answers its first requests slower
+# (cold caches, idle cores), as it did not when /health was measured.
+WARM_UP_REQUESTS = 50
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -165,6 +174,34 @@ class Sessions:
         return figures
 
 
+async def background_running(client: httpx.AsyncClient) -> bool:
+    """Whether any orchestration is Pending or Running (entities, which the query lists as Running, aside)."""
+    query = {"runtimeStatus": "Pending,Running", "showInput": "false", "top": "100"}
+    token = "null"
+    while True:
+        headers: dict[str, str] = {} if token == "null" else {"x-ms-continuation-token": token}
+        response = await client.get(DURABLE_INSTANCES, params=query, headers=headers)
+        response.raise_for_status()
+        if any(not row["instanceId"].startswith("@") for row in response.json()):
+            return True
+        token = response.headers.get("x-ms-continuation-token", "null")
+        if token == "null":
+            return False
+
+
+async def settle(client: httpx.AsyncClient, limit: float = 300.0) -> float:
+    """Wait until the background work of the phase before has finished; the seconds waited."""
+    started = time.perf_counter()
+    while await background_running(client):
+        if time.perf_counter() - started > limit:
+            raise RuntimeError(f"background work still running after {limit:g} s")
+        await asyncio.sleep(0.5)
+    waited = round(time.perf_counter() - started, 1)
+    for _ in range(WARM_UP_REQUESTS):  # back to the state /health was measured in, after a wait
+        await client.get("/health")
+    return waited
+
+
 async def store_then_context(client: httpx.AsyncClient, rounds: int, baseline: float) -> dict[str, Any]:
     """Rounds of a store and, at once, a context without after_turn_id: does the context show the turn?"""
     user = "rounds"
@@ -216,13 +253,17 @@ async def bench_one(service: MemoryServiceProcess, args: argparse.Namespace) -> 
         return [httpx.AsyncClient(base_url=service.base_url, timeout=60, limits=limits) for _ in range(count)]
 
     result: dict[str, Any] = {"durable_latency_ms": service.durable_latency_ms}
+    settled = result["settled_seconds"] = {}
     alone = clients(1)
     try:
         sessions = Sessions(alone, "alone")
         await sessions.open()
+        settled["one_client"] = await settle(alone[0])
         result["one_client"] = await sessions.measure(args)
         baseline = result["one_client"]["health"]["p50_ms"] / 1000
+        settled["store_then_context"] = await settle(alone[0])
         result["store_then_context"] = await store_then_context(alone[0], args.rounds, baseline)
+        settled["reflection"] = await settle(alone[0])
         result["reflection_seconds"] = round(await reflection_seconds(alone[0], service), 2)
     finally:
         for client in alone:
@@ -231,6 +272,7 @@ async def bench_one(service: MemoryServiceProcess, args: argparse.Namespace) -> 
     try:
         sessions = Sessions(crowd, "crowd")
         await sessions.open()
+        settled["many_clients"] = await settle(crowd[0])
         result["concurrent_clients"] = args.clients
         result["many_clients"] = await sessions.measure(args)
     finally:
@@ -255,6 +297,8 @@ def report(result: dict[str, Any]) -> None:
         f"times; store p50 {rounds['store']['p50_ratio']}x, context p50 {rounds['context']['p50_ratio']}x /health"
     )
     print(f"reflection of a {REFLECTED_TURNS}-turn session: Completed {result['reflection_seconds']} s after the end")
+    waits = ", ".join(f"{phase} {seconds:g} s" for phase, seconds in result["settled_seconds"].items())
+    print(f"waited for the background work of the phase before: {waits}")
     print(f"{result['concurrent_clients']} concurrent clients:")
     for name in ("health", "context", "store"):
         print(
