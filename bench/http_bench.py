@@ -19,7 +19,7 @@ free loopback port with its state in a temporary folder, and measures:
 Each of these starts on a quiet service: the bench first waits until no orchestration is Pending or Running (the
 Durable HTTP API's instance query), so that the background work one phase started (600 stores start 60 batches of
 indexing and compaction, seconds of CPU) does not run into the next phase's figures; a phase's own background work
-is in its figures. The waits are reported (``settled_seconds``), and each is followed by a few unmeasured requests.
+is in its figures. The waits are reported (``settled_seconds``), and each is followed by a second of unmeasured requests.
 
 Every ratio is to GET /health's median of the same run and phase. Each client is its own httpx.AsyncClient with one
 keep-alive connection; the load generator shares the machine (and its cores) with the service. Writes the figures
@@ -51,9 +51,9 @@ CONTEXT_TURNS = 12
 REFLECTED_TURNS = 20
 Request = Callable[[int, httpx.AsyncClient, int], Awaitable[httpx.Response]]
 DURABLE_INSTANCES = "/runtime/webhooks/durabletask/instances"
-# Unmeasured requests after a wait for background work: a machine idle for seconds answers its first requests slower
-# (cold caches, idle cores), as it did not when /health was measured.
-WARM_UP_REQUESTS = 50
+# Unmeasured requests after a wait for background work, for this long: a machine idle for seconds answers its first
+# requests slower (cold caches, idle cores) than it did when /health was measured.
+WARM_UP_SECONDS = 1.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -197,7 +197,8 @@ async def settle(client: httpx.AsyncClient, limit: float = 300.0) -> float:
             raise RuntimeError(f"background work still running after {limit:g} s")
         await asyncio.sleep(0.5)
     waited = round(time.perf_counter() - started, 1)
-    for _ in range(WARM_UP_REQUESTS):  # back to the state /health was measured in, after a wait
+    warm_until = time.perf_counter() + WARM_UP_SECONDS
+    while time.perf_counter() < warm_until:  # back to the state /health was measured in
         await client.get("/health")
     return waited
 
