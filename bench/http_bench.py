@@ -19,7 +19,7 @@ free loopback port with its state in a temporary folder, and measures:
 Each of these starts on a quiet service: the bench first waits until no orchestration is Pending or Running (the
 Durable HTTP API's instance query), so that the background work one phase started (600 stores start 60 batches of
 indexing and compaction, seconds of CPU) does not run into the next phase's figures; a phase's own background work
-is in its figures. The waits are reported (``settled_seconds``), and each is followed by a second of unmeasured requests.
+is in its figures. The waits are reported (``settled_seconds``), each followed by a second of unmeasured requests.
 
 Every ratio is to GET /health's median of the same run and phase. Each client is its own httpx.AsyncClient with one
 keep-alive connection; the load generator shares the machine (and its cores) with the service. Writes the figures
