@@ -23,7 +23,7 @@ import json
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memory_core.domain import JsonDict, SessionRecord, SessionStatus, Turn
 from memory_core.errors import ConflictError, SessionEndedError
@@ -352,6 +352,13 @@ class Claim(BaseModel):
     first_seq: int
     last_seq: int
     chunks: int = Field(1, ge=1, le=MAX_CHUNKS_PER_CLAIM)
+
+    @model_validator(mode="after")
+    def _whole_chunks(self) -> Claim:
+        span = self.last_seq - self.first_seq + 1
+        if span < self.chunks or span % self.chunks:
+            raise ValueError(f"seqs {self.first_seq}..{self.last_seq} do not split into {self.chunks} equal chunks")
+        return self
 
     def parts(self) -> list[tuple[int, int, int]]:
         """Each claimed chunk as (index, first seq, last seq), in order."""

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from pydantic import ValidationError
 
 from memory_core import session as rules
 from memory_core.domain import SessionStatus, Turn
@@ -319,3 +320,12 @@ class BatchesOverlap(RuleBasedStateMachine):
 
 TestBatchesOverlap = BatchesOverlap.TestCase
 TestBatchesOverlap.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+
+
+def test_a_claim_splits_into_its_chunks_in_order_and_refuses_uneven_seqs():
+    claim = Claim(user_id="u1", session_id="s1", index=2, first_seq=21, last_seq=50, chunks=3)
+    assert claim.parts() == [(2, 21, 30), (3, 31, 40), (4, 41, 50)]
+    with pytest.raises(ValidationError):
+        Claim(user_id="u1", session_id="s1", index=2, first_seq=21, last_seq=45, chunks=3)
+    with pytest.raises(ValidationError):
+        Claim(user_id="u1", session_id="s1", index=0, first_seq=1, last_seq=90, chunks=rules.MAX_CHUNKS_PER_CLAIM + 1)
