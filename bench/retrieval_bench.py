@@ -25,10 +25,11 @@ client would:
 
 Then every question of categories 1-4 (evidence ids split and checked as ``bench.locomo_bench`` does) is asked
 through ``POST /memory/retrieve`` with ``top_k`` 20, each right after one ``GET /health`` (the latency baseline,
-same run, same conditions), and the same question goes to the **baseline**: plain stemmed BM25 over the turns alone,
-the project's own FTS5 (``SqliteStore.search_text``, porter stemming) on a separate temporary store that holds the
-same paired turns (same texts, sessions and seqs as the service acknowledged), one store per conversation so that
-BM25's statistics are that user's own, top 20 turns.
+same run, same conditions), and the same question goes to the **baseline**: plain stemmed BM25 over the turns' text
+alone (SQLite FTS5 with the porter tokenizer the store uses, the query's words as ``memory_core.text.query_terms``
+finds them), in memory, holding the same paired turns (same texts, sessions and seqs as the service acknowledged),
+one index per conversation so that BM25's statistics are that user's own, top 20 turns. It is built here rather
+than with the store, so that what the store adds to its index (a turn's date words) never moves the baseline.
 
 The metric (``bench/retrieval_metric.py``): the items are walked in rank order, kept while the words kept so far
 (``len(text.split())`` of each item's ``text``) stay within the budget, stopping before the first item that would
@@ -48,6 +49,7 @@ import importlib.util
 import json
 import os
 import shlex
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -76,8 +78,8 @@ from bench.locomo_ingest import (
     utterances_of,
 )
 from bench.retrieval_metric import Item, Outcome, Tally, walk
-from memory_core.adapters.sqlite import SqliteStore
-from memory_core.domain import MemoryKind, Turn
+from memory_core.domain import Turn
+from memory_core.text import query_terms
 from tests.support.service import MemoryServiceProcess
 
 TOP_K = 20
@@ -142,26 +144,46 @@ def ambiguous_evidence(conversations: Sequence[Conversation]) -> list[tuple[str,
 
 
 # -- the baseline ------------------------------------------------------------------------------------------------
-async def baseline_store(folder: Path, conv: Conversation) -> SqliteStore:
-    """A separate SqliteStore holding the conversation's paired turns alone (same texts, sessions and seqs as the
-    service acknowledged), without vectors: one index per conversation, so BM25's statistics are the user's own."""
-    store = SqliteStore(folder / f"baseline-{conv.sample_id}.sqlite3", synchronous="NORMAL")
-    await store.open(None, None)
-    turns = [
-        Turn(
-            user_id=conv.user_id,
-            session_id=session.session_id,
-            seq=conv.stored[pair.dia_ids[0]][1],
-            turn_id=pair.turn_id,
-            user_message=pair.user_message,
-            agent_message=pair.agent_message,
-            timestamp=session.timestamp,
+class PlainBM25:
+    """Plain stemmed BM25 over one conversation's paired turns, their text alone, as the service stores it."""
+
+    def __init__(self, conv: Conversation) -> None:
+        turns = [
+            Turn(
+                user_id=conv.user_id,
+                session_id=session.session_id,
+                seq=conv.stored[pair.dia_ids[0]][1],
+                turn_id=pair.turn_id,
+                user_message=pair.user_message,
+                agent_message=pair.agent_message,
+                timestamp=session.timestamp,
+            )
+            for session in conv.sessions
+            for pair in session.pairs
+        ]
+        self._db = sqlite3.connect(":memory:")
+        self._db.execute(
+            "CREATE VIRTUAL TABLE turns USING fts5(text, session_id UNINDEXED, seq UNINDEXED, "
+            "tokenize='porter unicode61')"
         )
-        for session in conv.sessions
-        for pair in session.pairs
-    ]
-    await store.put_turns(turns)
-    return store
+        self._db.executemany(
+            "INSERT INTO turns (text, session_id, seq) VALUES (?, ?, ?)",
+            [(t.text(), t.session_id, t.seq) for t in turns],
+        )
+
+    def search(self, query: str, limit: int = TOP_K) -> list[Item]:
+        """The best ``limit`` turns for the query's words (any of them), best first."""
+        terms = query_terms(query)
+        if not terms:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        rows = self._db.execute(
+            "SELECT text, session_id, seq FROM turns WHERE turns MATCH ? ORDER BY bm25(turns) LIMIT ?", (match, limit)
+        ).fetchall()
+        return [Item("turn", text, session_id, (seq,)) for text, session_id, seq in rows]
+
+    def close(self) -> None:
+        self._db.close()
 
 
 # -- the questions -----------------------------------------------------------------------------------------------
@@ -174,14 +196,14 @@ class Run:
     per_question: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def ask(client: httpx.AsyncClient, store: SqliteStore, conv: Conversation, q: Question, run: Run) -> None:
+async def ask(client: httpx.AsyncClient, baseline: PlainBM25, conv: Conversation, q: Question, run: Run) -> None:
     t0 = time.perf_counter()
     await call(client, "GET", "/health")
     t1 = time.perf_counter()
     body = {"user_id": conv.user_id, "query": q.text, "top_k": TOP_K}
     items = (await call(client, "POST", "/memory/retrieve", body)).json()["items"]
     t2 = time.perf_counter()
-    hits = await store.search_text(conv.user_id, q.text, [MemoryKind.TURN], TOP_K)
+    hits = baseline.search(q.text)
     t3 = time.perf_counter()
     run.health.append(t1 - t0)
     evidence = {dia: conv.utterances[dia] for dia in q.evidence}
@@ -189,7 +211,7 @@ async def ask(client: httpx.AsyncClient, store: SqliteStore, conv: Conversation,
         SERVICE: walk(
             [Item(i["kind"], i["text"], i["session_id"], tuple(i["turn_seqs"])) for i in items], evidence, conv.stored
         ),
-        BASELINE: walk([Item(h.kind.value, h.text, h.session_id, h.seqs) for h in hits], evidence, conv.stored),
+        BASELINE: walk(hits, evidence, conv.stored),
     }
     for name, seconds in ((SERVICE, t2 - t1), (BASELINE, t3 - t2)):
         run.tallies[name].outcomes.append(Outcome(q.category, q.sample_id, walks[name], seconds))
@@ -214,23 +236,23 @@ async def ask(client: httpx.AsyncClient, store: SqliteStore, conv: Conversation,
     )
 
 
-async def ask_all(client: httpx.AsyncClient, folder: Path, conversations: Sequence[Conversation]) -> Run:
+async def ask_all(client: httpx.AsyncClient, conversations: Sequence[Conversation]) -> Run:
     run = Run()
     for _ in range(20):
         await call(client, "GET", "/health")
     started = time.perf_counter()
     total = sum(len(c.questions) for c in conversations)
     for conv in conversations:
-        store = await baseline_store(folder, conv)
+        baseline = PlainBM25(conv)
         try:
             # warm-up, not measured: the first query of a user loads its vectors
             body = {"user_id": conv.user_id, "query": "warm up", "top_k": TOP_K}
             await call(client, "POST", "/memory/retrieve", body)
-            await store.search_text(conv.user_id, "warm up", [MemoryKind.TURN], TOP_K)
+            baseline.search("warm up")
             for q in conv.questions:
-                await ask(client, store, conv, q, run)
+                await ask(client, baseline, conv, q, run)
         finally:
-            await store.close()
+            baseline.close()
         log(
             f"  asked {len(run.per_question)}/{total} questions ({conv.sample_id} done) in "
             f"{time.perf_counter() - started:.0f} s; found@250 so far: service {run.tallies[SERVICE].recall(250):.1f}, "
@@ -283,7 +305,7 @@ def latency(run: Run) -> dict[str, Any]:
         }
     figures[SERVICE]["p50_ratio_to_health"] = ratio(figures[SERVICE]["p50_ms"], figures["health"]["p50_ms"])
     figures[SERVICE]["p95_ratio_to_health"] = ratio(figures[SERVICE]["p95_ms"], figures["health"]["p95_ms"])
-    figures[BASELINE]["note"] = "in process (SqliteStore.search_text), no HTTP: not comparable to /health"
+    figures[BASELINE]["note"] = "in process (SQLite FTS5 in memory), no HTTP: not comparable to /health"
     budgeted = [o.seconds for t in run.budgeted.values() for o in t.outcomes]
     figures[BUDGETED] = {
         "p50_ms": round(1000 * statistics.median(budgeted), 3),
@@ -402,9 +424,7 @@ def chart(run: Run, path: Path) -> None:
 
 
 # -- main ------------------------------------------------------------------------------------------------------------
-async def bench(
-    service: MemoryServiceProcess, conversations: list[Conversation], folder: Path, settle: bool
-) -> dict[str, Any]:
+async def bench(service: MemoryServiceProcess, conversations: list[Conversation], settle: bool) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(base_url=service.base_url, timeout=120, limits=limits) as client:
         log(f"ingesting {len(conversations)} conversations through the HTTP API")
@@ -414,7 +434,7 @@ async def bench(
         log(f"the service's store holds (by kind: items, of which without a vector): {ingest.census}")
         log(f"asking {sum(len(c.questions) for c in conversations)} questions")
         started = time.perf_counter()
-        run = await ask_all(client, folder, conversations)
+        run = await ask_all(client, conversations)
         asking = time.perf_counter() - started
     return {"ingest": ingest, "run": run, "asking_seconds": asking}
 
@@ -451,7 +471,7 @@ def main() -> None:
         with service:
             settings = service_settings(service)
             log("service: " + "; ".join(settings))
-            result = asyncio.run(bench(service, conversations, Path(workdir), not args.end_at_once))
+            result = asyncio.run(bench(service, conversations, not args.end_at_once))
     run: Run = result["run"]
     table, lat, diag = recall_table(run), latency(run), diagnostics(run, conversations)
     report(table, lat, diag)

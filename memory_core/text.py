@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -33,6 +34,19 @@ def is_word(text: str) -> bool:
 def query_terms(text: str, limit: int = 32) -> list[str]:
     """Distinct lower-case words of ``text`` minus stop words, in order of first appearance."""
     return list(dict.fromkeys(content_words(text)))[:limit]
+
+
+_MONTHS = "January February March April May June July August September October November December".split()
+
+
+def date_words(moment: datetime) -> str:
+    """The calendar day of ``moment`` in words, in its own offset: "8 May 2023".
+
+    Stores index a turn's date words beside its text (full text only: the returned text and the vector are the
+    turn's own), so a question that names a day ("what did I do on 8 May, 2023?") finds what was said that day.
+    Month names are English and fixed, whatever the process locale (``%B`` is not).
+    """
+    return f"{moment.day} {_MONTHS[moment.month - 1]} {moment.year}"
 
 
 @cache

@@ -97,7 +97,7 @@ from memory_core.ports import (
     Vector,
 )
 from memory_core.session import TurnInput
-from memory_core.text import content_words, is_word, query_terms
+from memory_core.text import content_words, date_words, is_word, query_terms
 
 if TYPE_CHECKING:
     from memory_core.config import Settings
@@ -245,20 +245,24 @@ class TurnDocument(_SearchableDocument):
     agent_message: str
     timestamp: datetime
     metadata: JsonDict = Field(default_factory=dict)
+    # The turn's day in words ("8 May 2023"), searched by full text with its text; never returned as its text.
+    # Turns written before this field existed have none and are found by their text alone.
+    when_text: str = ""
 
     @classmethod
     def from_domain(cls, turn: Turn) -> TurnDocument:
         """The document of a turn."""
-        text = turn.text()
+        text, when = turn.text(), date_words(turn.timestamp)
         return cls.model_validate(
             {
                 **turn.model_dump(),
                 "id": turn_doc_id(turn.user_id, turn.session_id, turn.turn_id),
                 "text": text,
+                "when_text": when,
                 "ts": _sort_key(turn.timestamp),
                 "first_seq": turn.seq,
                 "last_seq": turn.seq,
-                "token_count": len(content_words(text)),
+                "token_count": len(content_words(text)) + len(content_words(when)),
             }
         )
 
@@ -376,6 +380,8 @@ _KIND_TYPES: dict[type[_Document], str] = {
     InsightDocument: "insight",
 }
 _HIT_FIELDS = "c.id, c.type, c.text, c.session_id, c.first_seq, c.last_seq, c.ts"
+# Full text searches a turn's date words too (``TurnDocument.when_text``); other documents have none.
+_TEXT_PATHS = ("/text", "/when_text")
 # What an as_of search keeps: insights valid at that time (superseded ones included), other items from before it.
 _AS_OF = (
     "((c.type != 'insight' AND c.active = true AND c.ts <= @as_of) OR (c.type = 'insight' AND c.valid_from_ts <= "
@@ -721,9 +727,9 @@ class CosmosStore:
         if self._full_text_search:
             policies["full_text_policy"] = {
                 "defaultLanguage": "en-US",
-                "fullTextPaths": [{"path": "/text", "language": "en-US"}],
+                "fullTextPaths": [{"path": path, "language": "en-US"} for path in _TEXT_PATHS],
             }
-            indexing["fullTextIndexes"] = [{"path": "/text"}]
+            indexing["fullTextIndexes"] = [{"path": path} for path in _TEXT_PATHS]
         return policies
 
     async def _ensure_container(self, database: DatabaseProxy, name: str, dimensions: int | None) -> ContainerProxy:
@@ -1233,12 +1239,12 @@ class CosmosStore:
         if not terms or not kinds or limit <= 0:
             return []
         base, filter_params = _search_where(where)
-        candidates_sql, term_params = self._text_candidates_sql(base, terms, limit)
         count_sql = f"SELECT VALUE COUNT(1) FROM c {base}"  # noqa: S608 - constant SQL
         length_sql = f"SELECT VALUE SUM(c.token_count) FROM c {base}"  # noqa: S608 - constant SQL
         queries = []
         for container, types in self._kind_groups(kinds):
             params = {"@types": types, **filter_params}
+            candidates_sql, term_params = self._text_candidates_sql(base, terms, limit, dated="turn" in types)
             queries += [
                 self._query(container, candidates_sql, user_id, {**params, **term_params}),
                 self._query(container, count_sql, user_id, params),
@@ -1250,33 +1256,40 @@ class CosmosStore:
         total_len = sum(int(r[0]) for r in results[2::3] if r and r[0] is not None)
         if not rows:
             return []
-        scores = bm25_scores([r["text"] for r in rows], terms, doc_count, total_len / max(doc_count, 1))
+        searched = [f"{r['text']} {r.get('when_text') or ''}" for r in rows]
+        scores = bm25_scores(searched, terms, doc_count, total_len / max(doc_count, 1))
         hits = [_hit(row, score) for row, score in zip(rows, scores, strict=True)]
         if not self._full_text_search:
             hits = [h for h in hits if h.score > 0]  # substring matches that are no whole word
         hits.sort(key=lambda h: -h.score)  # stable: FullTextScore order breaks ties
         return hits[:limit]
 
-    def _text_candidates_sql(self, base: str, terms: Sequence[str], limit: int) -> tuple[str, JsonDict]:
-        """The query for full-text candidates, and its term parameters.
+    def _text_candidates_sql(
+        self, base: str, terms: Sequence[str], limit: int, dated: bool = False
+    ) -> tuple[str, JsonDict]:
+        """The query for full-text candidates, and its term parameters; ``dated``: turns' date words count too.
 
         With the account's full-text search (Azure only: ``FullTextContainsAny``/``FullTextScore`` need the
         feature and a full-text index on /text; the test server cannot run this path), ``FullTextScore`` takes its
         terms as string literals (Learn, .NET SDK reference of ``CosmosLinqExtensions.FullTextScore``: "A nonempty
         array of string literals"), and ``TOP`` of an ``ORDER BY RANK`` query is written as a literal as in every
         example of Learn's ``FULLTEXTSCORE`` reference (``SELECT TOP 10 ... ORDER BY RANK FULLTEXTSCORE(...)``).
-        Terms are single words (``_term_literal`` checks), so nothing typed by a caller becomes query syntax.
+        Terms are single words (``_term_literal`` checks), so nothing typed by a caller becomes query syntax. With
+        ``dated``, a turn's date words are a second full-text path, fused with its text by ``RRF`` (Learn, "RRF":
+        "Fusion with two FullTextScore functions").
         """
+        paths = [f"c{p.replace('/', '.')}" for p in (_TEXT_PATHS if dated else _TEXT_PATHS[:1])]
+        fields = ", ".join([_HIT_FIELDS, *paths[1:]])
         if self._full_text_search:
             args = ", ".join(_term_literal(t) for t in terms)
-            sql = (
-                f"SELECT {_top(limit)} {_HIT_FIELDS} FROM c {base} AND FullTextContainsAny(c.text, {args}) "  # noqa: S608
-                f"ORDER BY RANK FullTextScore(c.text, {args})"
-            )
+            contains = " OR ".join(f"FullTextContainsAny({p}, {args})" for p in paths)
+            scores = [f"FullTextScore({p}, {args})" for p in paths]
+            rank = scores[0] if len(scores) == 1 else f"RRF({', '.join(scores)})"
+            sql = f"SELECT {_top(limit)} {fields} FROM c {base} AND ({contains}) ORDER BY RANK {rank}"  # noqa: S608
             return sql, {}
         term_params = {f"@t{i}": t for i, t in enumerate(terms)}
-        contains = " OR ".join(f"CONTAINS(LOWER(c.text), {p})" for p in term_params)
-        sql = f"SELECT {_top(_FALLBACK_CANDIDATES)} {_HIT_FIELDS} FROM c {base} AND ({contains})"  # noqa: S608
+        contains = " OR ".join(f"CONTAINS(LOWER({path}), {p})" for p in term_params for path in paths)
+        sql = f"SELECT {_top(_FALLBACK_CANDIDATES)} {fields} FROM c {base} AND ({contains})"  # noqa: S608
         return sql, term_params
 
     async def search_vector(

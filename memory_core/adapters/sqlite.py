@@ -54,13 +54,14 @@ from memory_core.ports import (
     Vector,
 )
 from memory_core.session import TurnInput
-from memory_core.text import query_terms
+from memory_core.text import date_words, query_terms
 
 logger = logging.getLogger(__name__)
 
 DOC_SCHEMA_VERSION = 1
 # Version 2 keys a turn's row by its turn_id instead of its seq (the same turn_id is the same turn at any distance).
-STORE_SCHEMA_VERSION = 2
+# Version 3 indexes a turn's date words (``when_text``) in full text beside its text.
+STORE_SCHEMA_VERSION = 3
 _T = TypeVar("_T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -90,6 +91,7 @@ CREATE TABLE IF NOT EXISTS items (
     active INTEGER NOT NULL DEFAULT 1,
     ts TEXT NOT NULL,
     text TEXT NOT NULL,
+    when_text TEXT,  -- a turn's day in words ("8 May 2023"), searched by full text only; NULL for other kinds
     scope TEXT NOT NULL,
     doc TEXT NOT NULL,
     embedding BLOB
@@ -97,30 +99,39 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_by_session ON items (user_id, kind, session_id, first_seq);
 CREATE INDEX IF NOT EXISTS items_by_time ON items (user_id, kind, ts);
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_turn_id ON items (user_id, session_id, turn_id) WHERE kind = 'turn';
-CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
-    scope, text, content='items', content_rowid='rowid', tokenize='porter unicode61'
-);
-CREATE TRIGGER IF NOT EXISTS items_ai AFTER INSERT ON items BEGIN
-    INSERT INTO items_fts (rowid, scope, text) VALUES (new.rowid, new.scope, new.text);
-END;
-CREATE TRIGGER IF NOT EXISTS items_ad AFTER DELETE ON items BEGIN
-    INSERT INTO items_fts (items_fts, rowid, scope, text) VALUES ('delete', old.rowid, old.scope, old.text);
-END;
-CREATE TRIGGER IF NOT EXISTS items_au AFTER UPDATE OF text, scope ON items BEGIN
-    INSERT INTO items_fts (items_fts, rowid, scope, text) VALUES ('delete', old.rowid, old.scope, old.text);
-    INSERT INTO items_fts (rowid, scope, text) VALUES (new.rowid, new.scope, new.text);
-END;
 """
 
+# The full-text index over ``items``, one statement each (a migration runs them inside its transaction).
+# FTS5's bm25() weighs each column's hits and normalises by the whole row's length, so a turn's date words count as
+# words of the turn, while ``scope`` (weight 0) only filters.
+_FTS_SCHEMA = (
+    """CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
+    scope, text, when_text, content='items', content_rowid='rowid', tokenize='porter unicode61'
+)""",
+    """CREATE TRIGGER IF NOT EXISTS items_ai AFTER INSERT ON items BEGIN
+    INSERT INTO items_fts (rowid, scope, text, when_text) VALUES (new.rowid, new.scope, new.text, new.when_text);
+END""",
+    """CREATE TRIGGER IF NOT EXISTS items_ad AFTER DELETE ON items BEGIN
+    INSERT INTO items_fts (items_fts, rowid, scope, text, when_text)
+    VALUES ('delete', old.rowid, old.scope, old.text, old.when_text);
+END""",
+    """CREATE TRIGGER IF NOT EXISTS items_au AFTER UPDATE OF text, scope, when_text ON items BEGIN
+    INSERT INTO items_fts (items_fts, rowid, scope, text, when_text)
+    VALUES ('delete', old.rowid, old.scope, old.text, old.when_text);
+    INSERT INTO items_fts (rowid, scope, text, when_text) VALUES (new.rowid, new.scope, new.text, new.when_text);
+END""",
+)
+_FTS_OBJECTS = (("TRIGGER", "items_ai"), ("TRIGGER", "items_ad"), ("TRIGGER", "items_au"), ("TABLE", "items_fts"))
+
 _UPSERT_ITEM = """
-INSERT INTO items (id, user_id, kind, session_id, first_seq, last_seq, turn_id, active, ts, text, scope, doc,
-                   embedding)
-VALUES (:id, :user_id, :kind, :session_id, :first_seq, :last_seq, :turn_id, :active, :ts, :text, :scope, :doc,
-        :embedding)
+INSERT INTO items (id, user_id, kind, session_id, first_seq, last_seq, turn_id, active, ts, text, when_text, scope,
+                   doc, embedding)
+VALUES (:id, :user_id, :kind, :session_id, :first_seq, :last_seq, :turn_id, :active, :ts, :text, :when_text, :scope,
+        :doc, :embedding)
 ON CONFLICT (id) DO UPDATE SET
     session_id = excluded.session_id, first_seq = excluded.first_seq, last_seq = excluded.last_seq,
     turn_id = excluded.turn_id, active = excluded.active, ts = excluded.ts,
-    text = excluded.text, scope = excluded.scope,
+    text = excluded.text, when_text = excluded.when_text, scope = excluded.scope,
     doc = excluded.doc,
     embedding = COALESCE(excluded.embedding, items.embedding)
 """
@@ -181,6 +192,7 @@ def _row(
     embedding: Vector | None,
     turn_id: str | None = None,
     active: bool = True,
+    when_text: str | None = None,
 ) -> dict[str, Any]:
     """The ``items`` row of a searchable memory item."""
     return {
@@ -194,6 +206,7 @@ def _row(
         "active": int(active),
         "ts": _iso(ts),
         "text": text,
+        "when_text": when_text,
         "scope": _scope(item.user_id, kind, active),
         "doc": _doc(item),
         "embedding": _blob(embedding),
@@ -280,9 +293,37 @@ def _migrate(conn: sqlite3.Connection) -> None:
             )
             if turns:
                 logger.info("Store: re-keyed %d turns by turn_id (schema version 2)", len(turns))
+        if version < 3:
+            _index_turn_dates(conn)
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('store_schema_version', ?)", (str(STORE_SCHEMA_VERSION),)
         )
+
+
+def _index_turn_dates(conn: sqlite3.Connection) -> None:
+    """Version 3: give every turn its date words and rebuild the full-text index with them.
+
+    Runs inside the caller's transaction. A file created by this version already has both; an older one gets the
+    column, its turns' words, then the index.
+    """
+    if "when_text" not in {row[1] for row in conn.execute("PRAGMA table_info(items)")}:
+        conn.execute("ALTER TABLE items ADD COLUMN when_text TEXT")
+    if "when_text" in {row[1] for row in conn.execute("PRAGMA table_info(items_fts)")}:
+        return
+    turns = conn.execute(
+        "SELECT rowid, json_extract(doc, '$.timestamp') FROM items WHERE kind = 'turn' AND when_text IS NULL"
+    ).fetchall()
+    conn.executemany(
+        "UPDATE items SET when_text = ? WHERE rowid = ?",
+        [(date_words(datetime.fromisoformat(stamp)), rowid) for rowid, stamp in turns],
+    )
+    for kind, name in _FTS_OBJECTS:
+        conn.execute(f"DROP {kind} IF EXISTS {name}")
+    for statement in _FTS_SCHEMA:
+        conn.execute(statement)
+    conn.execute("INSERT INTO items_fts (items_fts) VALUES ('rebuild')")
+    if turns:
+        logger.info("Store: indexed the dates of %d turns in full text (schema version 3)", len(turns))
 
 
 def _turn_row(turn: Turn, embedding: Vector | None) -> dict[str, Any]:
@@ -296,6 +337,7 @@ def _turn_row(turn: Turn, embedding: Vector | None) -> dict[str, Any]:
         text=turn.text(),
         embedding=embedding,
         turn_id=turn.turn_id,
+        when_text=date_words(turn.timestamp),
     )
 
 
@@ -361,6 +403,9 @@ class SqliteStore:
             with conn:
                 conn.executescript(_SCHEMA)
             _migrate(conn)
+            with conn:
+                for statement in _FTS_SCHEMA:
+                    conn.execute(statement)
             return conn
 
         if self._conn is None:
@@ -738,23 +783,23 @@ class SqliteStore:
             return []
         # Every term is quoted, so nothing the caller typed is read as FTS5 query syntax.
         words = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        match = f"{_scope_match(user_id, kinds, where)} AND text:({words})"
+        match = f"{_scope_match(user_id, kinds, where)} AND {{text when_text}}:({words})"
         conditions, params = _filter_sql(where)
 
         def rank(conn: sqlite3.Connection) -> list[SearchHit]:
             if conditions:
                 # The filters join the items before the LIMIT, so that ``limit`` matching hits come back.
                 ranked = conn.execute(
-                    "SELECT items_fts.rowid, bm25(items_fts, 0.0, 1.0) FROM items_fts "  # noqa: S608
+                    "SELECT items_fts.rowid, bm25(items_fts, 0.0, 1.0, 1.0) FROM items_fts "  # noqa: S608
                     "JOIN items AS i ON i.rowid = items_fts.rowid "
                     f"WHERE items_fts MATCH ? AND i.user_id = ? AND {conditions} "
-                    "ORDER BY bm25(items_fts, 0.0, 1.0) LIMIT ?",
+                    "ORDER BY bm25(items_fts, 0.0, 1.0, 1.0) LIMIT ?",
                     (match, user_id, *params, limit),
                 ).fetchall()
             else:
                 ranked = conn.execute(
-                    "SELECT rowid, bm25(items_fts, 0.0, 1.0) FROM items_fts WHERE items_fts MATCH ? "
-                    "ORDER BY bm25(items_fts, 0.0, 1.0) LIMIT ?",
+                    "SELECT rowid, bm25(items_fts, 0.0, 1.0, 1.0) FROM items_fts WHERE items_fts MATCH ? "
+                    "ORDER BY bm25(items_fts, 0.0, 1.0, 1.0) LIMIT ?",
                     (match, limit),
                 ).fetchall()
             if not ranked:

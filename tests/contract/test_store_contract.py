@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -238,6 +238,25 @@ async def test_text_search_by_kind_and_without_superseded_insights(store: Store)
     assert kinds == {MemoryKind.TURN, MemoryKind.INSIGHT}
     only = await store.search_text("alice", "coffee", [MemoryKind.INSIGHT], limit=10)
     assert [h.text for h in only] == ["The user loves coffee."]
+
+
+async def test_text_search_finds_a_turn_by_the_day_it_happened_in_its_own_offset(store: Store):
+    # 23:30 in New York on 8 May is 9 May in UTC: the day a user would name is the one of the turn's own offset.
+    evening = datetime(2023, 5, 8, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    said = [("We planned the garden beds", evening), ("We planned the garden path", evening + timedelta(days=1))]
+    assert await store.create_session(rules.new_record("alice", "s1", T0)) is True
+    stored = []
+    for seq, (text, when) in enumerate(said, start=1):
+        turn = TurnInput(turn_id=f"t{seq}", user_message=text, agent_message="Noted.", timestamp=when)
+        stored.append((await store.append_turn("alice", "s1", turn, T0)).turn)
+    hits = await store.search_text("alice", "What did we plan for the garden on 8 May, 2023?", ALL_KINDS, 10)
+    assert [h.seqs for h in hits] == [(1,), (2,)]
+    assert hits[0].score > hits[1].score  # "8" is a word of the first turn's day only
+    assert hits[0].text == stored[0].text()  # the date words are searched, never returned
+    assert "May" not in hits[0].text
+    next_day = await store.search_text("alice", "9 May", ALL_KINDS, 10)
+    assert [h.seqs for h in next_day] == [(2,), (1,)] and next_day[0].score > next_day[1].score
+    assert await store.search_text("bob", "8 May 2023", ALL_KINDS, 10) == []
 
 
 @pytest.mark.parametrize(

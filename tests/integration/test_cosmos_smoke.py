@@ -417,10 +417,18 @@ def test_full_text_queries_write_top_and_terms_as_checked_literals() -> None:
     assert sql == (
         "SELECT TOP 7 c.id, c.type, c.text, c.session_id, c.first_seq, c.last_seq, c.ts FROM c "
         "WHERE c.user_id = @user_id AND ARRAY_CONTAINS(@types, c.type) AND c.active = true "
-        'AND FullTextContainsAny(c.text, "lisbon", "o\'neil", "café") '
+        'AND (FullTextContainsAny(c.text, "lisbon", "o\'neil", "café")) '
         'ORDER BY RANK FullTextScore(c.text, "lisbon", "o\'neil", "café")'
     )
     assert term_params == {} and params == {}
+    # Where turns are searched, their date words are a second full-text path, fused with the text by RRF.
+    dated, _ = store._text_candidates_sql(base, ["may", "2023"], 7, dated=True)
+    assert dated == (
+        "SELECT TOP 7 c.id, c.type, c.text, c.session_id, c.first_seq, c.last_seq, c.ts, c.when_text FROM c "
+        "WHERE c.user_id = @user_id AND ARRAY_CONTAINS(@types, c.type) AND c.active = true "
+        'AND (FullTextContainsAny(c.text, "may", "2023") OR FullTextContainsAny(c.when_text, "may", "2023")) '
+        'ORDER BY RANK RRF(FullTextScore(c.text, "may", "2023"), FullTextScore(c.when_text, "may", "2023"))'
+    )
     for bad in ['lisbon" OR 1=1', "two words", "back\\slash", ""]:
         with pytest.raises(ValueError):
             cosmos_adapter._term_literal(bad)

@@ -34,7 +34,9 @@ param consistencyLevel string = 'Strong'
 // Every document, query and write of the service is scoped to one user's partition.
 var partitionKeyPath = '/user_id'
 var vectorPath = '/embedding'
+// Full text searches a turn's text and its date words ("8 May 2023", memory_core.text.date_words).
 var fullTextPath = '/text'
+var dateWordsPath = '/when_text'
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2025-10-15' = {
   name: accountName
@@ -113,6 +115,7 @@ resource containers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containe
           ]
           fullTextIndexes: [
             { path: fullTextPath }
+            { path: dateWordsPath }
           ]
         }
         vectorEmbeddingPolicy: {
@@ -129,6 +132,7 @@ resource containers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containe
           defaultLanguage: 'en-US'
           fullTextPaths: [
             { path: fullTextPath, language: 'en-US' }
+            { path: dateWordsPath, language: 'en-US' }
           ]
         }
       }
