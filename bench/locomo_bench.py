@@ -28,8 +28,9 @@ Query latency: (a) one ``search_text``; (b) one query embedding plus one ``searc
 the store's vector cache, as a running service has it).
 
 Experiments (unless --no-experiments): each question's full-text and vector rankings are also fetched --deep items
-deep, and other fusion settings are replayed offline on them with the product's ``retrieval.fuse`` (or a weighted
-variant of it defined here): RRF constant, per-retriever depth, weights, and possessive "'s" removed from the query.
+deep, and other fusion settings are replayed offline on them with the product's ``retrieval.fuse`` (or reciprocal
+rank fusion, defined here, which the service used before its weighted sum): full-text weight, per-retriever depth,
+RRF constant, and possessive "'s" removed from the query.
 The replay of the service's own setting is checked against ``retrieval.search``'s actual results. Nothing in the
 product is changed.
 """
@@ -58,7 +59,7 @@ from memory_core.adapters.local_embedder import build_local_embedder
 from memory_core.adapters.sqlite import SqliteStore
 from memory_core.config import Settings
 from memory_core.domain import MemoryKind, SearchHit, Turn
-from memory_core.retrieval import RRF_K, fuse, search
+from memory_core.retrieval import TEXT_WEIGHT, fuse, search, search_depth
 
 DEFAULT_LOCOMO = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "locomo" / "locomo-dev.json"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -204,13 +205,21 @@ def dia_ids(hits: Sequence[SearchHit], dia_of: dict[tuple[str, int], str]) -> li
     return [dia_of[(h.session_id or "", h.seqs[0])] for h in hits if h.kind is MemoryKind.TURN and h.seqs]
 
 
+def dia_hits(hits: Sequence[SearchHit], dia_of: dict[tuple[str, int], str]) -> list[SearchHit]:
+    """The turn hits with their dia id as id, scores kept: what the product's fuse() replays."""
+    return [
+        h.model_copy(update={"id": dia_of[(h.session_id or "", h.seqs[0])]})
+        for h in hits
+        if h.kind is MemoryKind.TURN and h.seqs
+    ]
+
+
 # -- fusion replays (experiments) --------------------------------------------------------------------------------
-def service_depth(top_k: int) -> int:
-    return max(top_k * 4, 20)  # as memory_core.retrieval.search
+RRF_K = 5  # the reciprocal rank fusion constant the service used before its weighted sum (2026-12-05)
 
 
-def weighted_fuse(rankings: Sequence[Sequence[str]], weights: Sequence[float], limit: int, k: int) -> list[str]:
-    """fuse() with a weight per ranking; same tie rule (first seen)."""
+def rrf_fuse(rankings: Sequence[Sequence[str]], weights: Sequence[float], limit: int, k: int) -> list[str]:
+    """Weighted reciprocal rank fusion: each list adds weight / (k + rank); ties by first seen."""
     scores: dict[str, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
         for rank, item in enumerate(ranking, start=1):
@@ -227,9 +236,9 @@ class Deep:
     """One question's deep rankings (dia ids), for offline replays."""
 
     question: Question
-    text: list[str]
-    vector: list[str]
-    text_possessive: list[str]
+    text: list[SearchHit]  # ids are dia ids
+    vector: list[SearchHit]
+    text_possessive: list[SearchHit]
 
 
 @dataclass
@@ -239,37 +248,40 @@ class Experiment:
 
 
 def experiments(deep_limit: int) -> list[Experiment]:
-    def rrf(
-        k: int = RRF_K,
-        depth: Callable[[int], int] = service_depth,
-        w_text: float = 1.0,
-        w_vec: float = 1.0,
-        text_of: Callable[[Deep], list[str]] = lambda d: d.text,
+    def weighted(
+        w_text: float = TEXT_WEIGHT,
+        depth: Callable[[int], int] = search_depth,
+        text_of: Callable[[Deep], list[SearchHit]] = lambda d: d.text,
     ) -> Callable[[Deep, int], list[str]]:
         def rank(d: Deep, top_k: int) -> list[str]:
             n = min(depth(top_k), deep_limit)
-            return weighted_fuse([text_of(d)[:n], d.vector[:n]], [w_text, w_vec], top_k, k)
+            return [h.id for h in fuse([text_of(d)[:n], d.vector[:n]], top_k, (w_text, 1 - w_text))]
+
+        return rank
+
+    def rrf(
+        k: int = RRF_K, depth: Callable[[int], int] = search_depth, w_text: float = 1.0, w_vec: float = 1.0
+    ) -> Callable[[Deep, int], list[str]]:
+        def rank(d: Deep, top_k: int) -> list[str]:
+            n = min(depth(top_k), deep_limit)
+            return rrf_fuse([_ids(d.text[:n]), _ids(d.vector[:n])], [w_text, w_vec], top_k, k)
 
         return rank
 
     exps = [
-        Experiment("service: RRF k=60, depth max(4k,20)", rrf()),
-        Experiment("full text only (baseline)", lambda d, top_k: d.text[:top_k]),
+        Experiment(f"service: weighted sum, text {TEXT_WEIGHT}", weighted()),
+        Experiment("full text only (baseline)", lambda d, top_k: _ids(d.text[:top_k])),
     ]
-    for k in (5, 10, 20, 30, 100):
-        exps.append(Experiment(f"RRF k={k}, service depth", rrf(k=k)))
-    exps.append(Experiment("RRF k=60, depth k", rrf(depth=lambda top_k: top_k)))
-    exps.append(Experiment("RRF k=60, depth 2k", rrf(depth=lambda top_k: 2 * top_k)))
+    for w in (0.5, 0.7, 0.8):
+        exps.append(Experiment(f"weighted sum, text {w}", weighted(w_text=w)))
     for depth in (20, 50, 100):
         if depth <= deep_limit:
-            exps.append(Experiment(f"RRF k=60, depth {depth}", rrf(depth=fixed(depth))))
-    if deep_limit >= 100:
-        exps.append(Experiment("RRF k=10, depth 100", rrf(k=10, depth=fixed(100))))
-    for w in (1.5, 2.0):
-        exps.append(Experiment(f"RRF k=60, full text weight {w}", rrf(w_text=w)))
-    exps.append(Experiment("RRF k=60, vector weight 1.5", rrf(w_vec=1.5)))
-    exps.append(Experiment("full text, query without possessive 's", lambda d, top_k: d.text_possessive[:top_k]))
-    exps.append(Experiment("service RRF, query without possessive 's", rrf(text_of=lambda d: d.text_possessive)))
+            exps.append(Experiment(f"weighted sum, depth {depth}", weighted(depth=fixed(depth))))
+    for k in (5, 10, 60):
+        exps.append(Experiment(f"RRF k={k}, service depth", rrf(k=k)))
+    exps.append(Experiment("RRF k=5, full text weight 1.5", rrf(w_text=1.5)))
+    exps.append(Experiment("full text, query without possessive 's", lambda d, top_k: _ids(d.text_possessive[:top_k])))
+    exps.append(Experiment("service, query without possessive 's", weighted(text_of=lambda d: d.text_possessive)))
     return exps
 
 
@@ -366,9 +378,9 @@ async def main() -> None:
                     plain = _POSSESSIVE.sub("", q.text)
                     deep = Deep(
                         q,
-                        dia_ids(await store.search_text(user_id, q.text, TURN_ONLY, args.deep), conv.dia_of),
-                        dia_ids(await store.search_vector(user_id, vector, TURN_ONLY, args.deep), conv.dia_of),
-                        dia_ids(await store.search_text(user_id, plain, TURN_ONLY, args.deep), conv.dia_of)
+                        dia_hits(await store.search_text(user_id, q.text, TURN_ONLY, args.deep), conv.dia_of),
+                        dia_hits(await store.search_vector(user_id, vector, TURN_ONLY, args.deep), conv.dia_of),
+                        dia_hits(await store.search_text(user_id, plain, TURN_ONLY, args.deep), conv.dia_of)
                         if plain != q.text
                         else [],
                     )
@@ -376,8 +388,8 @@ async def main() -> None:
                         deep.text_possessive = deep.text
                     deeps.append(deep)
                     for top_k, actual in ((5, results[names[2]][0]), (10, results[names[2]][1])):
-                        n = service_depth(top_k)
-                        replay = [h.id for h in fuse([_ids(deep.text[:n]), _ids(deep.vector[:n])], top_k)]
+                        n = search_depth(top_k)
+                        replay = [h.id for h in fuse([deep.text[:n], deep.vector[:n]], top_k)]
                         if replay != actual:
                             replay_mismatch[top_k] += 1
             log(
@@ -393,9 +405,8 @@ async def main() -> None:
         report_experiments(experiments(args.deep), deeps, replay_mismatch, [c.sample_id for c in conversations])
 
 
-def _ids(dias: Sequence[str]) -> list[SearchHit]:
-    """Dia ids as SearchHits, so the product's fuse() can replay a fusion."""
-    return [SearchHit(kind=MemoryKind.TURN, id=d, text="", score=0.0) for d in dias]
+def _ids(hits: Sequence[SearchHit]) -> list[str]:
+    return [h.id for h in hits]
 
 
 def report(

@@ -1,23 +1,35 @@
 from memory_core.context import default_counter
 from memory_core.domain import MemoryKind, SearchHit
-from memory_core.retrieval import RRF_K, fit_budget, fuse
+from memory_core.retrieval import TEXT_WEIGHT, fit_budget, fuse
 
 
-def hit(item_id: str) -> SearchHit:
-    return SearchHit(kind=MemoryKind.TURN, id=item_id, text=item_id, score=0.0)
+def hit(item_id: str, score: float = 0.0, kind: MemoryKind = MemoryKind.TURN) -> SearchHit:
+    return SearchHit(kind=kind, id=item_id, text=item_id, score=score)
 
 
-def test_fusion_rewards_items_both_retrievers_found():
-    text = [hit("a"), hit("b"), hit("c")]
-    vector = [hit("c"), hit("d"), hit("a")]
+def test_fusion_adds_each_lists_scaled_scores_by_weight():
+    text = [hit("a", 12.0), hit("b", 7.0), hit("c", 2.0)]  # BM25: scaled to 1, 0.5, 0
+    vector = [hit("c", 0.9), hit("d", 0.8), hit("a", 0.5)]  # cosine: scaled to 1, 0.75, 0
     fused = fuse([text, vector], limit=4)
-    assert [h.id for h in fused] == ["a", "c", "b", "d"]
-    assert fused[0].score == round(1 / (RRF_K + 1) + 1 / (RRF_K + 3), 6)
+    vector_weight = 1 - TEXT_WEIGHT
+    expected = {"a": TEXT_WEIGHT, "b": TEXT_WEIGHT * 0.5, "c": vector_weight, "d": vector_weight * 0.75}
+    assert [h.id for h in fused] == sorted(expected, key=lambda i: -expected[i])
+    assert {h.id: h.score for h in fused} == {i: round(v, 6) for i, v in expected.items()}
 
 
-def test_fusion_respects_the_limit_and_handles_empty_lists():
+def test_fusion_keeps_how_far_apart_hits_score_not_only_their_order():
+    # Reciprocal rank fusion (k=5) would put "close" (2nd in text, 1st in vectors) before "strong" (1st and 3rd); a
+    # text hit far ahead of the rest keeps its place when the vectors barely tell the three apart.
+    text = [hit("strong", 20.0), hit("close", 3.0), hit("weak", 2.0)]
+    vector = [hit("close", 0.61), hit("weak", 0.60), hit("strong", 0.59)]
+    assert [h.id for h in fuse([text, vector], limit=3)] == ["strong", "close", "weak"]
+
+
+def test_fusion_respects_the_limit_and_handles_empty_and_flat_lists():
     assert fuse([[], []], limit=3) == []
-    assert [h.id for h in fuse([[hit("x"), hit("y")], []], limit=1)] == ["x"]
+    assert [h.id for h in fuse([[hit("x", 2.0), hit("y", 1.0)], []], limit=1)] == ["x"]
+    flat = fuse([[hit("p", 1.0), hit("q", 1.0)], []], limit=2)  # equal scores: each counts whole, first seen first
+    assert [(h.id, h.score) for h in flat] == [("p", round(TEXT_WEIGHT, 6)), ("q", round(TEXT_WEIGHT, 6))]
 
 
 # -- fit_budget -------------------------------------------------------------------------------------------------
@@ -86,7 +98,7 @@ def test_a_summary_is_cut_to_the_sentences_that_match_in_their_word_forms():
 
 
 def test_fusion_counts_derived_items_half_so_the_turn_comes_first():
-    turn = SearchHit(kind=MemoryKind.TURN, id="turn", text="t", score=0.0)
-    summary = SearchHit(kind=MemoryKind.SUMMARY, id="summary", text="s", score=0.0)
-    fused = fuse([[summary, turn], [summary, turn]], limit=2)
-    assert [h.id for h in fused] == ["turn", "summary"]  # 2/(k+2) beats 2 * 0.5/(k+1)
+    summary, turn = hit("summary", 10.0, MemoryKind.SUMMARY), hit("turn", 8.0)
+    filler = hit("filler", 0.0)
+    fused = fuse([[summary, turn, filler], [summary, turn, filler]], limit=2)
+    assert [h.id for h in fused] == ["turn", "summary"]  # 0.8 of the best score beats half of it
