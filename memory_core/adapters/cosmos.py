@@ -530,6 +530,8 @@ class CosmosStore:
         self._names["insights"] = insights_container
         self._vector_search = vector_search
         self._full_text_search = full_text_search
+        # Whether the turns' container has the full-text path of their date words (``_check_full_text_paths``).
+        self._dated_full_text = True
         self._endpoint_discovery = endpoint_discovery
         self._client: CosmosClient | None = None
         self._containers: dict[str, ContainerProxy] = {}
@@ -772,10 +774,32 @@ class CosmosStore:
                 ) from None
             for key, name in self._names.items():
                 self._containers[key] = await self._ensure_container(database, name, dimensions)
+        if self._full_text_search:
+            await self._check_full_text_paths()
         if embedding_model is None or dimensions is None:
             return  # no embedder: vectors stored earlier stay, vector search is not used
         await self._check_embedding_identity(embedding_model, dimensions)
         self._dimensions = dimensions
+
+    async def _check_full_text_paths(self) -> None:
+        """Search turns' date words by full text only where their container's full-text policy has the path.
+
+        A container created by an earlier version (or its templates) has ``/text`` alone, and ``FullTextScore`` on
+        a path outside the policy is not what the account indexes: such a container keeps the text-only query and
+        says so once. Reading a container's properties needs ``readMetadata``, which both built-in data-plane roles
+        grant (Learn, "Use data plane role-based access control with Azure Cosmos DB for NoSQL").
+        """
+        async with self._sdk_errors("read container"):
+            properties = await self._container("interactions").read()
+        policy = properties.get("fullTextPolicy") or {}
+        self._dated_full_text = _TEXT_PATHS[1] in {p.get("path") for p in policy.get("fullTextPaths", [])}
+        if not self._dated_full_text:
+            logger.warning(
+                "Cosmos DB container %r has no full-text path %s (made by an earlier version): turns are found by "
+                "their text but not their date words until the container's full-text policy has it (infra/bicep)",
+                self._names["interactions"],
+                _TEXT_PATHS[1],
+            )
 
     async def _check_embedding_identity(self, model: str, dimensions: int) -> None:
         container = self._container("interactions")
@@ -1244,7 +1268,8 @@ class CosmosStore:
         queries = []
         for container, types in self._kind_groups(kinds):
             params = {"@types": types, **filter_params}
-            candidates_sql, term_params = self._text_candidates_sql(base, terms, limit, dated="turn" in types)
+            dated = "turn" in types and self._dated_full_text
+            candidates_sql, term_params = self._text_candidates_sql(base, terms, limit, dated=dated)
             queries += [
                 self._query(container, candidates_sql, user_id, {**params, **term_params}),
                 self._query(container, count_sql, user_id, params),

@@ -435,3 +435,32 @@ def test_full_text_queries_write_top_and_terms_as_checked_literals() -> None:
     for bad_top in [0, -1, True, 2.5, "5"]:
         with pytest.raises(ValueError):
             cosmos_adapter._top(bad_top)  # type: ignore[arg-type]
+
+
+class _PolicyContainer:
+    """A container whose properties hold a full-text policy: what the SDK's ``read()`` returns on Azure."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.properties = {"fullTextPolicy": {"fullTextPaths": [{"path": p, "language": "en-US"} for p in paths]}}
+
+    async def read(self) -> dict[str, object]:
+        return self.properties
+
+
+@pytest.mark.parametrize(("paths", "dated"), [(["/text", "/when_text"], True), (["/text"], False)])
+async def test_turns_are_searched_by_date_only_where_the_container_indexes_it(paths: list[str], dated: bool) -> None:
+    # A container made by an earlier version has /text alone: its turns keep the text-only full-text query.
+    store = make_store("https://account.documents.azure.com:443/", "db", full_text_search=True)
+    store._containers = {name: _PolicyContainer(paths) for name in ("interactions", "summaries", "insights")}  # type: ignore[misc]
+    await store._check_full_text_paths()
+    sent: list[str] = []
+
+    async def query(container: object, sql: str, user_id: str, params: object = None) -> list[object]:
+        sent.append(sql)
+        return []
+
+    store._query = query  # type: ignore[method-assign]
+    await store.search_text("alice", "garden 8 May 2023", [MemoryKind.TURN], 5)
+    (candidates,) = [sql for sql in sent if "FullTextContainsAny" in sql]
+    assert ("c.when_text" in candidates) is dated
+    assert ("RRF(" in candidates) is dated
