@@ -346,5 +346,7 @@ def revision() -> dict[str, Any]:
 
 
 def service_settings(service: MemoryServiceProcess) -> list[str]:
+    """The service's banner lines that say how it runs; its temporary folder is named as such, not by its path."""
     wanted = ("Session Pool:", "Store:", "LLM:", "Embeddings:")
-    return [line.strip() for line in service.output().splitlines() if line.strip().startswith(wanted)]
+    lines = [line.strip() for line in service.output().splitlines() if line.strip().startswith(wanted)]
+    return [line.replace(str(service.workdir), "<temporary folder>") for line in lines]
