@@ -202,7 +202,7 @@ class Tally:
 
 
 def dia_ids(hits: Sequence[SearchHit], dia_of: dict[tuple[str, int], str]) -> list[str]:
-    return [dia_of[(h.session_id or "", h.seqs[0])] for h in hits if h.kind is MemoryKind.TURN and h.seqs]
+    return _ids(dia_hits(hits, dia_of))
 
 
 def dia_hits(hits: Sequence[SearchHit], dia_of: dict[tuple[str, int], str]) -> list[SearchHit]:

@@ -78,6 +78,7 @@ from bench.locomo_ingest import (
     utterances_of,
 )
 from bench.retrieval_metric import Item, Outcome, Tally, walk
+from memory_core.adapters.sqlite import match_any
 from memory_core.domain import Turn
 from memory_core.text import query_terms
 from tests.support.service import MemoryServiceProcess
@@ -176,9 +177,9 @@ class PlainBM25:
         terms = query_terms(query)
         if not terms:
             return []
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
         rows = self._db.execute(
-            "SELECT text, session_id, seq FROM turns WHERE turns MATCH ? ORDER BY bm25(turns) LIMIT ?", (match, limit)
+            "SELECT text, session_id, seq FROM turns WHERE turns MATCH ? ORDER BY bm25(turns) LIMIT ?",
+            (match_any(terms), limit),
         ).fetchall()
         return [Item("turn", text, session_id, (seq,)) for text, session_id, seq in rows]
 

@@ -124,6 +124,14 @@ END""",
 END""",
 )
 _FTS_OBJECTS = (("TRIGGER", "items_ai"), ("TRIGGER", "items_ad"), ("TRIGGER", "items_au"), ("TABLE", "items_fts"))
+# The rank of a hit: BM25 over the text and the date words, ``scope`` left out (weight 0).
+_BM25 = "bm25(items_fts, 0.0, 1.0, 1.0)"
+
+
+def match_any(terms: Sequence[str]) -> str:
+    """An FTS5 query for rows holding any of ``terms``, each quoted, so nothing typed is read as FTS5 syntax."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
 
 _UPSERT_ITEM = """
 INSERT INTO items (id, user_id, kind, session_id, first_seq, last_seq, turn_id, active, ts, text, when_text, scope,
@@ -435,10 +443,7 @@ class SqliteStore:
             conn.execute("PRAGMA secure_delete=ON")
             with conn:
                 conn.executescript(_SCHEMA)
-            _migrate(conn)
-            with conn:
-                for statement in _FTS_SCHEMA:
-                    conn.execute(statement)
+            _migrate(conn)  # also creates the full-text index of a new file (version 3's step)
             return conn
 
         if self._conn is None:
@@ -814,25 +819,23 @@ class SqliteStore:
         terms = query_terms(query)
         if not terms or not kinds or limit <= 0:
             return []
-        # Every term is quoted, so nothing the caller typed is read as FTS5 query syntax.
-        words = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        match = f"{_scope_match(user_id, kinds, where)} AND {{text when_text}}:({words})"
+        match = f"{_scope_match(user_id, kinds, where)} AND {{text when_text}}:({match_any(terms)})"
         conditions, params = _filter_sql(where)
 
         def rank(conn: sqlite3.Connection) -> list[SearchHit]:
             if conditions:
                 # The filters join the items before the LIMIT, so that ``limit`` matching hits come back.
                 ranked = conn.execute(
-                    "SELECT items_fts.rowid, bm25(items_fts, 0.0, 1.0, 1.0) FROM items_fts "  # noqa: S608
+                    f"SELECT items_fts.rowid, {_BM25} FROM items_fts "  # noqa: S608
                     "JOIN items AS i ON i.rowid = items_fts.rowid "
                     f"WHERE items_fts MATCH ? AND i.user_id = ? AND {conditions} "
-                    "ORDER BY bm25(items_fts, 0.0, 1.0, 1.0) LIMIT ?",
+                    f"ORDER BY {_BM25} LIMIT ?",
                     (match, user_id, *params, limit),
                 ).fetchall()
             else:
                 ranked = conn.execute(
-                    "SELECT rowid, bm25(items_fts, 0.0, 1.0, 1.0) FROM items_fts WHERE items_fts MATCH ? "
-                    "ORDER BY bm25(items_fts, 0.0, 1.0, 1.0) LIMIT ?",
+                    f"SELECT rowid, {_BM25} FROM items_fts WHERE items_fts MATCH ? "  # noqa: S608
+                    f"ORDER BY {_BM25} LIMIT ?",
                     (match, limit),
                 ).fetchall()
             if not ranked:
