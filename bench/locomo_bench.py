@@ -15,8 +15,9 @@ What is measured, with the project's own code as the service runs it:
   * for each question of categories 1-4, the top k TURN items of
       (a) full text only: ``store.search_text`` (FTS5 BM25, porter stemming; query_terms drops stop words),
       (b) vector only: the query embedded, then ``store.search_vector`` (cosine),
-      (c) the service's hybrid: ``retrieval.search`` (both, fused by reciprocal rank), called with top_k=5 for @5
-          and top_k=10 for @10, as a caller asking for that many would.
+      (c) the service's hybrid: ``retrieval.search`` (both, fused by a weighted sum of scaled scores, each turn then
+          lifted by the best other hit of its session), called with top_k=5 for @5 and top_k=10 for @10, as a
+          caller asking for that many would.
 
 Metrics (as in ../shared/bench/README.md): any@k = share of questions with at least one evidence turn in the top k;
 all@k = share with every evidence turn in the top k. Evidence ids written as "D1:3; D1:5" are split; ids naming no
@@ -28,9 +29,9 @@ Query latency: (a) one ``search_text``; (b) one query embedding plus one ``searc
 the store's vector cache, as a running service has it).
 
 Experiments (unless --no-experiments): each question's full-text and vector rankings are also fetched --deep items
-deep, and other fusion settings are replayed offline on them with the product's ``retrieval.fuse`` (or reciprocal
+deep, and other fusion settings are replayed offline on them with the product's ``retrieval.rank`` (or reciprocal
 rank fusion, defined here, which the service used before its weighted sum): full-text weight, per-retriever depth,
-RRF constant, and possessive "'s" removed from the query.
+session context, RRF constant, and possessive "'s" removed from the query.
 The replay of the service's own setting is checked against ``retrieval.search``'s actual results. Nothing in the
 product is changed.
 """
@@ -59,7 +60,7 @@ from memory_core.adapters.local_embedder import build_local_embedder
 from memory_core.adapters.sqlite import SqliteStore
 from memory_core.config import Settings
 from memory_core.domain import MemoryKind, SearchHit, Turn
-from memory_core.retrieval import TEXT_WEIGHT, fuse, search, search_depth
+from memory_core.retrieval import TEXT_WEIGHT, fuse, rank, search, search_depth
 
 DEFAULT_LOCOMO = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "locomo" / "locomo-dev.json"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
@@ -206,7 +207,7 @@ def dia_ids(hits: Sequence[SearchHit], dia_of: dict[tuple[str, int], str]) -> li
 
 
 def dia_hits(hits: Sequence[SearchHit], dia_of: dict[tuple[str, int], str]) -> list[SearchHit]:
-    """The turn hits with their dia id as id, scores kept: what the product's fuse() replays."""
+    """The turn hits with their dia id as id, scores and sessions kept: what the product's rank() replays."""
     return [
         h.model_copy(update={"id": dia_of[(h.session_id or "", h.seqs[0])]})
         for h in hits
@@ -222,8 +223,8 @@ def rrf_fuse(rankings: Sequence[Sequence[str]], weights: Sequence[float], limit:
     """Weighted reciprocal rank fusion: each list adds weight / (k + rank); ties by first seen."""
     scores: dict[str, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
-        for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+        for position, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + position)
     return sorted(scores, key=lambda item: -scores[item])[:limit]
 
 
@@ -253,24 +254,28 @@ def experiments(deep_limit: int) -> list[Experiment]:
         depth: Callable[[int], int] = search_depth,
         text_of: Callable[[Deep], list[SearchHit]] = lambda d: d.text,
     ) -> Callable[[Deep, int], list[str]]:
-        def rank(d: Deep, top_k: int) -> list[str]:
+        def order(d: Deep, top_k: int) -> list[str]:
             n = min(depth(top_k), deep_limit)
-            return [h.id for h in fuse([text_of(d)[:n], d.vector[:n]], top_k, (w_text, 1 - w_text))]
+            return [h.id for h in rank([text_of(d)[:n], d.vector[:n]], top_k, (w_text, 1 - w_text))]
 
-        return rank
+        return order
 
     def rrf(
         k: int = RRF_K, depth: Callable[[int], int] = search_depth, w_text: float = 1.0, w_vec: float = 1.0
     ) -> Callable[[Deep, int], list[str]]:
-        def rank(d: Deep, top_k: int) -> list[str]:
+        def order(d: Deep, top_k: int) -> list[str]:
             n = min(depth(top_k), deep_limit)
             return rrf_fuse([_ids(d.text[:n]), _ids(d.vector[:n])], [w_text, w_vec], top_k, k)
 
-        return rank
+        return order
 
     exps = [
         Experiment(f"service: weighted sum, text {TEXT_WEIGHT}", weighted()),
         Experiment("full text only (baseline)", lambda d, top_k: _ids(d.text[:top_k])),
+        Experiment(
+            "weighted sum without session context",
+            lambda d, top_k: _ids(fuse([d.text[: search_depth(top_k)], d.vector[: search_depth(top_k)]], top_k)),
+        ),
     ]
     for w in (0.5, 0.7, 0.8):
         exps.append(Experiment(f"weighted sum, text {w}", weighted(w_text=w)))
@@ -389,7 +394,7 @@ async def main() -> None:
                     deeps.append(deep)
                     for top_k, actual in ((5, results[names[2]][0]), (10, results[names[2]][1])):
                         n = search_depth(top_k)
-                        replay = [h.id for h in fuse([deep.text[:n], deep.vector[:n]], top_k)]
+                        replay = [h.id for h in rank([deep.text[:n], deep.vector[:n]], top_k)]
                         if replay != actual:
                             replay_mismatch[top_k] += 1
             log(

@@ -1,10 +1,10 @@
 from memory_core.context import default_counter
 from memory_core.domain import MemoryKind, SearchHit
-from memory_core.retrieval import TEXT_WEIGHT, fit_budget, fuse
+from memory_core.retrieval import SESSION_WEIGHT, TEXT_WEIGHT, fit_budget, fuse, rank, with_session_context
 
 
-def hit(item_id: str, score: float = 0.0, kind: MemoryKind = MemoryKind.TURN) -> SearchHit:
-    return SearchHit(kind=kind, id=item_id, text=item_id, score=score)
+def hit(item_id: str, score: float = 0.0, kind: MemoryKind = MemoryKind.TURN, session: str | None = None) -> SearchHit:
+    return SearchHit(kind=kind, id=item_id, text=item_id, score=score, session_id=session)
 
 
 def test_fusion_adds_each_lists_scaled_scores_by_weight():
@@ -102,3 +102,45 @@ def test_fusion_counts_derived_items_half_so_the_turn_comes_first():
     filler = hit("filler", 0.0)
     fused = fuse([[summary, turn, filler], [summary, turn, filler]], limit=2)
     assert [h.id for h in fused] == ["turn", "summary"]  # 0.8 of the best score beats half of it
+
+
+# -- session context ----------------------------------------------------------------------------------------------
+
+
+def test_a_turn_whose_session_also_matches_comes_before_an_equally_good_lone_match():
+    lone, trip = hit("lone", 0.8, session="s1"), hit("trip", 0.8, session="s2")
+    also = hit("also", 0.5, session="s2")  # another turn of the trip's session matches too
+    ranked = with_session_context([lone, trip, also])
+    assert [h.id for h in ranked] == ["trip", "lone", "also"]
+    scores = {h.id: h.score for h in ranked}
+    assert scores == {
+        "trip": round(0.8 + SESSION_WEIGHT * 0.5, 6),
+        "lone": 0.8,
+        "also": round(0.5 + SESSION_WEIGHT * 0.8, 6),
+    }
+
+
+def test_a_turn_gains_from_the_best_other_item_of_its_session_never_from_itself():
+    best, twin = hit("best", 0.9, session="s"), hit("twin", 0.9, session="s")  # equal scores: each has the other
+    summary = hit("summary", 0.4, MemoryKind.SUMMARY, session="s")
+    scores = {h.id: h.score for h in with_session_context([best, twin, summary])}
+    assert scores["best"] == scores["twin"] == round(0.9 + SESSION_WEIGHT * 0.9, 6)
+    alone = with_session_context([hit("alone", 0.7, session="t")])
+    assert [(h.id, h.score) for h in alone] == [("alone", 0.7)]
+
+
+def test_only_turns_gain_and_items_of_no_session_neither_gain_nor_lend():
+    turn = hit("turn", 0.6, session="s")
+    summary = hit("summary", 0.5, MemoryKind.SUMMARY, session="s")  # lends to the turn, gains nothing itself
+    chunk = hit("chunk", 0.45, MemoryKind.CHUNK, session="s")
+    insights = [hit("i1", 0.9, MemoryKind.INSIGHT), hit("i2", 0.3, MemoryKind.INSIGHT)]  # insights have no session
+    scores = {h.id: h.score for h in with_session_context([*insights, turn, summary, chunk])}
+    assert scores == {"i1": 0.9, "i2": 0.3, "turn": round(0.6 + SESSION_WEIGHT * 0.5, 6), "summary": 0.5, "chunk": 0.45}
+
+
+def test_rank_fuses_every_hit_before_the_session_context_then_keeps_the_limit():
+    # "deep" falls below the limit after fusion, yet lends its session's turn enough to pass "lone".
+    text = [hit("lone", 10.0, session="a"), hit("near", 9.0, session="b"), hit("deep", 5.0, session="b"), hit("z", 0.0)]
+    assert [h.id for h in fuse([text], 2, (1.0,))] == ["lone", "near"]  # scaled: 1.0, 0.9, 0.5, 0
+    ranked = rank([text], 2, (1.0,))
+    assert [(h.id, h.score) for h in ranked] == [("near", round(0.9 + SESSION_WEIGHT * 0.5, 6)), ("lone", 1.0)]
