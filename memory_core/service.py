@@ -434,11 +434,13 @@ class MemoryService:
             tokens = sum(count(h.text) for h in hits)
         else:
             # Without a top_k of its own the budget decides how many items come back. Candidates: at most twice the
-            # items, at least 20, else one per 32 tokens of budget (a conversational turn takes some 40-60). Measured
+            # items, at least 20, else one per 48 tokens of budget (a conversational turn takes some 40-60). Measured
             # with bench/retrieval_bench.py against one per 16 tokens (at least 10): 74.2 / 82.6 / 87.5 -> 74.2 /
-            # 83.0 / 88.0 at 250 / 500 / 1000 words, p50 at 1000 words 11.0 -> 8.3 ms (6.0x -> 5.5x /health).
+            # 83.0 / 88.0 at 250 / 500 / 1000 words with one per 32, p50 at 1000 words 11.0 -> 8.3 ms (6.0x -> 5.5x
+            # /health). With the session context, one per 48 kept 78.0 / 85.4 / 90.1 and took 0.7 ms off a
+            # 1000-word query in process (6.1 -> 5.4 ms, the bench's questions replayed; one per 64: 89.3 there).
             limit = request.top_k if "top_k" in request.model_fields_set else self.settings.MAX_TOP_K
-            depth = min(2 * limit, max(20, request.max_tokens // 32))
+            depth = min(2 * limit, max(20, request.max_tokens // 48))
             candidates = await retrieval.search(
                 self.store, self.embedder, request.user_id, request.query, depth, kinds, where
             )
