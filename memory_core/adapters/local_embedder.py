@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +50,15 @@ _SUB_BATCH = 8
 # invocations, and a MiniLM-sized model gains little past two threads (on 2 vCPUs, 2 threads cut a query from
 # ~11 to ~6 ms; more only add contention).
 _DEFAULT_INTRA_OP_THREADS = min(2, os.cpu_count() or 1)
+# With int8 matrix products (the packaged model's default form), one short text alone (a search query) runs faster
+# on one thread: handing each layer's work to a second thread costs more than it saves. Measured on 2 vCPUs, one text,
+# one thread against two: 7 tokens 1.16 against 1.63 ms, 13 tokens 1.90-2.17 against 2.56-2.68, 18 tokens 2.35-2.45
+# against 2.97-3.77; 23 tokens about even; from 28 tokens on two threads win (one 49-token turn 5.1 against 5.8 ms,
+# eight of them 26 against 43 ms); the development set's 760 questions 2.4-2.8 against 2.7-3.1 ms (median). The model
+# as it ships (int8 weights) is slower on one thread (5.4-5.7 against 4.5-4.8 ms), so only the int8-products form
+# asks for it (``short_text_threads``). Short texts then run in a session of their own, loaded on first use (about
+# 50 ms and 28 MB).
+_SHORT_TEXT_TOKENS = 20
 
 
 def run_slots(intra_op_threads: int, cpus: int | None = None) -> int:
@@ -79,6 +90,7 @@ class LocalEmbedder:
         max_length: int = 256,
         *,
         intra_op_threads: int = _DEFAULT_INTRA_OP_THREADS,
+        short_text_threads: int | None = None,
     ) -> None:
         """Load the tokenizer and the model into one onnxruntime session.
 
@@ -89,6 +101,8 @@ class LocalEmbedder:
             expected_sha256: When given, the model file's sha256 must equal it.
             max_length: Longest input in tokens; longer texts are truncated.
             intra_op_threads: onnxruntime threads per run (see the module's ``_DEFAULT_INTRA_OP_THREADS``).
+            short_text_threads: threads of a second session of the model for one short text alone (see
+                ``_SHORT_TEXT_TOKENS``); None: every run uses the first.
 
         Raises:
             ConfigurationError: A file is missing or unreadable, the checksum differs, the optional packages are not
@@ -116,6 +130,13 @@ class LocalEmbedder:
         self.model: str = model_name
         self._tokenizer, self._pad_id = _load_tokenizer(tokenizers, tokenizer_path, max_length)
         self._session: Any = _load_session(onnxruntime, model_path, intra_op_threads)
+        self._load_short: Callable[[], Any] | None = (
+            partial(_load_session, onnxruntime, model_path, short_text_threads)
+            if short_text_threads is not None and short_text_threads != intra_op_threads
+            else None
+        )
+        self._short_session: Any = None
+        self._short_lock = threading.Lock()
         self._runs = ThreadPoolExecutor(max_workers=run_slots(intra_op_threads), thread_name_prefix="embedder")
 
         input_names = [node.name for node in self._session.get_inputs()]
@@ -182,6 +203,15 @@ class LocalEmbedder:
             rows.update(zip(group, self._run([encodings[i] for i in group]), strict=True))
         return np.stack([rows[i] for i in range(len(encodings))])
 
+    def _session_for_short(self) -> Any:
+        """The session for one short text alone (``short_text_threads``), loaded on first use."""
+        if self._load_short is None:
+            return self._session
+        with self._short_lock:
+            if self._short_session is None:
+                self._short_session = self._load_short()
+            return self._short_session
+
     def _run(self, encodings: Sequence[Any]) -> npt.NDArray[np.float32]:
         """Embed one group of tokenized texts, padded to the longest of the group."""
         length = max(1, *(len(enc.ids) for enc in encodings))
@@ -195,7 +225,8 @@ class LocalEmbedder:
             type_ids[row, :size] = enc.type_ids
         feeds = {"input_ids": input_ids, "attention_mask": attention, "token_type_ids": type_ids}
         feeds = {name: feeds[name] for name in self._input_names}
-        (output,) = self._session.run([self._output_name], feeds)
+        session = self._session_for_short() if len(encodings) == 1 and length <= _SHORT_TEXT_TOKENS else self._session
+        (output,) = session.run([self._output_name], feeds)
         hidden = np.asarray(output, dtype=np.float32)
         if self._pooled_output:
             pooled = hidden
@@ -285,7 +316,7 @@ def _packaged_embedder(settings: Settings, tokenizer_override: Path | None) -> L
     _check_pinned(packaged_model, packaged_sha, "prepare")  # the prepared file's name only carries the hash
     cache = Path(settings.LOCAL_MODEL_CACHE).expanduser() if settings.LOCAL_MODEL_CACHE else default_cache()
     prepared = prepared_model(packaged_model, packaged_sha, cache)
-    return LocalEmbedder(prepared, tokenizer_path, DYNAMIC_MODEL_NAME)
+    return LocalEmbedder(prepared, tokenizer_path, DYNAMIC_MODEL_NAME, short_text_threads=1)
 
 
 def packaged_model_file() -> tuple[Path, str]:

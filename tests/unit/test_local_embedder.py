@@ -100,6 +100,46 @@ async def test_a_batch_equals_texts_embedded_one_by_one(embedder, monkeypatch):
     np.testing.assert_allclose(np.array(batch), np.array(single), atol=1e-5)
 
 
+class _CountingSession:
+    """An onnxruntime session that counts its runs."""
+
+    def __init__(self, inner):
+        self.inner, self.runs = inner, 0
+
+    def run(self, *args):
+        self.runs += 1
+        return self.inner.run(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_a_short_text_alone_runs_on_one_thread_and_gets_the_same_vector(clean_env, monkeypatch):
+    embedder = build_local_embedder(local_settings())  # int8 products: short texts alone on one thread
+    assert embedder.model == DYNAMIC_MODEL_NAME
+    query = "When did Caroline go to the support group?"  # 12 tokens
+    turn = "Caroline: I went to the support group yesterday and met people who understood what I went through."
+    two = embedder._session = _CountingSession(embedder._session)
+    (alone,) = await embedder.embed([query])
+    assert two.runs == 0 and embedder._short_session is not None
+    assert embedder._short_session.get_session_options().intra_op_num_threads == 1
+    one = embedder._short_session = _CountingSession(embedder._short_session)
+    await embedder.embed([query, turn])  # several texts: the two-thread session
+    await embedder.embed([turn])  # a longer text alone: the two-thread session too
+    assert (one.runs, two.runs) == (0, 2)
+    monkeypatch.setattr(local_embedder, "_SHORT_TEXT_TOKENS", 0)
+    (on_two_threads,) = await embedder.embed([query])
+    assert (one.runs, two.runs) == (0, 3)
+    np.testing.assert_allclose(alone, on_two_threads, atol=1e-5)
+
+
+async def test_the_model_as_it_ships_runs_every_text_in_one_session(clean_env):
+    embedder = build_local_embedder(local_settings(LOCAL_EMBEDDING_QUANTIZATION="weights"))
+    main = embedder._session = _CountingSession(embedder._session)
+    await embedder.embed(["When did Caroline go to the support group?"])
+    assert main.runs == 1 and embedder._short_session is None  # one thread is slower for this form
+
+
 async def test_embedding_runs_in_a_worker_thread(embedder, monkeypatch):
     threads = []
     original = embedder._embed_sync
