@@ -16,8 +16,8 @@ What is measured, with the project's own code as the service runs it:
       (a) full text only: ``store.search_text`` (FTS5 BM25, porter stemming; query_terms drops stop words),
       (b) vector only: the query embedded, then ``store.search_vector`` (cosine),
       (c) the service's hybrid: ``retrieval.search`` (both, fused by a weighted sum of scaled scores, each turn then
-          lifted by the best other hit of its session), called with top_k=5 for @5 and top_k=10 for @10, as a
-          caller asking for that many would.
+          lifted by the best other hit of its session and by the turns next to it), called with top_k=5 for @5 and
+          top_k=10 for @10, as a caller asking for that many would.
 
 Metrics (as in ../shared/bench/README.md): any@k = share of questions with at least one evidence turn in the top k;
 all@k = share with every evidence turn in the top k. Evidence ids written as "D1:3; D1:5" are split; ids naming no
@@ -31,7 +31,7 @@ the store's vector cache, as a running service has it).
 Experiments (unless --no-experiments): each question's full-text and vector rankings are also fetched --deep items
 deep, and other fusion settings are replayed offline on them with the product's ``retrieval.rank`` (or reciprocal
 rank fusion, defined here, which the service used before its weighted sum): full-text weight, per-retriever depth,
-session context, RRF constant, and possessive "'s" removed from the query.
+turn context (session and neighbours), RRF constant, and possessive "'s" removed from the query.
 The replay of the service's own setting is checked against ``retrieval.search``'s actual results. Nothing in the
 product is changed.
 """
@@ -273,7 +273,7 @@ def experiments(deep_limit: int) -> list[Experiment]:
         Experiment(f"service: weighted sum, text {TEXT_WEIGHT}", weighted()),
         Experiment("full text only (baseline)", lambda d, top_k: _ids(d.text[:top_k])),
         Experiment(
-            "weighted sum without session context",
+            "weighted sum without the turn context",
             lambda d, top_k: _ids(fuse([d.text[: search_depth(top_k)], d.vector[: search_depth(top_k)]], top_k)),
         ),
     ]

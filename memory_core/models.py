@@ -39,7 +39,7 @@ from memory_core.fields import (
     is_blank,
 )
 from memory_core.pool import PoolStats
-from memory_core.retrieval import DERIVED_WEIGHT, SESSION_WEIGHT, TEXT_WEIGHT
+from memory_core.retrieval import DERIVED_WEIGHT, NEIGHBOUR_WEIGHT, SESSION_WEIGHT, TEXT_WEIGHT
 
 MAX_RETRIEVE_TOKENS = 100_000  # the largest budget /memory/retrieve takes
 MAX_FILTER_SESSIONS = 100  # the most session ids a search filter names
@@ -338,7 +338,8 @@ class RetrievedItem(_Response):
         description="Relevance, higher first: with an embedder, the item's full-text and vector scores, each scaled "
         f"to 0-1 over the search's hits, weighted {TEXT_WEIGHT:g} and {1 - TEXT_WEIGHT:g} (without one, its full-text "
         f"score alone, scaled the same way; chunks and summaries count {DERIVED_WEIGHT[MemoryKind.CHUNK]:g} of "
-        f"theirs); a turn then gains {SESSION_WEIGHT:g} times the score of the best other item of its session"
+        f"theirs); a turn then gains {SESSION_WEIGHT:g} times the score of the best other item of its session and "
+        f"{NEIGHBOUR_WEIGHT:g} times that of the better of the turns just before and after it"
     )
     session_id: str | None
     turn_seqs: list[int] = Field(description="The turn, or first and last turn, the item comes from")

@@ -1,8 +1,8 @@
 """Hybrid search over one user's memory: full-text BM25 and vector similarity, fused by a weighted sum of scores.
 
-Each turn is then lifted by how well the rest of its session matches. No language model is involved, so a search
-costs one embedding of the query (when an embedder is configured) and two store queries. Without an embedder it is
-full-text alone.
+Each turn is then lifted by how well the rest of its session, and the turns next to it, match. No language model
+is involved, so a search costs one embedding of the query (when an embedder is configured) and two store queries.
+Without an embedder it is full-text alone.
 """
 
 from __future__ import annotations
@@ -42,18 +42,25 @@ DERIVED_WEIGHT: dict[MemoryKind, float] = {MemoryKind.CHUNK: 0.5, MemoryKind.SUM
 # 0.4 77.6 / 85.1 / 89.5; each of the five conversations gained (2.0 to 8.1 points at 250 words). Lifting chunks and
 # summaries as well gave 77.0 / 84.7 / 88.7; taking the session's summary alone as its evidence, 73.6 / 83.2 / 87.1.
 SESSION_WEIGHT = 0.3
+# Neighbour context: a turn also gains NEIGHBOUR_WEIGHT times the fused score of the turn just before or after it in
+# its session, when that turn is among the candidates (the better of the two). A conversation answers a question in
+# the next turn and picks a subject up again in the one after; a match next door says the talk there is about the
+# query. Measured as above, with the session context, against 77.5 / 85.3 / 89.3: 0.1 gave 78.3 / 85.7 / 89.5, 0.2
+# 78.7 / 86.2 / 89.6, 0.3 78.7 / 86.2 / 89.6; with 0.2 no conversation lost at 250 words (three gained 0.6 to 2.8).
+# It costs no store read: neighbours outside the candidates count nothing.
+NEIGHBOUR_WEIGHT = 0.2
 ALL_KINDS: tuple[MemoryKind, ...] = tuple(MemoryKind)
 
 
 def rank(
     rankings: Sequence[Sequence[SearchHit]], limit: int, weights: Sequence[float] = (TEXT_WEIGHT, 1 - TEXT_WEIGHT)
 ) -> list[SearchHit]:
-    """The ``limit`` best hits: the rankings fused (``fuse``), then each turn given its session's context.
+    """The ``limit`` best hits: the rankings fused (``fuse``), then each turn given its context.
 
-    The context (``with_session_context``) comes before the cut, so hits below the limit still count for their session.
+    The context (``with_context``) comes before the cut, so hits below the limit still count for their turns.
     """
     scores, hits = _fused_scores(rankings, weights)
-    return _best(_with_session(scores, hits, SESSION_WEIGHT), hits, limit)
+    return _best(_with_context(scores, hits, SESSION_WEIGHT, NEIGHBOUR_WEIGHT), hits, limit)
 
 
 def fuse(
@@ -68,13 +75,18 @@ def fuse(
     return _best(scores, hits, limit)
 
 
-def with_session_context(hits: Sequence[SearchHit], weight: float = SESSION_WEIGHT) -> list[SearchHit]:
-    """``hits``, each turn's score raised by ``weight`` times the best score of another hit of its session.
+def with_context(
+    hits: Sequence[SearchHit], session_weight: float = SESSION_WEIGHT, neighbour_weight: float = NEIGHBOUR_WEIGHT
+) -> list[SearchHit]:
+    """``hits``, each turn's score raised by its context, best first (ties in their order).
 
-    Best first, ties in their order. Items of no session (insights) and derived items keep their scores.
+    A turn gains ``session_weight`` times the best score of another hit of its session, and ``neighbour_weight``
+    times the better score of the turns just before and after it among ``hits``, both from the scores as given.
+    Items of no session (insights) and derived items keep their scores.
     """
     by_id = {hit.id: hit for hit in hits}
-    return _best(_with_session({hit.id: hit.score for hit in hits}, by_id, weight), by_id, len(by_id))
+    scores = {hit.id: hit.score for hit in hits}
+    return _best(_with_context(scores, by_id, session_weight, neighbour_weight), by_id, len(by_id))
 
 
 def _fused_scores(
@@ -93,19 +105,28 @@ def _fused_scores(
     return scores, first
 
 
-def _with_session(scores: dict[str, float], hits: dict[str, SearchHit], weight: float) -> dict[str, float]:
+def _with_context(
+    scores: dict[str, float], hits: dict[str, SearchHit], session_weight: float, neighbour_weight: float
+) -> dict[str, float]:
     best: dict[str, list[float]] = {}  # session -> its two best scores
+    turns: dict[tuple[str, int], float] = {}  # (session, seq) -> a turn's score
     for item_id, score in scores.items():
-        session = hits[item_id].session_id
-        if session is not None:
-            best[session] = sorted([*best.get(session, []), score], reverse=True)[:2]
+        hit = hits[item_id]
+        if hit.session_id is not None:
+            best[hit.session_id] = sorted([*best.get(hit.session_id, []), score], reverse=True)[:2]
+            if hit.kind is MemoryKind.TURN and hit.seqs:
+                turns[(hit.session_id, hit.seqs[0])] = score
     lifted = dict(scores)
     for item_id, score in scores.items():
         hit = hits[item_id]
-        if hit.kind is MemoryKind.TURN and hit.session_id is not None:
-            top = best[hit.session_id]
-            others = top[1:] if score == top[0] else top[:1]  # the session's best score that is not this turn's
-            lifted[item_id] = score + weight * (others[0] if others else 0.0)
+        if hit.kind is not MemoryKind.TURN or hit.session_id is None:
+            continue
+        top = best[hit.session_id]
+        others = top[1:] if score == top[0] else top[:1]  # the session's best score that is not this turn's
+        next_door = [turns.get((hit.session_id, seq + step), 0.0) for seq in hit.seqs[:1] for step in (-1, 1)]
+        lifted[item_id] = (
+            score + session_weight * (others[0] if others else 0.0) + neighbour_weight * max(next_door, default=0.0)
+        )
     return lifted
 
 

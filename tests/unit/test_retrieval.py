@@ -1,10 +1,21 @@
 from memory_core.context import default_counter
 from memory_core.domain import MemoryKind, SearchHit
-from memory_core.retrieval import SESSION_WEIGHT, TEXT_WEIGHT, fit_budget, fuse, rank, with_session_context
+from memory_core.retrieval import (
+    NEIGHBOUR_WEIGHT,
+    SESSION_WEIGHT,
+    TEXT_WEIGHT,
+    fit_budget,
+    fuse,
+    rank,
+    with_context,
+)
 
 
-def hit(item_id: str, score: float = 0.0, kind: MemoryKind = MemoryKind.TURN, session: str | None = None) -> SearchHit:
-    return SearchHit(kind=kind, id=item_id, text=item_id, score=score, session_id=session)
+def hit(
+    item_id: str, score: float = 0.0, kind: MemoryKind = MemoryKind.TURN, session: str | None = None, seq: int = 0
+) -> SearchHit:
+    seqs = (seq,) if seq else ()
+    return SearchHit(kind=kind, id=item_id, text=item_id, score=score, session_id=session, seqs=seqs)
 
 
 def test_fusion_adds_each_lists_scaled_scores_by_weight():
@@ -104,13 +115,17 @@ def test_fusion_counts_derived_items_half_so_the_turn_comes_first():
     assert [h.id for h in fused] == ["turn", "summary"]  # 0.8 of the best score beats half of it
 
 
-# -- session context ----------------------------------------------------------------------------------------------
+# -- context: the session and the turns next door ------------------------------------------------------------------
+
+
+def with_session(hits: list[SearchHit]) -> list[SearchHit]:
+    return with_context(hits, neighbour_weight=0.0)
 
 
 def test_a_turn_whose_session_also_matches_comes_before_an_equally_good_lone_match():
     lone, trip = hit("lone", 0.8, session="s1"), hit("trip", 0.8, session="s2")
     also = hit("also", 0.5, session="s2")  # another turn of the trip's session matches too
-    ranked = with_session_context([lone, trip, also])
+    ranked = with_session([lone, trip, also])
     assert [h.id for h in ranked] == ["trip", "lone", "also"]
     scores = {h.id: h.score for h in ranked}
     assert scores == {
@@ -123,9 +138,9 @@ def test_a_turn_whose_session_also_matches_comes_before_an_equally_good_lone_mat
 def test_a_turn_gains_from_the_best_other_item_of_its_session_never_from_itself():
     best, twin = hit("best", 0.9, session="s"), hit("twin", 0.9, session="s")  # equal scores: each has the other
     summary = hit("summary", 0.4, MemoryKind.SUMMARY, session="s")
-    scores = {h.id: h.score for h in with_session_context([best, twin, summary])}
+    scores = {h.id: h.score for h in with_session([best, twin, summary])}
     assert scores["best"] == scores["twin"] == round(0.9 + SESSION_WEIGHT * 0.9, 6)
-    alone = with_session_context([hit("alone", 0.7, session="t")])
+    alone = with_session([hit("alone", 0.7, session="t")])
     assert [(h.id, h.score) for h in alone] == [("alone", 0.7)]
 
 
@@ -134,7 +149,7 @@ def test_only_turns_gain_and_items_of_no_session_neither_gain_nor_lend():
     summary = hit("summary", 0.5, MemoryKind.SUMMARY, session="s")  # lends to the turn, gains nothing itself
     chunk = hit("chunk", 0.45, MemoryKind.CHUNK, session="s")
     insights = [hit("i1", 0.9, MemoryKind.INSIGHT), hit("i2", 0.3, MemoryKind.INSIGHT)]  # insights have no session
-    scores = {h.id: h.score for h in with_session_context([*insights, turn, summary, chunk])}
+    scores = {h.id: h.score for h in with_session([*insights, turn, summary, chunk])}
     assert scores == {"i1": 0.9, "i2": 0.3, "turn": round(0.6 + SESSION_WEIGHT * 0.5, 6), "summary": 0.5, "chunk": 0.45}
 
 
@@ -144,3 +159,33 @@ def test_rank_fuses_every_hit_before_the_session_context_then_keeps_the_limit():
     assert [h.id for h in fuse([text], 2, (1.0,))] == ["lone", "near"]  # scaled: 1.0, 0.9, 0.5, 0
     ranked = rank([text], 2, (1.0,))
     assert [(h.id, h.score) for h in ranked] == [("near", round(0.9 + SESSION_WEIGHT * 0.5, 6)), ("lone", 1.0)]
+
+
+def test_a_turn_gains_from_the_better_of_the_turns_just_before_and_after_it():
+    # One session: "a" (seq 4) sits between "q" (seq 3) and "x" (seq 5); the session context is left out here.
+    hits = [hit("q", 0.9, session="s", seq=3), hit("a", 0.5, session="s", seq=4), hit("x", 0.2, session="s", seq=5)]
+    far = hit("far", 0.6, session="t", seq=9)  # a better lone match in another session, with no turn next to it
+    scores = {h.id: h.score for h in with_context([*hits, far], session_weight=0.0)}
+    assert scores == {
+        "q": round(0.9 + NEIGHBOUR_WEIGHT * 0.5, 6),
+        "a": round(0.5 + NEIGHBOUR_WEIGHT * 0.9, 6),  # the better neighbour, the one before
+        "x": round(0.2 + NEIGHBOUR_WEIGHT * 0.5, 6),
+        "far": 0.6,
+    }
+    assert [h.id for h in with_context([*hits, far], session_weight=0.0)][:2] == ["q", "a"]
+
+
+def test_turns_of_other_sessions_or_two_apart_are_not_neighbours():
+    hits = [hit("a", 0.5, session="s", seq=4), hit("b", 0.9, session="t", seq=5), hit("c", 0.9, session="s", seq=6)]
+    scores = {h.id: h.score for h in with_context(hits, session_weight=0.0)}
+    assert scores == {"a": 0.5, "b": 0.9, "c": 0.9}
+
+
+def test_rank_gives_both_contexts_from_the_fused_scores():
+    text = [hit("a", 10.0, session="s", seq=1), hit("b", 5.0, session="s", seq=2), hit("z", 0.0, session="u")]
+    ranked = {h.id: h.score for h in rank([text], 3, (1.0,))}  # scaled: a 1.0, b 0.5, z 0
+    assert ranked == {
+        "a": round(1.0 + SESSION_WEIGHT * 0.5 + NEIGHBOUR_WEIGHT * 0.5, 6),
+        "b": round(0.5 + SESSION_WEIGHT * 1.0 + NEIGHBOUR_WEIGHT * 1.0, 6),
+        "z": 0.0,
+    }
