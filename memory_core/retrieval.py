@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from itertools import accumulate
 from typing import NamedTuple
 
@@ -108,25 +109,30 @@ def _fused_scores(
 def _with_context(
     scores: dict[str, float], hits: dict[str, SearchHit], session_weight: float, neighbour_weight: float
 ) -> dict[str, float]:
-    best: dict[str, list[float]] = {}  # session -> its two best scores
+    first: dict[str, float] = {}  # session -> its best score
+    second: dict[str, float] = {}  # session -> its second best (0 when it has one hit)
     turns: dict[tuple[str, int], float] = {}  # (session, seq) -> a turn's score
     for item_id, score in scores.items():
         hit = hits[item_id]
-        if hit.session_id is not None:
-            best[hit.session_id] = sorted([*best.get(hit.session_id, []), score], reverse=True)[:2]
-            if hit.kind is MemoryKind.TURN and hit.seqs:
-                turns[(hit.session_id, hit.seqs[0])] = score
+        session = hit.session_id
+        if session is None:
+            continue
+        if session not in first or score > first[session]:
+            second[session], first[session] = first.get(session, 0.0), score
+        elif score > second[session]:
+            second[session] = score
+        if hit.kind is MemoryKind.TURN and hit.seqs:
+            turns[(session, hit.seqs[0])] = score
     lifted = dict(scores)
     for item_id, score in scores.items():
         hit = hits[item_id]
-        if hit.kind is not MemoryKind.TURN or hit.session_id is None:
+        session = hit.session_id
+        if hit.kind is not MemoryKind.TURN or session is None:
             continue
-        top = best[hit.session_id]
-        others = top[1:] if score == top[0] else top[:1]  # the session's best score that is not this turn's
-        next_door = [turns.get((hit.session_id, seq + step), 0.0) for seq in hit.seqs[:1] for step in (-1, 1)]
-        lifted[item_id] = (
-            score + session_weight * (others[0] if others else 0.0) + neighbour_weight * max(next_door, default=0.0)
-        )
+        other = second[session] if score == first[session] else first[session]  # the best that is not this turn
+        seq = hit.seqs[0] if hit.seqs else None
+        beside = max(turns.get((session, seq - 1), 0.0), turns.get((session, seq + 1), 0.0)) if seq is not None else 0.0
+        lifted[item_id] = score + session_weight * other + neighbour_weight * beside
     return lifted
 
 
@@ -201,6 +207,12 @@ def fit_budget(
 _SPEAKER = re.compile(r"^\s*[^\W\d_]{1,40}:\s")  # "User: ", "Assistant: ", "Melanie: " before a turn's line
 
 
+# The same turns come back for many queries of a user, so what a unit's words are is remembered rather than worked out
+# again on every query (a query's budget walk took 0.56 ms at 250 words and 0.88 ms at 1000 before, in process).
+UNIT_CACHE_SIZE = 8192
+
+
+@lru_cache(maxsize=UNIT_CACHE_SIZE)
 def _unit_key(unit: str) -> str:
     """What makes two units the same: their words, without a speaker's label, stop words, case or punctuation."""
     return " ".join(content_words(_SPEAKER.sub("", unit, count=1)))
@@ -211,6 +223,11 @@ def _units(hit: SearchHit) -> list[str]:
     if hit.kind is MemoryKind.TURN:
         return hit.text.splitlines(keepends=True)
     return sentences(hit.text)
+
+
+@lru_cache(maxsize=UNIT_CACHE_SIZE)
+def _unit_lemmas(unit: str) -> frozenset[str]:
+    return frozenset(lemmas(unit))
 
 
 class _Passage(NamedTuple):
@@ -260,7 +277,7 @@ def _best_run(
     word, the longest run from the first fresh unit. (0, 0) when not even one unit fits.
     """
     tokens = [0, *accumulate(count(u) for u in units)]
-    words = [set(lemmas(unit)) & terms for unit in units]
+    words = [_unit_lemmas(unit) & terms for unit in units]
     best, best_score = (0, 0), (0, 0)
     for start in range(len(units)):
         matched: set[str] = set()
