@@ -70,6 +70,7 @@ from devhost.history import (
 )
 from devhost.invocation import InvocationContext, invocation
 from devhost.latency import QueueLatency
+from devhost.quiet import QuietGate
 from devhost.replay import NonDeterminismError, NotEmulatedError, Replayer, ReplayResult, Work
 from devhost.store import (
     ACTIVE_STATUSES,
@@ -227,8 +228,10 @@ class DurableEngine:
         executor: Executor,
         function_directory: Path,
         latency: QueueLatency | None = None,
+        quiet: QuietGate | None = None,
     ) -> None:
         self.store = store
+        self._quiet = quiet  # background work waits for a quiet moment of the HTTP host (devhost.quiet)
         self.latency = latency or QueueLatency()
         self._committer = GroupCommitter(store)
         self.index = index
@@ -336,6 +339,8 @@ class DurableEngine:
             self._take_due(time.time())
             instances = sorted(self._dirty_instances)[:EPISODES_PER_COMMIT]
             self._dirty_instances.difference_update(instances)
+            if instances and self._quiet is not None:
+                await self._quiet.wait()
             await self._run_episodes(instances)
             entities, self._dirty_entities = self._dirty_entities, set()
             for entity_id in entities:
@@ -818,6 +823,8 @@ class DurableEngine:
 
     async def _run_activity(self, item: ActivityItem) -> None:
         result_event: Event
+        if self._quiet is not None:
+            await self._quiet.wait()
         try:
             result_text = await self._call_activity(item)
             result_event = new_event(

@@ -59,6 +59,7 @@ from devhost.latency import QueueLatency
 from devhost.mcp import ClientStates, McpOptions, McpServer
 from devhost.mcp_http import MCP_PATH, McpEndpoint, is_mcp_path
 from devhost.proxy import ReverseProxy
+from devhost.quiet import QuietGate, RequestBoard
 from devhost.routing import RequestPathError, Route, Router, compile_route, decode_path
 from devhost.store import StateDirInUseError, Store
 from devhost.supervisor import DurableWorker, WorkerStartError
@@ -153,6 +154,8 @@ class DevHost:
         self._worker: DurableWorker | None = None
         self._proxy: ReverseProxy | None = None
         self._mcp: McpEndpoint | None = None
+        self._board: RequestBoard | None = None  # the "http" role's requests, for the worker (devhost.quiet)
+        self._quiet: QuietGate | None = None  # the "durable" role's view of that board
         self._rpc_path = ""
         self._client_binding = ""
         self._script_root = Path.cwd()
@@ -173,6 +176,7 @@ class DevHost:
         self._load_settings()
         self._bind()
         if self.options.role == "http":
+            self._board = RequestBoard(self.options.state_dir.resolve())
             self._spawn_worker()  # it starts while this process imports the app
         app, _ = import_app(self.options.app, self._script_root)
         self.index = index_app(app)
@@ -187,7 +191,11 @@ class DevHost:
         else:
             lock_wait = WORKER_LOCK_WAIT if self.options.role == "durable" else 0.0
             self._store = Store(self.options.state_dir.resolve(), self.hub_name, lock_wait)
-            self._engine = DurableEngine(self._store, self.index, self._executor, self._script_root, self.latency)
+            if self.options.role == "durable":
+                self._quiet = QuietGate.open(self.options.state_dir.resolve())
+            self._engine = DurableEngine(
+                self._store, self.index, self._executor, self._script_root, self.latency, quiet=self._quiet
+            )
         self._configure_durable_api()
         await self._serve()
         if durable:
@@ -307,6 +315,10 @@ class DevHost:
             self._executor.shutdown(wait=False, cancel_futures=True)
         if self._store is not None:
             self._store.close()
+        if self._board is not None:
+            self._board.close()
+        if self._quiet is not None:
+            self._quiet.close()
 
     # ------------------------------------------------------------------ URLs and banner
 
@@ -449,7 +461,13 @@ class DevHost:
             trigger_path = decode_path(request.raw_path)
         except RequestPathError as exc:
             return error_response(400, "BadRequest", str(exc))
-        return await self._http_trigger(request, trigger_path)
+        if self._board is None:
+            return await self._http_trigger(request, trigger_path)
+        self._board.started()  # HTTP triggers only: an MCP event stream stays open for as long as its client likes
+        try:
+            return await self._http_trigger(request, trigger_path)
+        finally:
+            self._board.ended()
 
     async def _durable_request(self, request: web.Request, path: str) -> web.StreamResponse:
         """The Durable HTTP API: forwarded to the durable worker, or answered here."""

@@ -12,7 +12,9 @@ host sends it); when its host dies it exits at once (`devhost.supervisor.watch_l
 It runs at a lower CPU priority (`WORKER_NICENESS`, every thread it starts included, e.g. the app's ONNX runtime's):
 on Azure the `durable` group runs on instances of its own, so background work never takes a CPU from request
 handling; on a developer's machine, with a few cores for both processes, the scheduler then gives the host the CPU
-first when both want it. An idle host leaves the worker every core.
+first when both want it. An idle host leaves the worker every core. It also starts each orchestration episode and
+activity in a quiet moment of the host (`devhost.quiet`), since a priority cannot take back a core from a model run
+the worker already started.
 """
 
 from __future__ import annotations

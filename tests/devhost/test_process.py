@@ -19,6 +19,7 @@ import azure.durable_functions as df
 import pytest
 
 from devhost import DevHost, HostOptions
+from devhost.quiet import QuietGate
 from devhost.store import StateDirInUseError, lock_state_dir
 from tests.devhost.conftest import (
     APP_MODULE,
@@ -266,6 +267,24 @@ async def test_the_http_role_points_the_sdk_client_at_the_worker(tmp_path: Path)
     finally:
         await host.stop()
     assert host.worker_exit is not None and host.worker_exit.done()
+
+
+async def test_the_http_role_counts_its_requests_on_the_board_its_worker_reads(tmp_path: Path):
+    root = make_script_root(tmp_path / "root", {"SAMPLE_HUB": "BoardHub", "SAMPLE_SCHEDULE": NEVER})
+    options = HostOptions(app=APP_MODULE, script_root=root, state_dir=root / "state", port=0, role="http")
+    host = DevHost(options)
+    try:
+        await host.start()
+        gate = QuietGate.open((root / "state").resolve())
+        assert gate is not None
+        before = time.monotonic()
+        async with aiohttp.ClientSession() as session, session.get(f"{host.base_url}/api/greet/ada") as response:
+            assert response.status == 200
+        in_flight, last_change = gate.read()
+        assert in_flight == 0 and last_change > before  # it came and was answered
+        gate.close()
+    finally:
+        await host.stop()
 
 
 def test_the_state_dir_lock_is_waited_for(tmp_path: Path):
