@@ -6,8 +6,9 @@ few cores, and lowering the worker's priority (`devhost.worker.WORKER_NICENESS`)
 both want a core: a model run the worker already started still takes one while the host answers. So the host keeps
 a board in its state directory (`BOARD_FILE`, 16 bytes in shared memory): how many HTTP trigger requests it is
 serving, and when the last one ended. Before an orchestration episode or an activity starts, the worker waits until
-no request has been in flight for `QUIET_SECONDS`, at most `MAX_DEFER_SECONDS` each time, so background work goes on
-under load too, only more slowly. Requests never wait on the worker for this: no request waits on Durable work.
+no request has been in flight for `QUIET_SECONDS`; under sustained load one waiting piece goes ahead every
+`MAX_DEFER_SECONDS`, so background work goes on, only more slowly, and never starts in a burst. Requests never
+wait on the worker for this: no request waits on Durable work.
 
 Only the two-process host uses it (the default of `run_server.py`); `--single-process` runs everything at once.
 """
@@ -15,7 +16,6 @@ Only the two-process host uses it (the default of `run_server.py`); `--single-pr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import mmap
 import os
 import struct
@@ -24,7 +24,7 @@ from pathlib import Path
 
 BOARD_FILE = "http-requests.board"
 QUIET_SECONDS = 0.005  # no request in flight for this long: the host is between requests, not in a burst of them
-MAX_DEFER_SECONDS = 0.5  # the longest one piece of background work waits
+MAX_DEFER_SECONDS = 0.5  # under sustained load, one waiting piece of background work goes ahead this often
 POLL_SECONDS = 0.002  # how often one watcher reads the board while work waits
 _LAYOUT = struct.Struct("<qd")  # requests in flight; time.monotonic() when the last one ended (system-wide clock)
 
@@ -68,7 +68,7 @@ class QuietGate:
     Args:
         path: the board file.
         quiet_seconds: how long no request must have been in flight.
-        max_defer_seconds: the longest one ``wait()`` lasts.
+        max_defer_seconds: under sustained load, one waiting ``wait()`` returns this often.
     """
 
     def __init__(
@@ -78,8 +78,7 @@ class QuietGate:
             self._map = mmap.mmap(file.fileno(), _LAYOUT.size, access=mmap.ACCESS_READ)
         self.quiet_seconds = quiet_seconds
         self.max_defer_seconds = max_defer_seconds
-        self._waiting = 0
-        self._quiet = asyncio.Event()
+        self._waiting: list[asyncio.Future[None]] = []  # in the order they came
         self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -99,27 +98,40 @@ class QuietGate:
         return in_flight > 0 or time.monotonic() - last_change < self.quiet_seconds
 
     async def wait(self) -> None:
-        """Return once the host is quiet, or after ``max_defer_seconds``.
+        """Return once the host is quiet; under sustained load, in turn with other waiting work.
 
-        However many pieces of work wait, one watcher reads the board, every ``POLL_SECONDS``: the board is another
-        process's memory, and nothing wakes this one when it changes.
+        While the host stays busy, one piece of waiting work goes ahead every ``max_defer_seconds`` (the longest
+        waiting first), so that background work goes on under load without starting in bursts; once the host is
+        quiet, every piece goes. One watcher reads the board every ``POLL_SECONDS`` while work waits: the board is
+        another process's memory, and nothing wakes this one when it changes.
         """
-        if not self.busy():
+        if not self._waiting and not self.busy():
             return
-        self._waiting += 1
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch(), name="devhost-quiet-watch")
         try:
-            if self._watcher is None or self._watcher.done():
-                self._quiet = asyncio.Event()
-                self._watcher = asyncio.create_task(self._watch(), name="devhost-quiet-watch")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), self.max_defer_seconds)
+            await turn
         finally:
-            self._waiting -= 1
+            if turn in self._waiting:
+                self._waiting.remove(turn)  # cancelled while waiting
 
     async def _watch(self) -> None:
-        while self._waiting > 0 and self.busy():  # noqa: ASYNC110 (see wait())
+        let_through = time.monotonic()
+        while self._waiting:
+            if not self.busy():
+                going, self._waiting = self._waiting, []
+                for turn in going:
+                    if not turn.done():
+                        turn.set_result(None)
+                return
+            if time.monotonic() - let_through >= self.max_defer_seconds:
+                turn = self._waiting.pop(0)
+                if not turn.done():
+                    turn.set_result(None)
+                let_through = time.monotonic()
             await asyncio.sleep(POLL_SECONDS)
-        self._quiet.set()
 
     def close(self) -> None:
         """Stop the watcher and release the shared memory."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
@@ -34,15 +35,22 @@ async def test_work_waits_while_a_request_is_served_and_goes_on_once_the_host_is
             gate.close()
 
 
-async def test_work_waits_at_most_max_defer_under_sustained_load(tmp_path: Path):
+async def test_under_sustained_load_waiting_work_goes_ahead_one_piece_at_a_time(tmp_path: Path):
     board = RequestBoard(tmp_path)
-    gate = gate_on(tmp_path, max_defer=0.1)
+    gate = gate_on(tmp_path, max_defer=0.05)
+    released: list[tuple[int, float]] = []
+
+    async def piece(number: int) -> None:
+        await gate.wait()
+        released.append((number, time.monotonic()))
+
     try:
         board.started()  # never ends
         started = time.monotonic()
-        await asyncio.gather(*(gate.wait() for _ in range(5)))
-        waited = time.monotonic() - started
-        assert 0.1 <= waited < 1.0  # background work goes on under load, more slowly
+        await asyncio.wait_for(asyncio.gather(*(piece(n) for n in range(4))), 2.0)
+        assert [number for number, _ in released] == [0, 1, 2, 3]  # the longest waiting first
+        times = [started] + [at for _, at in released]
+        assert all(later - earlier >= 0.045 for earlier, later in itertools.pairwise(times))  # no burst
     finally:
         board.close()
         gate.close()
@@ -62,7 +70,7 @@ async def test_a_quiet_host_lets_work_start_at_once_and_one_watcher_serves_every
         watcher = gate._watcher
         assert watcher is not None and not watcher.done()
         board.ended()
-        await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
+        await asyncio.wait_for(asyncio.gather(*waiters), 1.0)  # quiet: all ten go at once, well before max_defer
         assert gate._watcher is watcher and watcher.done()  # one watcher read the board for all ten
     finally:
         board.close()
