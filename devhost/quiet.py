@@ -35,7 +35,9 @@ class RequestBoard:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = state_dir / BOARD_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Never truncated below its size: a worker of a host that was killed may still have it mapped while it exits,
+        # and reading a mapping past the end of its file is a SIGBUS.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             os.ftruncate(fd, _LAYOUT.size)
             self._map = mmap.mmap(fd, _LAYOUT.size)

@@ -81,3 +81,19 @@ def test_no_board_no_gate(tmp_path: Path):
     assert QuietGate.open(tmp_path) is None  # a single-process host keeps no board
     RequestBoard(tmp_path / "state").close()
     assert (tmp_path / "state" / BOARD_FILE).stat().st_mode & 0o077 == 0  # the host's state dir stays private
+
+
+def test_a_restarted_host_resets_the_board_its_old_readers_still_map(tmp_path: Path):
+    first = RequestBoard(tmp_path)
+    gate = gate_on(tmp_path)
+    first.started()
+    assert gate.read()[0] == 1
+    second = RequestBoard(tmp_path)  # the host killed and started again: its old worker may still be exiting
+    try:
+        assert gate.read() == (0, 0.0)  # the same file, reset in place (never truncated below its size)
+        second.started()
+        assert gate.read()[0] == 1
+    finally:
+        first.close()
+        second.close()
+        gate.close()
