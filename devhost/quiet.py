@@ -20,13 +20,14 @@ import mmap
 import os
 import struct
 import time
+from collections import deque
 from pathlib import Path
 
 BOARD_FILE = "http-requests.board"
 QUIET_SECONDS = 0.005  # no request in flight for this long: the host is between requests, not in a burst of them
 MAX_DEFER_SECONDS = 0.5  # under sustained load, one waiting piece of background work goes ahead this often
 POLL_SECONDS = 0.002  # how often one watcher reads the board while work waits
-_LAYOUT = struct.Struct("<qd")  # requests in flight; time.monotonic() when the last one ended (system-wide clock)
+_LAYOUT = struct.Struct("<qd")  # requests in flight; time.monotonic() of the last start or end (a system-wide clock)
 
 
 class RequestBoard:
@@ -80,7 +81,7 @@ class QuietGate:
             self._map = mmap.mmap(file.fileno(), _LAYOUT.size, access=mmap.ACCESS_READ)
         self.quiet_seconds = quiet_seconds
         self.max_defer_seconds = max_defer_seconds
-        self._waiting: list[asyncio.Future[None]] = []  # in the order they came
+        self._waiting: deque[asyncio.Future[None]] = deque()  # in the order they came
         self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
@@ -123,13 +124,13 @@ class QuietGate:
         let_through = time.monotonic()
         while self._waiting:
             if not self.busy():
-                going, self._waiting = self._waiting, []
+                going, self._waiting = self._waiting, deque()
                 for turn in going:
                     if not turn.done():
                         turn.set_result(None)
                 return
             if time.monotonic() - let_through >= self.max_defer_seconds:
-                turn = self._waiting.pop(0)
+                turn = self._waiting.popleft()
                 if not turn.done():
                     turn.set_result(None)
                 let_through = time.monotonic()
