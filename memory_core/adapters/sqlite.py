@@ -63,7 +63,8 @@ logger = logging.getLogger(__name__)
 DOC_SCHEMA_VERSION = 1
 # Version 2 keys a turn's row by its turn_id instead of its seq (the same turn_id is the same turn at any distance).
 # Version 3 indexes a turn's date words (``when_text``) in full text beside its text.
-STORE_SCHEMA_VERSION = 3
+# Version 4 keeps a version per user (``user_versions``) that every write of the user's items changes.
+STORE_SCHEMA_VERSION = 4
 _T = TypeVar("_T")
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -101,6 +102,21 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_by_session ON items (user_id, kind, session_id, first_seq);
 CREATE INDEX IF NOT EXISTS items_by_time ON items (user_id, kind, ts);
 CREATE UNIQUE INDEX IF NOT EXISTS turns_by_turn_id ON items (user_id, session_id, turn_id) WHERE kind = 'turn';
+-- A new random version of the user's items at each write of one, in the writer's transaction, whatever process
+-- writes: a process that caches a user's vectors reads it to know whether they are still current (_VectorCache).
+CREATE TABLE IF NOT EXISTS user_versions (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS items_version_ai AFTER INSERT ON items BEGIN
+    INSERT INTO user_versions (user_id, version) VALUES (new.user_id, random())
+    ON CONFLICT (user_id) DO UPDATE SET version = excluded.version;
+END;
+CREATE TRIGGER IF NOT EXISTS items_version_au AFTER UPDATE ON items BEGIN
+    INSERT INTO user_versions (user_id, version) VALUES (new.user_id, random())
+    ON CONFLICT (user_id) DO UPDATE SET version = excluded.version;
+END;
+CREATE TRIGGER IF NOT EXISTS items_version_ad AFTER DELETE ON items BEGIN
+    INSERT INTO user_versions (user_id, version) VALUES (old.user_id, random())
+    ON CONFLICT (user_id) DO UPDATE SET version = excluded.version;
+END;
 """
 
 # The full-text index over ``items``, one statement each (a migration runs them inside its transaction).
@@ -231,7 +247,10 @@ _INLINE: ContextVar[bool] = ContextVar("sqlite_store_inline", default=False)
 
 
 class _WouldWait(Exception):
-    """An inline write found another process's write transaction: retry it on the store's thread."""
+    """An inline call would wait or take long: retry it on the store's thread.
+
+    Raised before anything is written: another process holds the write lock, or the vectors to search are not cached.
+    """
 
 
 def _begin_write(conn: sqlite3.Connection) -> None:
@@ -362,32 +381,53 @@ def _turn_row(turn: Turn, embedding: Vector | None) -> dict[str, Any]:
 
 
 class _VectorCache:
-    """Per-user matrices of unit vectors, rebuilt after the user's rows change."""
+    """Per-user matrices of unit vectors, each kept with the user's version it was read at (``user_versions``).
+
+    The version is read before the vectors, so a write that lands in between makes the entry older than the file,
+    never newer: the next search reads them again. Every process that opens the file sees every other's writes
+    this way (on the local host the worker embeds turns and writes summaries and insights that the HTTP host's
+    searches must find).
+    """
 
     def __init__(self, max_users: int = 64) -> None:
-        self._entries: dict[str, tuple[list[int], npt.NDArray[np.float32]]] = {}
+        self._entries: dict[str, tuple[int | None, list[int], npt.NDArray[np.float32]]] = {}
         self._max_users = max_users
 
     def invalidate(self, user_id: str) -> None:
         self._entries.pop(user_id, None)
 
+    def current(self, user_id: str, version: int | None) -> tuple[list[int], npt.NDArray[np.float32]] | None:
+        """The user's cached rowids and vectors if they were read at ``version``, else None."""
+        entry = self._entries.get(user_id)
+        if entry is None or entry[0] != version:
+            return None
+        self._entries[user_id] = self._entries.pop(user_id)  # most recently used last
+        return entry[1], entry[2]
+
     def get(
-        self, user_id: str, load: Callable[[], list[tuple[int, bytes]]]
+        self, user_id: str, version: int | None, load: Callable[[], list[tuple[int, bytes]]]
     ) -> tuple[list[int], npt.NDArray[np.float32]]:
-        entry = self._entries.pop(user_id, None)
-        if entry is None:
-            rows = load()
-            rowids = [r[0] for r in rows]
-            matrix = (
-                np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-                if rows
-                else np.zeros((0, 0), dtype=np.float32)
-            )
-            entry = (rowids, matrix)
-        self._entries[user_id] = entry  # most recently used last
+        """The user's rowids and vectors at ``version``: cached, or read with ``load`` and cached."""
+        cached = self.current(user_id, version)
+        if cached is not None:
+            return cached
+        rows = load()
+        rowids = [r[0] for r in rows]
+        matrix = (
+            np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            if rows
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        self._entries.pop(user_id, None)
+        self._entries[user_id] = (version, rowids, matrix)
         while len(self._entries) > self._max_users:
             self._entries.pop(next(iter(self._entries)))
-        return entry
+        return rowids, matrix
+
+
+def _user_version(conn: sqlite3.Connection, user_id: str) -> int | None:
+    row = conn.execute("SELECT version FROM user_versions WHERE user_id = ?", (user_id,)).fetchone()
+    return None if row is None else int(row[0])
 
 
 class SqliteStore:
@@ -407,8 +447,9 @@ class SqliteStore:
         """``fn(conn)`` on the store's thread; with ``inline``, on the caller's thread when the connection is free.
 
         A hop to the store's thread and back costs a request about 0.2 ms (two thread wake-ups). A short call
-        (a turn's append: a few rows and one commit, well under a millisecond) skips it when nothing else holds
-        the connection, and never waits for a lock there: if the other process is writing, it goes to the thread.
+        (a turn's append: a few rows and one commit; a vector search over cached vectors), well under a
+        millisecond, skips it when nothing else holds the connection, and never waits there: if the other process
+        is writing, or the call has much to read, it raises ``_WouldWait`` and goes to the thread.
         """
         conn = self._conn
         if conn is None:
@@ -418,7 +459,7 @@ class SqliteStore:
             try:
                 return fn(conn)
             except _WouldWait:
-                pass  # nothing was written (the transaction never began): run it where it may wait
+                pass  # nothing was written: run it where it may wait
             finally:
                 _INLINE.reset(token)
                 self._conn_lock.release()
@@ -563,10 +604,7 @@ class SqliteStore:
                 self._write_session(conn, record)
                 return AppendOutcome(turn=stored, duplicate=False, record=record)
 
-        outcome = await self._run(append, inline=True)
-        if not outcome.duplicate:
-            self._vectors.invalidate(user_id)
-        return outcome
+        return await self._run(append, inline=True)
 
     async def list_sessions(
         self, user_id: str, status: SessionStatus | None = None, limit: int | None = 100
@@ -664,10 +702,7 @@ class SqliteStore:
 
         if not rows:
             return True
-        written = await self._run(write)
-        for user_id in {row["user_id"] for row in rows}:
-            self._vectors.invalidate(user_id)
-        return written
+        return await self._run(write)
 
     async def put_turns(self, turns: Sequence[Turn], embeddings: Sequence[Vector | None] | None = None) -> None:
         """Upsert turns by (user, session, seq); an embedding (when given) is stored with its turn."""
@@ -722,10 +757,7 @@ class SqliteStore:
 
         if not rows:
             return 0
-        updated = await self._run(write)
-        for user_id in {t.user_id for t in turns}:
-            self._vectors.invalidate(user_id)
-        return updated
+        return await self._run(write)
 
     async def put_chunk(
         self, chunk: Chunk, embedding: Vector | None = None, *, guard: SessionGuard | None = None
@@ -862,7 +894,10 @@ class SqliteStore:
             ).fetchall()
 
         def search(conn: sqlite3.Connection) -> list[SearchHit]:
-            rowids, matrix = self._vectors.get(user_id, lambda: load(conn))
+            version = _user_version(conn, user_id)
+            if _INLINE.get() and self._vectors.current(user_id, version) is None:
+                raise _WouldWait  # reading the user's vectors takes long: not on the event loop's thread
+            rowids, matrix = self._vectors.get(user_id, version, lambda: load(conn))
             if retired:  # superseded insights are not cached: the few of them are read for an as_of search
                 rows = conn.execute(
                     "SELECT rowid, embedding FROM items WHERE user_id = ? AND kind = 'insight' AND active = 0 "
@@ -895,7 +930,9 @@ class SqliteStore:
                     return hits[:limit]
                 take = min(len(rowids), take * 4)
 
-        return await self._run(search)
+        # On the caller's thread when the user's vectors are cached and current (a product with them and one read
+        # of the hits' rows, a fraction of a millisecond): that saves the query two thread wake-ups.
+        return await self._run(search, inline=True)
 
     # -- users ------------------------------------------------------------------------------------------------
     async def begin_forget(self, user_id: str, now: datetime) -> datetime:
@@ -946,6 +983,7 @@ class SqliteStore:
                 )
                 sessions = conn.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount
                 conn.execute("DELETE FROM items WHERE user_id = ?", (user_id,))
+                conn.execute("DELETE FROM user_versions WHERE user_id = ?", (user_id,))  # after its triggers
             if counts:
                 with conn:
                     _begin_write(conn)

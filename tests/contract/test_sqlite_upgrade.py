@@ -1,7 +1,7 @@
 """A store file written by an earlier version opens with this one: nothing lost, and what the new version adds.
 
 Version 2 files have no date words: opening one adds the ``when_text`` column, fills it for every turn and rebuilds
-the full-text index with it, once, in one transaction.
+the full-text index with it, once, in one transaction. Opening one also adds version 4's per-user versions.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ UPDATE meta SET value = '2' WHERE key = 'store_schema_version';
 def _as_version_2(path: Path) -> None:
     """Turn a file this version wrote into the layout version 2 wrote, rows kept."""
     with sqlite3.connect(path) as db:
-        for kind, name in (("TRIGGER", "items_ai"), ("TRIGGER", "items_ad"), ("TRIGGER", "items_au")):
-            db.execute(f"DROP {kind} {name}")
+        for name in ("items_ai", "items_ad", "items_au", "items_version_ai", "items_version_au", "items_version_ad"):
+            db.execute(f"DROP TRIGGER {name}")
         db.execute("DROP TABLE items_fts")
+        db.execute("DROP TABLE user_versions")
         db.execute("ALTER TABLE items DROP COLUMN when_text")
         db.executescript(_VERSION_2_FTS)
 
@@ -72,4 +73,6 @@ async def test_a_version_2_file_gets_its_turns_dates_indexed(tmp_path: Path):
             str(STORE_SCHEMA_VERSION),
         )
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        # Version 4: the writes after the upgrade versioned the user's items (what cached vectors are checked by).
+        assert db.execute("SELECT user_id FROM user_versions").fetchall() == [("alice",)]
         db.execute("INSERT INTO items_fts (items_fts) VALUES ('integrity-check')")  # raises if index and rows differ

@@ -1,0 +1,111 @@
+"""The SQLite store's cached vectors: current whatever process writes, and searched on the caller's thread.
+
+Each store keeps a user's vectors in memory for its vector searches. On the local host two processes open one file:
+the HTTP host answers searches while the worker embeds turns and writes chunks, summaries and insights. Every one of
+those writes must reach the next search of the other process, and a forgotten user must not come back from a cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from memory_core.adapters.sqlite import SqliteStore
+from memory_core.domain import MemoryKind
+from tests.contract.test_forget_contract import (
+    ALL_KINDS,
+    T0,
+    chunk,
+    insight,
+    session_with_turns,
+    summary,
+    turn_input,
+    unit,
+)
+
+QUERY = unit(1, 0, 0, 0)
+
+
+async def _pair(path: Path) -> tuple[SqliteStore, SqliteStore]:
+    """The HTTP host's store and the worker's, on one file."""
+    host, worker = SqliteStore(path), SqliteStore(path)
+    await host.open("contract-test-embedder", 4)
+    await worker.open("contract-test-embedder", 4)
+    return host, worker
+
+
+async def _found(store: SqliteStore, user: str = "alice") -> list[tuple[MemoryKind, str]]:
+    return [(h.kind, h.text) for h in await store.search_vector(user, QUERY, ALL_KINDS, 10)]
+
+
+async def test_a_search_finds_what_another_process_wrote_after_it_cached_the_vectors(tmp_path: Path):
+    host, worker = await _pair(tmp_path / "memory.sqlite3")
+    try:
+        guard = await session_with_turns(host, "alice", turns=2)
+        turns = await host.get_turns("alice", "s1")
+        await worker.set_turn_vectors(turns[:1], [unit(0, 1, 0, 0)])
+        assert [kind for kind, _ in await _found(host)] == [MemoryKind.TURN]  # now cached in the host
+
+        await worker.set_turn_vectors(turns[1:], [unit(1, 0, 0, 0)])  # the worker embeds the next turn
+        assert (await _found(host))[0][1] == turns[1].text()
+
+        await worker.put_chunk(chunk("alice", text="the chunk"), unit(1, 0.1, 0, 0), guard=guard)
+        await worker.put_summary(summary("alice", text="the summary"), unit(1, 0.2, 0, 0), guard=guard)
+        await worker.put_insights([insight("alice", "the insight")], [unit(1, 0.3, 0, 0)], guard=guard)
+        assert {kind for kind, _ in await _found(host)} == set(MemoryKind)
+
+        superseded = insight("alice", "the insight").model_copy(update={"status": "superseded", "valid_to": T0})
+        await worker.put_insights([superseded], [unit(1, 0.3, 0, 0)], guard=guard)
+        assert MemoryKind.INSIGHT not in {kind for kind, _ in await _found(host)}
+    finally:
+        await host.close()
+        await worker.close()
+
+
+async def test_a_user_forgotten_by_another_process_is_not_found_from_the_cache(tmp_path: Path):
+    host, worker = await _pair(tmp_path / "memory.sqlite3")
+    try:
+        await session_with_turns(host, "alice", turns=1)
+        await worker.set_turn_vectors(await host.get_turns("alice", "s1"), [QUERY])
+        assert len(await _found(host)) == 1
+        await worker.begin_forget("alice", T0)
+        await worker.delete_user("alice")
+        await worker.finish_forget("alice")
+        assert await _found(host) == []
+
+        # The user comes back with new memories (SQLite may give the new row the old one's rowid): the host scores
+        # them by their own vectors, not by the forgotten ones.
+        await session_with_turns(worker, "alice", turns=0)
+        await worker.append_turn("alice", "s1", turn_input("t1", "a new start"), T0)
+        (turn,) = await worker.get_turns("alice", "s1")
+        await worker.set_turn_vectors([turn], [unit(0, 1, 0, 0)])
+        hits = await host.search_vector("alice", QUERY, ALL_KINDS, 10)
+        assert [(h.text, round(h.score, 6)) for h in hits] == [(turn.text(), 0.0)]
+    finally:
+        await host.close()
+        await worker.close()
+
+
+async def test_a_search_of_cached_vectors_runs_on_the_callers_thread(tmp_path: Path):
+    host, worker = await _pair(tmp_path / "memory.sqlite3")
+    threads: list[int] = []
+    loads = host._vectors.get
+
+    def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        return loads(*args, **kwargs)
+
+    host._vectors.get = recorded  # type: ignore[method-assign]
+    try:
+        await session_with_turns(host, "alice", turns=1)
+        await worker.set_turn_vectors(await host.get_turns("alice", "s1"), [QUERY])
+        await _found(host)  # first read: on the store's thread
+        await _found(host)  # cached and current: here
+        await worker.put_chunk(chunk("alice"), QUERY)
+        assert len(await _found(host)) == 2  # changed by the worker: read again on the store's thread
+        await _found(host)
+        here = threading.get_ident()
+        assert [t == here for t in threads] == [False, True, False, True]
+    finally:
+        await host.close()
+        await worker.close()
