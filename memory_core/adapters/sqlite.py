@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -380,49 +380,61 @@ def _turn_row(turn: Turn, embedding: Vector | None) -> dict[str, Any]:
     )
 
 
-class _VectorCache:
-    """Per-user matrices of unit vectors, each kept with the user's version it was read at (``user_versions``).
+class _UserVectors(NamedTuple):
+    """One user's current vectors as a matrix, with the search fields of their rows (``_hit_rows``'s, by rowid)."""
 
-    The version is read before the vectors, so a write that lands in between makes the entry older than the file,
-    never newer: the next search reads them again. Every process that opens the file sees every other's writes
-    this way (on the local host the worker embeds turns and writes summaries and insights that the HTTP host's
-    searches must find).
+    version: int | None
+    rowids: list[int]
+    matrix: npt.NDArray[np.float32]
+    rows: dict[int, tuple[Any, ...]]
+
+
+class _VectorCache:
+    """Per-user matrices of unit vectors and their rows' search fields, each with the user's version it was read at.
+
+    The version (``user_versions``) is read before the rows, so a write that lands in between makes the entry older
+    than the file, never newer: the next search reads them again. Every process that opens the file sees every
+    other's writes this way (on the local host the worker embeds turns and writes summaries and insights that the
+    HTTP host's searches must find). The rows' text is kept too, so that a search reads nothing but the version (some
+    1.5 KB of vector and a few hundred bytes of text per item, for at most ``max_users`` users).
     """
 
     def __init__(self, max_users: int = 64) -> None:
-        self._entries: dict[str, tuple[int | None, list[int], npt.NDArray[np.float32]]] = {}
+        self._entries: dict[str, _UserVectors] = {}
         self._max_users = max_users
 
     def invalidate(self, user_id: str) -> None:
         self._entries.pop(user_id, None)
 
-    def current(self, user_id: str, version: int | None) -> tuple[list[int], npt.NDArray[np.float32]] | None:
-        """The user's cached rowids and vectors if they were read at ``version``, else None."""
+    def current(self, user_id: str, version: int | None) -> _UserVectors | None:
+        """The user's cached vectors if they were read at ``version``, else None."""
         entry = self._entries.get(user_id)
-        if entry is None or entry[0] != version:
+        if entry is None or entry.version != version:
             return None
         self._entries[user_id] = self._entries.pop(user_id)  # most recently used last
-        return entry[1], entry[2]
+        return entry
 
-    def get(
-        self, user_id: str, version: int | None, load: Callable[[], list[tuple[int, bytes]]]
-    ) -> tuple[list[int], npt.NDArray[np.float32]]:
-        """The user's rowids and vectors at ``version``: cached, or read with ``load`` and cached."""
+    def get(self, user_id: str, version: int | None, load: Callable[[], list[tuple[Any, ...]]]) -> _UserVectors:
+        """The user's vectors at ``version``: cached, or read with ``load`` (rowid, vector, fields) and cached."""
         cached = self.current(user_id, version)
         if cached is not None:
             return cached
-        rows = load()
-        rowids = [r[0] for r in rows]
-        matrix = (
-            np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-            if rows
-            else np.zeros((0, 0), dtype=np.float32)
+        loaded = load()
+        entry = _UserVectors(
+            version,
+            [r[0] for r in loaded],
+            (
+                np.frombuffer(b"".join(r[1] for r in loaded), dtype=np.float32).reshape(len(loaded), -1)
+                if loaded
+                else np.zeros((0, 0), dtype=np.float32)
+            ),
+            {r[0]: tuple(r[2:]) for r in loaded},
         )
         self._entries.pop(user_id, None)
-        self._entries[user_id] = (version, rowids, matrix)
+        self._entries[user_id] = entry
         while len(self._entries) > self._max_users:
             self._entries.pop(next(iter(self._entries)))
-        return rowids, matrix
+        return entry
 
 
 def _user_version(conn: sqlite3.Connection, user_id: str) -> int | None:
@@ -887,9 +899,10 @@ class SqliteStore:
         conditions, params = _filter_sql(where)
         retired = _wants_retired(kinds, where)
 
-        def load(conn: sqlite3.Connection) -> list[tuple[int, bytes]]:
+        def load(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return conn.execute(
-                "SELECT rowid, embedding FROM items WHERE user_id = ? AND active = 1 AND embedding IS NOT NULL",
+                f"SELECT i.rowid, i.embedding, {_HIT_FIELDS} FROM items AS i "  # noqa: S608
+                "WHERE i.user_id = ? AND i.active = 1 AND i.embedding IS NOT NULL",
                 (user_id,),
             ).fetchall()
 
@@ -897,7 +910,8 @@ class SqliteStore:
             version = _user_version(conn, user_id)
             if _INLINE.get() and self._vectors.current(user_id, version) is None:
                 raise _WouldWait  # reading the user's vectors takes long: not on the event loop's thread
-            rowids, matrix = self._vectors.get(user_id, version, lambda: load(conn))
+            cached = self._vectors.get(user_id, version, lambda: load(conn))
+            rowids, matrix = cached.rowids, cached.matrix
             if retired:  # superseded insights are not cached: the few of them are read for an as_of search
                 rows = conn.execute(
                     "SELECT rowid, embedding FROM items WHERE user_id = ? AND kind = 'insight' AND active = 0 "
@@ -920,7 +934,8 @@ class SqliteStore:
                 top = np.argpartition(-scores, take - 1)[:take] if take < len(rowids) else np.arange(len(rowids))
                 top = top[np.argsort(-scores[top], kind="stable")]
                 picked = [rowids[i] for i in top]
-                by_rowid = _hit_rows(conn, picked, conditions, params)
+                # Without filters the cached rows are those to return (current: read at the user's version).
+                by_rowid = _hit_rows(conn, picked, conditions, params) if conditions else cached.rows
                 hits = [
                     _hit(by_rowid[rid], float(scores[i]))
                     for rid, i in zip(picked, top, strict=True)
@@ -1077,13 +1092,17 @@ def _filter_sql(where: ItemFilter | None) -> tuple[str, list[Any]]:
     return " AND ".join(conditions), params
 
 
+# The fields of a row that make a search hit (``_hit``).
+_HIT_FIELDS = "i.id, i.kind, i.text, i.session_id, i.first_seq, i.last_seq, i.ts"
+
+
 def _hit_rows(
     conn: sqlite3.Connection, rowids: Sequence[int], conditions: str, params: Sequence[Any]
 ) -> dict[int, tuple[Any, ...]]:
     """The search fields of the rows among ``rowids`` that meet ``conditions``, by rowid."""
     marks = ",".join("?" * len(rowids))
     rows = conn.execute(
-        "SELECT i.rowid, i.id, i.kind, i.text, i.session_id, i.first_seq, i.last_seq, i.ts FROM items AS i "  # noqa: S608
+        f"SELECT i.rowid, {_HIT_FIELDS} FROM items AS i "  # noqa: S608
         f"WHERE i.rowid IN ({marks})" + (f" AND {conditions}" if conditions else ""),
         [*rowids, *params],
     ).fetchall()
