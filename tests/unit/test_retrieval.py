@@ -189,3 +189,11 @@ def test_rank_gives_both_contexts_from_the_fused_scores():
         "b": round(0.5 + SESSION_WEIGHT * 1.0 + NEIGHBOUR_WEIGHT * 1.0, 6),
         "z": 0.0,
     }
+
+
+def test_rank_takes_other_context_weights_and_without_them_is_plain_fusion():
+    text = [hit("a", 10.0, session="s", seq=1), hit("b", 5.0, session="s", seq=2), hit("z", 0.0, session="u")]
+    ranked = {h.id: h.score for h in rank([text], 3, (1.0,), session_weight=0.4, neighbour_weight=0.1)}
+    assert ranked == {"a": round(1.0 + 0.4 * 0.5 + 0.1 * 0.5, 6), "b": round(0.5 + 0.4 + 0.1, 6), "z": 0.0}
+    plain = rank([text], 3, (1.0,), session_weight=0.0, neighbour_weight=0.0)
+    assert plain == fuse([text], 3, (1.0,))
