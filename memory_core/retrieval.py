@@ -238,10 +238,15 @@ def _unit_key(unit: str) -> str:
 
 
 def _units(hit: SearchHit) -> list[str]:
-    """The pieces a passage of ``hit`` is made of, verbatim: a turn's lines (one speaker each), else sentences."""
+    """The pieces a passage of ``hit`` is made of, verbatim: a turn's lines (one speaker each), else sentences.
+
+    Other items are split into lines first, then each line into sentences, so that a line another item gave whole is
+    recognised as given.
+    """
+    lines = hit.text.splitlines(keepends=True)
     if hit.kind is MemoryKind.TURN:
-        return hit.text.splitlines(keepends=True)
-    return sentences(hit.text)
+        return lines
+    return [sentence for line in lines for sentence in sentences(line)]
 
 
 @lru_cache(maxsize=UNIT_CACHE_SIZE)
@@ -292,8 +297,9 @@ def _best_run(
 ) -> tuple[int, int]:
     """``(start, end)`` of the passage ``units[start:end]`` to keep: fresh units within ``room`` tokens.
 
-    The run that holds most query words, then the shortest such run, then the first. When no unit holds a query
-    word, the longest run from the first fresh unit. (0, 0) when not even one unit fits.
+    The run that holds most query words, then the shortest such run, then the first. When no fresh unit holds a query
+    word, the longest run from the first fresh unit. (0, 0) when not even one unit fits, or when fresh units hold
+    query words but none of them fits (the item's other units would spend the budget on what did not match).
     """
     tokens = [0, *accumulate(count(u) for u in units)]
     words = [_unit_lemmas(unit) & terms for unit in units]
@@ -310,6 +316,8 @@ def _best_run(
                 best, best_score = (start, end), score
     if best != (0, 0):
         return best
+    if any(ok and found for ok, found in zip(fresh, words, strict=True)):
+        return 0, 0
     first = fresh.index(True)
     end = first
     while end < len(units) and fresh[end] and tokens[end + 1] - tokens[first] <= room:

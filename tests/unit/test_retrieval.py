@@ -85,6 +85,21 @@ def test_an_item_that_cannot_fit_is_skipped_and_a_smaller_one_below_it_still_fit
     assert [h.id for h in fitted] == ["small"] and used <= 20
 
 
+def test_an_item_whose_matching_passage_cannot_fit_is_skipped_not_cut_to_what_did_not_match():
+    long_match = "Melanie painted a sunrise over the lake with " + ", ".join(f"colour {n}" for n in range(30)) + "."
+    summary = item("s", f"We had lunch. {long_match} Then we left.", MemoryKind.SUMMARY)
+    small = item("small", "User: Melanie paints.")
+    fitted, used = fit_budget([summary, small], "Melanie sunrise", 20, COUNT, limit=5)
+    assert [h.id for h in fitted] == ["small"] and used <= 20  # not "We had lunch. ", which holds none of it
+
+
+def test_a_line_given_by_a_turn_is_not_given_again_by_a_chunk_quoting_it():
+    turn = item("t", "User: I booked the ferry to Madeira today\nAssistant: noted")
+    chunk = item("c", "User: I booked the ferry to Madeira today\nAssistant: noted\nShe also packed.", MemoryKind.CHUNK)
+    fitted, _ = fit_budget([turn, chunk], "ferry Madeira packed", 1_000, COUNT, limit=5)
+    assert [h.id for h in fitted] == ["t", "c"] and fitted[1].text == "She also packed."
+
+
 def test_the_limit_and_a_full_budget_stop_the_walk():
     hits = [item(str(n), f"User: fact number {n} about cats.") for n in range(10)]
     assert len(fit_budget(hits, "cats", 1_000, COUNT, limit=3)[0]) == 3
