@@ -1,9 +1,15 @@
+import asyncio
+
+import pytest
+
 from memory_core.context import default_counter
 from memory_core.domain import MemoryKind, SearchHit
+from memory_core.errors import UpstreamUnavailableError
 from memory_core.retrieval import (
     NEIGHBOUR_WEIGHT,
     SESSION_WEIGHT,
     TEXT_WEIGHT,
+    candidates,
     fit_budget,
     fuse,
     rank,
@@ -212,3 +218,35 @@ def test_rank_takes_other_context_weights_and_without_them_is_plain_fusion():
     assert ranked == {"a": round(1.0 + 0.4 * 0.5 + 0.1 * 0.5, 6), "b": round(0.5 + 0.4 + 0.1, 6), "z": 0.0}
     plain = rank([text], 3, (1.0,), session_weight=0.0, neighbour_weight=0.0)
     assert plain == fuse([text], 3, (1.0,))
+
+
+class _SlowTextStore:
+    """A store whose full-text search waits until cancelled, and says whether it was."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = False
+
+    async def search_text(self, *args: object) -> list[SearchHit]:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        return []
+
+
+class _FailingEmbedder:
+    model, dimensions = "failing", 4
+
+    async def embed(self, texts: object) -> list[list[float]]:
+        raise UpstreamUnavailableError("the embedding service is down")
+
+
+async def test_a_failed_embedding_cancels_the_full_text_search_it_ran_beside():
+    store = _SlowTextStore()
+    with pytest.raises(UpstreamUnavailableError):
+        await candidates(store, _FailingEmbedder(), "alice", "garden", 40)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert store.started.is_set() and store.cancelled
