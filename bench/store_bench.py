@@ -210,7 +210,7 @@ async def main() -> None:
         print(describe("vector (cached matrix, numpy)", await timed(vector_only, args.queries), read_base))
         print(
             describe(
-                f"hybrid RRF incl. query embedding ({args.embedder})", await timed(hybrid, args.queries), read_base
+                f"hybrid incl. query embedding ({args.embedder})", await timed(hybrid, args.queries), read_base
             )
         )
         await store.close()
