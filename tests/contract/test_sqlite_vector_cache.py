@@ -10,6 +10,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
+
+from memory_core.adapters import sqlite as sqlite_adapter
 from memory_core.adapters.sqlite import SqliteStore
 from memory_core.domain import MemoryKind
 from tests.contract.test_forget_contract import (
@@ -106,6 +109,30 @@ async def test_a_search_of_cached_vectors_runs_on_the_callers_thread(tmp_path: P
         await _found(host)
         here = threading.get_ident()
         assert [t == here for t in threads] == [False, True, False, True]
+    finally:
+        await host.close()
+        await worker.close()
+
+
+async def test_a_user_with_very_many_vectors_is_searched_on_the_stores_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(sqlite_adapter, "INLINE_MAX_VECTORS", 1)
+    host, worker = await _pair(tmp_path / "memory.sqlite3")
+    threads: list[int] = []
+    loads = host._vectors.get
+
+    def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        threads.append(threading.get_ident())
+        return loads(*args, **kwargs)
+
+    host._vectors.get = recorded  # type: ignore[method-assign]
+    try:
+        await session_with_turns(host, "alice", turns=2)
+        await worker.set_turn_vectors(await host.get_turns("alice", "s1"), [QUERY, unit(0, 1, 0, 0)])
+        await _found(host)
+        assert len(await _found(host)) == 2  # cached and current, but more than the limit: on the store's thread
+        assert threading.get_ident() not in threads and len(threads) == 2
     finally:
         await host.close()
         await worker.close()
