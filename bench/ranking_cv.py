@@ -155,8 +155,11 @@ def cross_validate(
 
 def run(
     settings: Settings, conversations: Sequence[Any], api_words: Sequence[int | None], top_k: int
-) -> dict[str, Any]:
-    """Collect the candidates, cross-validate, and log what it found."""
+) -> dict[str, Any] | None:
+    """Collect the candidates, cross-validate, and log what it found (None with fewer than two conversations)."""
+    if len(conversations) < 2:
+        log("cross-validation needs at least two conversations: skipped")
+        return None
     log(f"cross-validating the ranking's constants (leave one conversation out, {BUDGET} words)")
     asked = asyncio.run(collect(settings, conversations, top_k))
     result = cross_validate(asked, api_words, top_k)
