@@ -247,10 +247,7 @@ _INLINE: ContextVar[bool] = ContextVar("sqlite_store_inline", default=False)
 
 
 class _WouldWait(Exception):
-    """An inline call would wait or take long: retry it on the store's thread.
-
-    Raised before anything is written: another process holds the write lock, or the vectors to search are not cached.
-    """
+    """An inline write found another process's write transaction: retry it on the store's thread."""
 
 
 def _begin_write(conn: sqlite3.Connection) -> None:
@@ -380,11 +377,6 @@ def _turn_row(turn: Turn, embedding: Vector | None) -> dict[str, Any]:
     )
 
 
-# A cached user's vector search runs on the event loop's thread up to this many vectors: the product and the top-k
-# take about 0.2 ms at 10,000 (384 dimensions, 2-core build machine) and 3.6 ms at 50,000, too long to hold the loop.
-INLINE_MAX_VECTORS = 10_000
-
-
 class _UserVectors(NamedTuple):
     """One user's current vectors as a matrix, with the search fields of their rows (``_hit_rows``'s, by rowid)."""
 
@@ -464,9 +456,8 @@ class SqliteStore:
         """``fn(conn)`` on the store's thread; with ``inline``, on the caller's thread when the connection is free.
 
         A hop to the store's thread and back costs a request about 0.2 ms (two thread wake-ups). A short call
-        (a turn's append: a few rows and one commit; a vector search over cached vectors), well under a
-        millisecond, skips it when nothing else holds the connection, and never waits there: if the other process
-        is writing, or the call has much to read, it raises ``_WouldWait`` and goes to the thread.
+        (a turn's append: a few rows and one commit, well under a millisecond) skips it when nothing else holds
+        the connection, and never waits for a lock there: if the other process is writing, it goes to the thread.
         """
         conn = self._conn
         if conn is None:
@@ -476,7 +467,7 @@ class SqliteStore:
             try:
                 return fn(conn)
             except _WouldWait:
-                pass  # nothing was written: run it where it may wait
+                pass  # nothing was written (the transaction never began): run it where it may wait
             finally:
                 _INLINE.reset(token)
                 self._conn_lock.release()
@@ -913,10 +904,6 @@ class SqliteStore:
 
         def search(conn: sqlite3.Connection) -> list[SearchHit]:
             version = _user_version(conn, user_id)
-            if _INLINE.get():
-                current = self._vectors.current(user_id, version)
-                if current is None or len(current.rowids) > INLINE_MAX_VECTORS:
-                    raise _WouldWait  # reading the vectors, or a product with very many: not on the loop's thread
             cached = self._vectors.get(user_id, version, lambda: load(conn))
             rowids, matrix = cached.rowids, cached.matrix
             if retired:  # superseded insights are not cached: the few of them are read for an as_of search
@@ -952,10 +939,10 @@ class SqliteStore:
                     return hits[:limit]
                 take = min(len(rowids), take * 4)
 
-        # On the caller's thread when the user's vectors are cached and current (one read of the version, a product
-        # with the vectors, the hits built from the cached rows: a fraction of a millisecond), which saves the query
-        # two thread wake-ups; else on the store's thread.
-        return await self._run(search, inline=True)
+        # On the store's thread, even when the user's vectors are cached: run on the event loop's thread (two
+        # thread wake-ups fewer) it took about 0.1 ms off one client's query, but with 20 clients searching at once
+        # it held the loop long enough to add 0.5-0.7 ms to /health's p50 beside them (three rounds of each).
+        return await self._run(search)
 
     # -- users ------------------------------------------------------------------------------------------------
     async def begin_forget(self, user_id: str, now: datetime) -> datetime:

@@ -1,4 +1,4 @@
-"""The SQLite store's cached vectors: current whatever process writes, and searched on the caller's thread.
+"""The SQLite store's cached vectors: current whatever process writes, and read again only when they changed.
 
 Each store keeps a user's vectors in memory for its vector searches. On the local host two processes open one file:
 the HTTP host answers searches while the worker embeds turns and writes chunks, summaries and insights. Every one of
@@ -7,12 +7,8 @@ those writes must reach the next search of the other process, and a forgotten us
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-import pytest
-
-from memory_core.adapters import sqlite as sqlite_adapter
 from memory_core.adapters.sqlite import SqliteStore
 from memory_core.domain import MemoryKind
 from tests.contract.test_forget_contract import (
@@ -89,50 +85,24 @@ async def test_a_user_forgotten_by_another_process_is_not_found_from_the_cache(t
         await worker.close()
 
 
-async def test_a_search_of_cached_vectors_runs_on_the_callers_thread(tmp_path: Path):
+async def test_the_vectors_are_read_once_and_again_only_after_a_write(tmp_path: Path):
     host, worker = await _pair(tmp_path / "memory.sqlite3")
-    threads: list[int] = []
-    loads = host._vectors.get
-
-    def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
-        threads.append(threading.get_ident())
-        return loads(*args, **kwargs)
-
-    host._vectors.get = recorded  # type: ignore[method-assign]
     try:
         await session_with_turns(host, "alice", turns=1)
         await worker.set_turn_vectors(await host.get_turns("alice", "s1"), [QUERY])
-        await _found(host)  # first read: on the store's thread
-        await _found(host)  # cached and current: here
+        await _found(host)
+        first = host._vectors.current("alice", _version(host, "alice"))
+        await _found(host)
+        assert first is not None and host._vectors.current("alice", _version(host, "alice")) is first  # not read again
         await worker.put_chunk(chunk("alice"), QUERY)
-        assert len(await _found(host)) == 2  # changed by the worker: read again on the store's thread
-        await _found(host)
-        here = threading.get_ident()
-        assert [t == here for t in threads] == [False, True, False, True]
+        assert host._vectors.current("alice", _version(host, "alice")) is None  # the worker's write changed it
+        assert len(await _found(host)) == 2
     finally:
         await host.close()
         await worker.close()
 
 
-async def test_a_user_with_very_many_vectors_is_searched_on_the_stores_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.setattr(sqlite_adapter, "INLINE_MAX_VECTORS", 1)
-    host, worker = await _pair(tmp_path / "memory.sqlite3")
-    threads: list[int] = []
-    loads = host._vectors.get
-
-    def recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
-        threads.append(threading.get_ident())
-        return loads(*args, **kwargs)
-
-    host._vectors.get = recorded  # type: ignore[method-assign]
-    try:
-        await session_with_turns(host, "alice", turns=2)
-        await worker.set_turn_vectors(await host.get_turns("alice", "s1"), [QUERY, unit(0, 1, 0, 0)])
-        await _found(host)
-        assert len(await _found(host)) == 2  # cached and current, but more than the limit: on the store's thread
-        assert threading.get_ident() not in threads and len(threads) == 2
-    finally:
-        await host.close()
-        await worker.close()
+def _version(store: SqliteStore, user_id: str) -> int | None:
+    assert store._conn is not None
+    row = store._conn.execute("SELECT version FROM user_versions WHERE user_id = ?", (user_id,)).fetchone()
+    return None if row is None else int(row[0])
