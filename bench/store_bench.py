@@ -208,11 +208,7 @@ async def main() -> None:
         print(f"\nsearch over {total} turns of one user (top 5; each retriever looks 20 deep):")
         print(describe("full-text BM25 (FTS5)", await timed(text_only, args.queries), read_base))
         print(describe("vector (cached matrix, numpy)", await timed(vector_only, args.queries), read_base))
-        print(
-            describe(
-                f"hybrid incl. query embedding ({args.embedder})", await timed(hybrid, args.queries), read_base
-            )
-        )
+        print(describe(f"hybrid incl. query embedding ({args.embedder})", await timed(hybrid, args.queries), read_base))
         await store.close()
         await embedder.close()
 
