@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from memory_core.domain import ItemFilter, MemoryKind, SearchHit
 from memory_core.ports import Embedder, Store
-from memory_core.text import content_words, lemmas, sentences
+from memory_core.text import content_words, lemmas, line_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -248,10 +248,9 @@ def _units(hit: SearchHit) -> list[str]:
     Other items are split into lines first, then each line into sentences, so that a line another item gave whole is
     recognised as given.
     """
-    lines = hit.text.splitlines(keepends=True)
     if hit.kind is MemoryKind.TURN:
-        return lines
-    return [sentence for line in lines for sentence in sentences(line)]
+        return hit.text.splitlines(keepends=True)
+    return line_sentences(hit.text)
 
 
 @lru_cache(maxsize=UNIT_CACHE_SIZE)

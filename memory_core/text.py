@@ -58,14 +58,20 @@ def _segmenter() -> Any:
 
 
 def sentences(text: str, language: str = "en") -> list[str]:
-    """``text`` split into sentences and lines, verbatim: joined again they are ``text`` exactly.
+    """``text`` split into sentences, verbatim: joined again they are ``text`` exactly.
 
     Sentence boundaries come from sentencex (Wikimedia's rule-based segmenter: abbreviations such as "Dr." or
-    "p.m." and decimals do not end a sentence); each sentence keeps the whitespace that follows it.
+    "p.m." and decimals do not end a sentence); each sentence keeps the whitespace that follows it. A blank line
+    ends a sentence, a single line break does not (``line_sentences`` splits at every one).
     """
     if not text:
         return []
     return [piece for piece in _segmenter()(language, text) if piece]
+
+
+def line_sentences(text: str, language: str = "en") -> list[str]:
+    """``text`` split into lines, then each line into ``sentences``, verbatim: joined again they are ``text``."""
+    return [piece for line in text.splitlines(keepends=True) for piece in sentences(line, language)]
 
 
 # -- word forms, for reflection and the local chat engine ----------------------------------------------------------

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from memory_core.adapters.local_chat_insights import MAX_INSIGHT_CHARS, extract, facts_in_sentence
 from memory_core.domain import Chunk, Turn
 from memory_core.ports import InsightCandidate
-from memory_core.text import STOP_WORDS, lemmas, plain, sentences, words
+from memory_core.text import STOP_WORDS, lemmas, line_sentences, plain, words
 
 __all__ = ["MAX_INSIGHT_CHARS", "LocalChatModel", "extract_insights"]
 
@@ -53,9 +53,7 @@ _FILLER = frozenset(
 
 def _split_sentences(text: str) -> list[str]:
     """Sentences of a text (sentencex), whitespace collapsed."""
-    out: list[str] = []
-    for line in plain(text).splitlines():
-        out.extend(re.sub(r"\s+", " ", s).strip() for s in sentences(line))
+    out = (re.sub(r"\s+", " ", s).strip() for s in line_sentences(plain(text)))
     return [s for s in out if s]
 
 
