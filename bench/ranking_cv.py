@@ -75,7 +75,6 @@ class Asked:
     """One question with what it needs to be walked: its conversation's acknowledged turns and its evidence."""
 
     sample_id: str
-    question: str
     evidence: Mapping[str, str]
     stored: Mapping[str, tuple[str, int]]
     rankings: list[list[SearchHit]]
@@ -97,7 +96,7 @@ async def collect(settings: Settings, conversations: Sequence[Any], top_k: int) 
                     service.store, service.embedder, conv.user_id, q.text, retrieval.search_depth(top_k)
                 )
                 evidence = {dia: conv.utterances[dia] for dia in q.evidence}
-                asked.append(Asked(conv.sample_id, q.text, evidence, conv.stored, rankings))
+                asked.append(Asked(conv.sample_id, evidence, conv.stored, rankings))
     finally:
         await service.close()
     return asked
